@@ -1,0 +1,78 @@
+"""The CLI's consoles and how it reports errors: one red line on stderr and an exit code, never a
+traceback and never a secret (URLs are shown through ``redact_url``)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import NoReturn
+
+import click
+import nats.errors
+import typer
+from rich.console import Console
+from rich.markup import escape
+from zhongshu.runtime.bus import redact_url
+from zhongshu.runtime.errors import RuntimeFailure
+from zhongshu.runtime.stack import StackError
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+# Exit codes: 1 for a failed operation, 2 for a wrong invocation (as click does for usage errors).
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class CliError(Exception):
+    """An expected failure the user can act on; its text is shown as is."""
+
+    def __init__(self, message: str, *, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def print_error(message: str) -> None:
+    """The first line in red; further lines (a server's log tail, a list) plain and dimmed."""
+    first, _, rest = message.strip().partition("\n")
+    err_console.print(f"[bold red]error:[/] [red]{escape(first)}[/]", soft_wrap=True)
+    if rest:
+        err_console.print(escape(rest), style="dim", soft_wrap=True)
+
+
+def fail(message: str, *, code: int = EXIT_FAILED) -> NoReturn:
+    print_error(message)
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def reported_errors() -> Iterator[None]:
+    """Turn the failures the runtime reports with readable messages into a red line + exit code."""
+    try:
+        yield
+    except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        raise
+    except CliError as exc:
+        fail(str(exc), code=exc.code)
+    except (RuntimeFailure, StackError) as exc:
+        fail(str(exc))
+    except nats.errors.Error as exc:
+        fail(f"NATS: {exc}")
+    except KeyboardInterrupt:
+        fail("interrupted", code=EXIT_INTERRUPTED)
+    except Exception as exc:
+        # Unexpected: still one line, with the exception type to search for.
+        fail(f"unexpected {type(exc).__name__}: {exc}")
+
+
+def quiet_client_logs() -> None:
+    """The CLI is a short-lived client: the runtime's reconnect chatter (its logger warns on
+    every disconnect, including our own close) is noise here. Services configure their own."""
+    logging.getLogger("zhongshu.runtime.bus").setLevel(logging.ERROR)
+    logging.getLogger("nats").setLevel(logging.CRITICAL)
+
+
+def safe_url(url: str | None) -> str:
+    return redact_url(url) if url else "-"

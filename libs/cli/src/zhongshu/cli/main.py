@@ -1,0 +1,227 @@
+"""The ``zhongshu`` command: typer wiring only; each verb lives in its own module."""
+
+import enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from zhongshu.cli import dlq, provision_cmd, runstate, services, status, up
+from zhongshu.cli.console import EXIT_USAGE, fail, quiet_client_logs, reported_errors
+
+app = typer.Typer(
+    name="zhongshu",
+    help="zhongshu (中枢): run the hub locally and operate its bus.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # locals may hold secrets
+    rich_markup_mode="markdown",
+)
+dlq_app = typer.Typer(
+    help="Inspect and replay dead-lettered messages (the DLQ stream).", no_args_is_help=True
+)
+app.add_typer(dlq_app, name="dlq")
+
+
+class LogFormat(enum.StrEnum):
+    pretty = "pretty"
+    json = "json"
+
+
+DataDir = Annotated[
+    Path,
+    typer.Option(
+        "--data-dir",
+        help="Data directory of `zhongshu up`: its embedded NATS is used when "
+        "ZHONGSHU_NATS_URL is not set.",
+        show_default=True,
+    ),
+]
+
+
+def _nats_url(data_dir: Path) -> str:
+    return runstate.resolve_nats_url(data_dir)
+
+
+@app.command("up")
+def up_command(
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", help="Where the stack keeps its data and logs.")
+    ] = runstate.DEFAULT_DATA_DIR,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--only",
+            metavar="NAME",
+            help="Run only this service (repeat, or separate names with commas).",
+        ),
+    ] = None,
+    no_services: Annotated[
+        bool, typer.Option("--no-services", help="Start and provision the stack only.")
+    ] = False,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(
+            "--log-format",
+            help="pretty: services' JSON logs as 'HH:MM:SS LEVEL message'; json: as emitted.",
+        ),
+    ] = LogFormat.pretty,
+    replicas: Annotated[
+        int, typer.Option("--replicas", min=1, help="Stream replicas when provisioning.")
+    ] = 1,
+    ready_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--ready-file",
+            metavar="PATH",
+            help="Touch this file once every service is ready (removed again on exit).",
+        ),
+    ] = None,
+) -> None:
+    """Run everything locally: nats-server, PostgreSQL and Redis from wheels (no Docker),
+    provision the streams, then every installed service, restarted with backoff if it crashes.
+
+    A dependency given by URL (ZHONGSHU_NATS_URL, ZHONGSHU_POSTGRES_URL, ZHONGSHU_REDIS_URL) is
+    used instead of starting it. Ctrl-C or SIGTERM stops the services (they drain in-flight
+    work), then the stack.
+    """
+    quiet_client_logs()
+    with reported_errors():
+        up.run(
+            up.UpOptions(
+                data_dir=data_dir,
+                only=only,
+                no_services=no_services,
+                log_format=log_format.value,
+                replicas=replicas,
+                ready_file=ready_file,
+            )
+        )
+
+
+@app.command("run")
+def run_command(
+    name: Annotated[str, typer.Argument(help="Service name, e.g. echo.")],
+) -> None:
+    """Run one service in the foreground (configured by ZHONGSHU_* environment variables).
+
+    Services are the packages registered in the `zhongshu.services` entry-point group.
+    """
+    with reported_errors():
+        service = services.load(name)
+    service.main()
+
+
+@app.command("provision")
+def provision_command(
+    replicas: Annotated[
+        int, typer.Option("--replicas", min=1, help="Replicas for every stream and bucket.")
+    ] = 1,
+    allow_data_loss: Annotated[
+        bool,
+        typer.Option(
+            "--allow-data-loss",
+            help="Apply changes that would delete stored events (shrinking limits, removing "
+            "subjects). Archive first.",
+        ),
+    ] = False,
+    data_dir: DataDir = runstate.DEFAULT_DATA_DIR,
+) -> None:
+    """Create or update the streams and KV buckets declared in contracts.
+
+    Connects to ZHONGSHU_NATS_URL (default nats://127.0.0.1:4222). Safe changes are applied;
+    changes that would lose data are refused with the reason, and the command exits 1.
+    """
+    quiet_client_logs()
+    with reported_errors():
+        provision_cmd.run(_nats_url(data_dir), replicas=replicas, allow_data_loss=allow_data_loss)
+
+
+@app.command("status")
+def status_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    data_dir: DataDir = runstate.DEFAULT_DATA_DIR,
+) -> None:
+    """Streams (messages, bytes, first/last seq), their consumers (pending, ack pending,
+    redelivered, waiting) and, while `zhongshu up` runs, each service's /readyz.
+
+    Exits 1 when the bus is unreachable or a service is not ready.
+    """
+    quiet_client_logs()
+    with reported_errors():
+        status.run(_nats_url(data_dir), data_dir, as_json=as_json)
+
+
+@dlq_app.command("list")
+def dlq_list_command(
+    stream: Annotated[
+        str | None, typer.Option("--stream", help="Only messages from this stream.")
+    ] = None,
+    consumer: Annotated[
+        str | None, typer.Option("--consumer", help="Only messages this consumer gave up on.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Show at most this many.")] = 50,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Machine-readable output, payloads included.")
+    ] = False,
+    data_dir: DataDir = runstate.DEFAULT_DATA_DIR,
+) -> None:
+    """List dead-lettered messages, oldest first: DLQ sequence, original stream, consumer,
+    subject and sequence, deliveries, when it failed and the last error.
+
+    Reading creates no consumer and changes nothing.
+    """
+    quiet_client_logs()
+    with reported_errors():
+        dlq.run_list(
+            _nats_url(data_dir), stream=stream, consumer=consumer, limit=limit, as_json=as_json
+        )
+
+
+@dlq_app.command("replay")
+def dlq_replay_command(
+    seq: Annotated[
+        list[int] | None,
+        typer.Option("--seq", metavar="N", help="DLQ sequence to replay (repeat for more)."),
+    ] = None,
+    replay_all: Annotated[
+        bool, typer.Option("--all", help="Replay every message in the DLQ (after filters).")
+    ] = False,
+    stream: Annotated[
+        str | None, typer.Option("--stream", help="Only messages from this stream.")
+    ] = None,
+    consumer: Annotated[
+        str | None, typer.Option("--consumer", help="Only messages this consumer gave up on.")
+    ] = None,
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to", metavar="SUBJECT", help="Publish here instead of the original subject."
+        ),
+    ] = None,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Leave the messages in the DLQ after replaying.")
+    ] = False,
+    data_dir: DataDir = runstate.DEFAULT_DATA_DIR,
+) -> None:
+    """Republish dead-lettered messages to their original subject (or --to), with their
+    original headers, then delete them from the DLQ once the PubAck arrives (unless --keep).
+
+    A replay on the original subject is seen by **every** consumer of that subject, not
+    only the one that gave up; that is safe because handlers are idempotent by envelope id
+    (outputs keep their deterministic ids and are dropped as duplicates). Each replay is
+    published with `Nats-Msg-Id: replay:<dlq seq>`, so replaying the same message twice within
+    the stream's duplicate window stores it once.
+    """
+    quiet_client_logs()
+    with reported_errors():
+        if bool(seq) == replay_all:
+            fail("give either --seq N (one or more) or --all", code=EXIT_USAGE)
+        dlq.run_replay(
+            _nats_url(data_dir),
+            seqs=seq or [],
+            replay_all=replay_all,
+            stream=stream,
+            consumer=consumer,
+            to=to,
+            keep=keep,
+        )

@@ -1,0 +1,201 @@
+"""``zhongshu up``: the embedded stack, provisioned, with every installed service supervised as a
+child process, until Ctrl-C or SIGTERM stops it all in order (services drain, then the stack)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from rich.markup import escape
+from rich.table import Table
+from zhongshu.cli import runstate, services
+from zhongshu.cli.console import CliError, console, safe_url
+from zhongshu.cli.provision_cmd import outcomes_table, provision_url, refusal_message, summary
+from zhongshu.cli.runstate import RunState
+from zhongshu.cli.supervisor import ChildSpec, LinePrinter, LogFormat, Supervisor
+from zhongshu.runtime.provision import refused
+from zhongshu.runtime.stack import EmbeddedStack, free_port
+
+HEALTH_PORT_ENV = "ZHONGSHU_HEALTH_PORT"
+HTTP_PORT = 8000
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpOptions:
+    data_dir: Path
+    only: list[str] | None = None
+    no_services: bool = False
+    log_format: LogFormat = "pretty"
+    replicas: int = 1
+    ready_file: Path | None = None
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While the synchronous steps run, SIGTERM behaves like Ctrl-C, so cleanup still happens."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """Cleanup is bounded (every stop has a timeout) and must not be cut short."""
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stack_description(stack: EmbeddedStack) -> str:
+    parts = [s.name for s in stack.servers]
+    return ", ".join(parts) if parts else "nothing (every dependency given by URL)"
+
+
+def _child_specs(names: list[str], stack: EmbeddedStack) -> list[ChildSpec]:
+    base = {**os.environ, **stack.env(), "PYTHONUNBUFFERED": "1"}
+    specs = []
+    for name in names:
+        port = free_port()
+        specs.append(
+            ChildSpec(
+                name=name,
+                argv=[sys.executable, "-m", "zhongshu.cli", "run", name],
+                env={**base, HEALTH_PORT_ENV: str(port)},
+                health_port=port,
+            )
+        )
+    return specs
+
+
+def urls_table(stack: EmbeddedStack, state: RunState, data_dir: Path) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("NATS", escape(safe_url(stack.nats_url)))
+    grid.add_row("PostgreSQL", escape(safe_url(stack.postgres_url)))
+    grid.add_row("Redis", escape(safe_url(stack.redis_url)))
+    for record in state.services:
+        grid.add_row(record.name, f"{record.health_url}/readyz")
+    if any(r.name == "gateway" for r in state.services):
+        grid.add_row("HTTP API", f"http://127.0.0.1:{HTTP_PORT}")
+    else:
+        grid.add_row("HTTP API", f"[dim]:{HTTP_PORT} arrives with the gateway service[/]")
+    grid.add_row("data", escape(f"{data_dir} (server logs in {data_dir / 'logs'})"))
+    return grid
+
+
+def run(options: UpOptions) -> None:
+    began = time.monotonic()
+    data_dir = options.data_dir.absolute()
+    names = [] if options.no_services else services.select(options.only)
+    state_path = runstate.services_path(data_dir)
+    previous = runstate.read(state_path)
+    if previous is not None and runstate.pid_alive(previous.supervisor_pid):
+        raise CliError(
+            f"zhongshu up is already running for {data_dir} (pid {previous.supervisor_pid}); "
+            "stop it first or choose another --data-dir"
+        )
+    if options.ready_file is not None:
+        options.ready_file.unlink(missing_ok=True)
+
+    stack = EmbeddedStack(data_dir)
+    try:
+        with _sigterm_interrupts():
+            _start_and_supervise(stack, options, names, state_path, began)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+    finally:
+        with _signals_ignored():
+            if stack.servers:
+                with console.status("stopping the embedded stack …"):
+                    stack.stop()
+            state_path.unlink(missing_ok=True)
+            if options.ready_file is not None:
+                options.ready_file.unlink(missing_ok=True)
+    console.print("[green]✓[/] stopped")
+
+
+def _start_and_supervise(
+    stack: EmbeddedStack,
+    options: UpOptions,
+    names: list[str],
+    state_path: Path,
+    began: float,
+) -> None:
+    data_dir = stack.data_dir
+    with console.status(f"starting {_stack_description(stack)} in {data_dir} …"):
+        stack.start()
+    console.print(
+        f"[green]✓[/] stack up in {time.monotonic() - began:.1f} s "
+        f"({escape(_stack_description(stack))})"
+    )
+    if stack.nats_url is None:  # pragma: no cover - the stack always has NATS here
+        raise CliError("no NATS server: the stack was started without one")
+    with console.status("provisioning streams and KV buckets …"):
+        outcomes = asyncio.run(
+            provision_url(stack.nats_url, replicas=options.replicas, allow_data_loss=False)
+        )
+    console.print(outcomes_table(outcomes))
+    console.print(f"[green]✓[/] provisioned: {summary(outcomes)}")
+    bad = refused(outcomes)
+    if bad:
+        raise CliError(refusal_message(bad))
+
+    specs = _child_specs(names, stack)
+    state = RunState(
+        supervisor_pid=os.getpid(),
+        nats_url=stack.nats_url if stack.nats_server is not None else None,
+    )
+    printer = LinePrinter(console, names, options.log_format)
+
+    def announce() -> None:
+        console.print()
+        console.print(
+            f"[bold green]zhongshu is up[/] in {time.monotonic() - began:.1f} s "
+            f"({len(names)} service(s))"
+        )
+        console.print(urls_table(stack, state, data_dir))
+        console.print("[dim]Ctrl-C stops everything.[/]")
+        console.print()
+        if options.ready_file is not None:
+            options.ready_file.parent.mkdir(parents=True, exist_ok=True)
+            options.ready_file.touch()
+
+    asyncio.run(_supervise(specs, printer, state, state_path, announce))
+
+
+async def _supervise(
+    specs: list[ChildSpec],
+    printer: LinePrinter,
+    state: RunState,
+    state_path: Path,
+    announce: Callable[[], None],
+) -> None:
+    supervisor = Supervisor(
+        specs, printer=printer, state=state, state_path=state_path, on_all_ready=announce
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, supervisor.stop)
+    try:
+        await supervisor.run()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

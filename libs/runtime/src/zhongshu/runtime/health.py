@@ -1,0 +1,76 @@
+"""The side port every service opens: ``/healthz`` (alive), ``/readyz`` (its dependencies are
+reachable) and ``/metrics`` (Prometheus)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+ReadinessCheck = Callable[[], Awaitable[bool]]
+log = logging.getLogger("zhongshu.runtime.health")
+
+
+def build_app(service: str, checks: dict[str, ReadinessCheck]) -> Starlette:
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"service": service, "status": "ok"})
+
+    async def readyz(_: Request) -> Response:
+        results: dict[str, bool] = {}
+        for name, check in checks.items():
+            try:
+                results[name] = bool(await asyncio.wait_for(check(), 2.0))
+            except Exception:
+                results[name] = False
+        ready = all(results.values())
+        return JSONResponse(
+            {"service": service, "ready": ready, "checks": results},
+            status_code=200 if ready else 503,
+        )
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics),
+        ]
+    )
+
+
+class HealthServer:
+    """uvicorn in the service's own event loop, on a port chosen by settings (0 = any free)."""
+
+    def __init__(self, app: Starlette, host: str, port: int) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self._sock.bind((host, port))
+        except OSError as exc:
+            self._sock.close()
+            raise OSError(f"health port {host}:{port} is unusable: {exc.strerror}") from exc
+        self.host, self.port = host, self._sock.getsockname()[1]
+        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]))
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._task, 5)
+        self._sock.close()

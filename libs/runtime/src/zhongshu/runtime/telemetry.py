@@ -1,0 +1,77 @@
+"""Traces (W3C ``traceparent`` across the bus, OTLP when configured) and ECS JSON logs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping, MutableMapping
+
+import ecs_logging
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+_configured_for: str | None = None
+
+
+def setup_tracing(service_name: str) -> None:
+    """Install a tracer provider for this process. Spans are exported over OTLP/HTTP only when
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set; without it trace ids still flow through headers and
+    logs, so one trace can be followed from webhook to send."""
+    global _configured_for
+    if _configured_for is not None:
+        return
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    _configured_for = service_name
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer("zhongshu.runtime")
+
+
+def inject(headers: MutableMapping[str, str]) -> None:
+    """Write the current span's ``traceparent`` (and ``tracestate``) into outgoing headers."""
+    _PROPAGATOR.inject(headers)
+
+
+def extract(headers: Mapping[str, str] | None) -> otel_context.Context:
+    """The trace context a message carried, so its handler's span continues the same trace."""
+    return _PROPAGATOR.extract(headers or {})
+
+
+class _TraceIdFilter(logging.Filter):
+    """Adds ``trace.id``/``span.id`` of the current span to every record, for ECS/Kibana."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            setattr(record, "trace.id", format(span_context.trace_id, "032x"))
+            setattr(record, "span.id", format(span_context.span_id, "016x"))
+        return True
+
+
+def setup_logging(service_name: str, level: str = "INFO") -> None:
+    """ECS JSON lines on stderr, one per record, carrying the service name and trace ids."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        ecs_logging.StdlibFormatter(extra={"service.name": service_name}, exclude_fields=())
+    )
+    handler.addFilter(_TraceIdFilter())
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # nats-py logs every reconnect attempt at ERROR; ours are more useful.
+    logging.getLogger("nats").setLevel(logging.CRITICAL)
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)

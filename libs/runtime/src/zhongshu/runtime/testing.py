@@ -1,0 +1,151 @@
+"""pytest plugin: real nats-server, PostgreSQL and Redis for tests (no mocks, no Docker).
+
+Registered by the workspace's root ``conftest.py``:
+``pytest_plugins = ["zhongshu.runtime.testing"]``.
+
+Session-scoped, started only when a test asks for them (all three at once, in about a second):
+``embedded_stack``, ``nats_url``, ``postgres_url``, ``redis_url`` and ``nats_server`` (the
+:class:`NatsServer` of the session; do not kill it, other tests share it). A URL given by
+``ZHONGSHU_NATS_URL`` / ``ZHONGSHU_POSTGRES_URL`` / ``ZHONGSHU_REDIS_URL`` replaces the embedded
+server (``nats_server`` then skips the test).
+
+Function-scoped: ``nc`` (a connected ``nats.aio.client.Client``), ``js`` (its JetStream context) and
+``private_nats_server`` (a nats-server of the test's own under ``tmp_path``, which the test may
+kill and restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats
+import nats.errors
+import pytest
+import pytest_asyncio
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from zhongshu.runtime.stack import EmbeddedStack, NatsServer
+
+__all__ = [
+    "embedded_stack",
+    "js",
+    "collect",
+    "nats_server",
+    "nats_url",
+    "nc",
+    "postgres_url",
+    "private_nats_server",
+    "provisioned_nats_url",
+    "redis_url",
+]
+
+
+@pytest.fixture(scope="session")
+def embedded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
+    """nats-server, PostgreSQL and Redis for the whole session, under a temporary directory."""
+    with EmbeddedStack(tmp_path_factory.mktemp("stack")) as stack:
+        yield stack
+
+
+def _required(url: str | None, name: str) -> str:
+    if url is None:  # pragma: no cover - the session stack enables every component
+        raise RuntimeError(f"the embedded stack has no {name}")
+    return url
+
+
+@pytest.fixture(scope="session")
+def nats_url(embedded_stack: EmbeddedStack) -> str:
+    return _required(embedded_stack.nats_url, "nats")
+
+
+@pytest.fixture(scope="session")
+def postgres_url(embedded_stack: EmbeddedStack) -> str:
+    return _required(embedded_stack.postgres_url, "postgres")
+
+
+@pytest.fixture(scope="session")
+def redis_url(embedded_stack: EmbeddedStack) -> str:
+    return _required(embedded_stack.redis_url, "redis")
+
+
+@pytest.fixture(scope="session")
+def nats_server(embedded_stack: EmbeddedStack) -> NatsServer:
+    """The session's nats-server (shared: use ``private_nats_server`` to kill or restart one)."""
+    if embedded_stack.nats_server is None:
+        pytest.skip("nats is given by ZHONGSHU_NATS_URL: there is no embedded nats-server")
+    return embedded_stack.nats_server
+
+
+@pytest.fixture(scope="session")
+def provisioned_nats_url(nats_url: str) -> str:
+    """The session's NATS URL once every stream and KV bucket of contracts exists there."""
+    asyncio.run(provision_all(nats_url))
+    return nats_url
+
+
+async def provision_all(url: str) -> None:
+    """Create every stream and bucket of contracts on the server at ``url`` (tests, benches)."""
+    from zhongshu.contracts.streams import KV_BUCKETS, STREAMS
+    from zhongshu.runtime import bus
+    from zhongshu.runtime.provision import provision, refused
+
+    client = await bus.connect(url, name="pytest-provision")
+    try:
+        outcomes = await provision(bus.jetstream(client), STREAMS, KV_BUCKETS)
+        if refused(outcomes):
+            raise RuntimeError(f"provisioning refused: {refused(outcomes)}")
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+def private_nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A nats-server of this test alone (JetStream, fsync always), stopped after it."""
+    with NatsServer(tmp_path / "nats", log_path=tmp_path / "logs" / "nats.log") as server:
+        yield server
+
+
+@pytest_asyncio.fixture
+async def nc(nats_url: str) -> AsyncIterator[Client]:
+    """A NATS connection to the session's server, closed after the test."""
+    client = await nats.connect(nats_url, name="pytest", connect_timeout=5)
+    try:
+        yield client
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.close(), timeout=5)
+
+
+@pytest_asyncio.fixture
+async def js(nc: Client) -> JetStreamContext:
+    """The JetStream context of ``nc``."""
+    return nc.jetstream()
+
+
+async def collect(
+    js: JetStreamContext, subject: str, *, count: int | None = None, timeout: float = 10.0
+) -> list[Msg]:
+    """Every message stored on ``subject`` (read with an ephemeral ordered consumer): waits up to
+    ``timeout`` for ``count`` messages, or until the subject is idle for a moment."""
+    sub = await js.subscribe(subject, ordered_consumer=True)
+    found: list[Msg] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    try:
+        while count is None or len(found) < count:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            wait = remaining if count is not None else min(remaining, 0.5)
+            try:
+                found.append(await sub.next_msg(timeout=wait))
+            except (TimeoutError, nats.errors.TimeoutError):
+                if count is None:
+                    break
+    finally:
+        await sub.unsubscribe()
+    return found
