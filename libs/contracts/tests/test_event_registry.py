@@ -2,8 +2,6 @@
 
 import re
 
-import msgspec
-
 from zhongshu.contracts.events import ALL_EVENTS, EVENT_TYPES, Event
 from zhongshu.contracts.examples import all_examples
 
@@ -18,7 +16,7 @@ def _subclasses(cls: type[Event]) -> set[type[Event]]:
 def test_every_event_class_is_registered_under_its_type() -> None:
     assert set(EVENT_TYPES.values()) == _subclasses(Event)
     for type_name, cls in EVENT_TYPES.items():
-        assert cls.TYPE == type_name
+        assert type_name == cls.TYPE
 
 
 def test_types_are_unique_and_follow_the_naming_rule() -> None:
@@ -30,10 +28,9 @@ def test_types_are_unique_and_follow_the_naming_rule() -> None:
 
 def test_events_are_immutable_and_documented() -> None:
     for cls in ALL_EVENTS:
-        config = msgspec.structs.force_setattr  # noqa: F841 - exists, only for completeness
         assert cls.__struct_config__.frozen, cls.__name__
         assert cls.__struct_config__.omit_defaults, cls.__name__
-        assert cls.__doc__ and len(cls.__doc__) > 40, cls.__name__
+        assert len(cls.__doc__ or "") > 40, cls.__name__
 
 
 def test_every_event_has_an_example() -> None:

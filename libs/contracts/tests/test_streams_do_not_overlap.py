@@ -10,7 +10,8 @@ from zhongshu.contracts import streams, subjects
 def test_no_two_streams_claim_the_same_subject() -> None:
     for first, second in itertools.combinations(streams.STREAMS, 2):
         for a, b in itertools.product(first.subjects, second.subjects):
-            assert not subjects.filters_overlap(a, b), f"{first.name} {a} overlaps {second.name} {b}"
+            overlap = subjects.filters_overlap(a, b)
+            assert not overlap, f"{first.name} {a} overlaps {second.name} {b}"
 
 
 @pytest.mark.parametrize(
@@ -77,3 +78,9 @@ def test_dedupe_bucket_outlives_platform_retries() -> None:
     assert streams.LEASES_KV.ttl_s == 15
     assert streams.CONFIG_KV.history == 5
     assert streams.DELIVERY_STATE_KV.ttl_s == 7 * 86400
+
+
+def test_reserved_storage_stays_within_a_modest_server_budget() -> None:
+    # JetStream reserves every byte cap up front; growing them silently would make
+    # provisioning fail on servers with the default storage budget.
+    assert streams.TOTAL_RESERVED_BYTES < 100 * 1024**3

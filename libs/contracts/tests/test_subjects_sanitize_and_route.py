@@ -133,10 +133,12 @@ def test_filters_match_what_the_builders_build() -> None:
         ("a.b", "a.b.c", False),
     ],
 )
-def test_subject_matching_follows_nats_wildcards(pattern: str, subject: str, expected: bool) -> None:
+def test_subject_matching_follows_nats_wildcards(
+    pattern: str, subject: str, expected: bool
+) -> None:
     assert subjects.subject_matches(pattern, subject) is expected
 
 
 def test_unknown_subject_has_no_stream() -> None:
-    with pytest.raises(KeyError, match="no zhongshu stream stores subject 'chat.unknown.x'"):
+    with pytest.raises(KeyError, match=r"no zhongshu stream stores subject 'chat\.unknown\.x'"):
         streams.stream_for_subject("chat.unknown.x")

@@ -7,8 +7,8 @@ import uuid
 from typing import Any
 
 import msgspec
-import pytest
 from nats.js.client import JetStreamContext
+
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import headers as H
 from zhongshu.contracts import streams, subjects
@@ -16,10 +16,8 @@ from zhongshu.contracts.envelope import Envelope
 from zhongshu.contracts.events import AlertRaised, MessageReceived, ReplyGenerated
 from zhongshu.contracts.examples import example
 from zhongshu.contracts.ids import derive_msg_id
-from zhongshu.runtime import Delivery, PermanentError, Service, ServiceSettings
+from zhongshu.runtime import Delivery, Service, ServiceSettings
 from zhongshu.runtime.testing import collect
-
-pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 def tenant() -> str:
@@ -70,8 +68,8 @@ def echo_service(tenant: str, behaviour: Any = None, **options: Any) -> Service:
     return service
 
 
-async def eventually(condition: Any, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def eventually(condition: Any, within_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within_s
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
         await asyncio.sleep(0.05)
@@ -212,7 +210,7 @@ async def test_keepalive_holds_a_long_handler_past_ack_wait_without_redelivery(
     service = await run(echo_service(t, slow, ack_wait_s=1.0, concurrency=4), provisioned_nats_url)
     try:
         await publish_inbound(js, t, ["long"])
-        assert len(await collect(js, subjects.chat_reply("feishu", t), count=1, timeout=15)) == 1
+        assert len(await collect(js, subjects.chat_reply("feishu", t), count=1, within_s=15)) == 1
         assert calls == 1
     finally:
         await service.stop()
@@ -272,8 +270,8 @@ async def test_a_schedule_fires_into_its_target_subject(
         b"{}",
         headers={H.SCHEDULE: "@every 1s", H.SCHEDULE_TARGET: target},
     )
-    fired = await collect(js, target, count=1, timeout=10)
+    fired = await collect(js, target, count=1, within_s=10)
     assert len(fired) == 1
     # TASKS sources the firings, so the agent sees them as ordinary task requests.
-    requested = await collect(js, subjects.task_requested(t), count=2, timeout=10)
+    requested = await collect(js, subjects.task_requested(t), count=2, within_s=10)
     assert len(requested) == 2

@@ -18,6 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+
 from zhongshu.runtime.stack import (
     NATS_URL_ENV,
     POSTGRES_URL_ENV,

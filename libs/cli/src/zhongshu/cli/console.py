@@ -52,7 +52,13 @@ def reported_errors() -> Iterator[None]:
     """Turn the failures the runtime reports with readable messages into a red line + exit code."""
     try:
         yield
-    except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+    except (
+        typer.Exit,
+        typer.Abort,
+        click.exceptions.Exit,
+        click.exceptions.Abort,
+        click.ClickException,
+    ):
         raise
     except CliError as exc:
         fail(str(exc), code=exc.code)

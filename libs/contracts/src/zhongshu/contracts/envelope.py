@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Generic, TypeVar, cast
 
 import msgspec
+
 from zhongshu.contracts.events import EVENT_TYPES, Event
 from zhongshu.contracts.events.base import AwareDatetime
 
@@ -153,3 +154,12 @@ def decode_any(raw: bytes) -> Envelope[Any]:
     if event_cls is None:
         raise UnknownEventType(event_type)
     return decoder(event_cls).decode(raw)
+
+
+_UNTYPED_DECODER: Final = msgspec.json.Decoder(Envelope[Any])
+
+
+def decode_untyped(raw: bytes) -> Envelope[Any]:
+    """Decode any CloudEvent with its `data` as plain JSON values, whatever its type: for
+    events other teams publish on `events.>`, and for tools that handle every type alike."""
+    return _UNTYPED_DECODER.decode(raw)

@@ -9,16 +9,18 @@ committed files is a diff of the contracts.
 
 import argparse
 import ast
+import functools
 import inspect
+import itertools
 import json
 import sys
-import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
 
 import msgspec
+
 from zhongshu.contracts import examples, headers, streams, subjects
 from zhongshu.contracts.envelope import Envelope, encode
 from zhongshu.contracts.events import ALL_EVENTS, Event, TaskRequested, alerts, audit, chat, tasks
@@ -46,29 +48,37 @@ def _struct_classes() -> dict[str, type[msgspec.Struct]]:
     return found
 
 
-def _field_docs(cls: type) -> dict[str, str]:
-    """Attribute docstrings (a string right after a field) of a class and its bases, by the
-    field's wire name. msgspec ignores them, but they are the best description of a field."""
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if not issubclass(klass, msgspec.Struct) or klass is msgspec.Struct:
+@functools.cache
+def _attribute_docs(module_name: str) -> dict[str, dict[str, str]]:
+    """Attribute docstrings (a string right after an annotated field) of every top-level class
+    of a module: {class name: {field: doc}}. msgspec ignores them, but they describe fields best.
+    """
+    module = sys.modules[module_name]
+    source = Path(inspect.getfile(module)).read_text(encoding="utf-8")
+    found: dict[str, dict[str, str]] = {}
+    for node in ast.parse(source).body:
+        if not isinstance(node, ast.ClassDef):
             continue
-        try:
-            source = textwrap.dedent(inspect.getsource(klass))
-        except (OSError, TypeError):  # pragma: no cover - source always ships with the wheel
-            continue
-        body = ast.parse(source).body[0]
-        assert isinstance(body, ast.ClassDef)
-        for node, following in zip(body.body, body.body[1:], strict=False):
+        docs = found.setdefault(node.name, {})
+        for field, following in itertools.pairwise(node.body):
             if (
-                isinstance(node, ast.AnnAssign)
-                and isinstance(node.target, ast.Name)
+                isinstance(field, ast.AnnAssign)
+                and isinstance(field.target, ast.Name)
                 and isinstance(following, ast.Expr)
                 and isinstance(following.value, ast.Constant)
                 and isinstance(following.value.value, str)
             ):
-                docs[node.target.id] = inspect.cleandoc(following.value.value)
-    fields = msgspec.structs.fields(cls) if issubclass(cls, msgspec.Struct) else ()
+                docs[field.target.id] = inspect.cleandoc(following.value.value)
+    return found
+
+
+def _field_docs(cls: type[msgspec.Struct]) -> dict[str, str]:
+    """Field docs of a Struct and its bases, by the field's wire name."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if issubclass(klass, msgspec.Struct) and klass is not msgspec.Struct:
+            docs.update(_attribute_docs(klass.__module__).get(klass.__name__, {}))
+    fields = msgspec.structs.fields(cls)
     return {field.encode_name: docs[field.name] for field in fields if field.name in docs}
 
 
@@ -76,7 +86,7 @@ def _describe(components: dict[str, Json]) -> None:
     """Clean class docstrings and add field docstrings, in place."""
     classes = _struct_classes()
     for name, schema in components.items():
-        cls: type | None = Envelope if name.startswith("Envelope_") else classes.get(name)
+        cls = Envelope if name.startswith("Envelope_") else classes.get(name)
         if "description" in schema:
             schema["description"] = inspect.cleandoc(schema["description"])
         if cls is None:

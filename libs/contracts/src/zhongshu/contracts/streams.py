@@ -6,12 +6,15 @@ their own. Streams do not overlap, so every subject has exactly one home (`strea
 Limits are backstops, not the archive: the archiver copies every stream to object storage
 monthly, so `max_age` only has to outlive a month partition plus time to notice a broken
 archiver. Byte caps keep one runaway producer from filling the disk that every other stream
-shares; hitting one discards the oldest messages (`discard: old`), except where noted.
+shares; hitting one discards the oldest messages (`discard: old`). JetStream reserves every
+cap from the server's storage budget (`max_file_store`, 75 % of free disk by default), so the
+server must be given room for their sum (`TOTAL_RESERVED_BYTES`).
 """
 
 from typing import Final, Literal
 
 import msgspec
+
 from zhongshu.contracts import subjects
 
 _DAY: Final = 24 * 60 * 60.0
@@ -279,3 +282,9 @@ DELIVERY_STATE_KV: Final = KeyValueSpec(
 )
 
 KV_BUCKETS: Final[tuple[KeyValueSpec, ...]] = (DEDUPE_KV, CONFIG_KV, LEASES_KV, DELIVERY_STATE_KV)
+
+TOTAL_RESERVED_BYTES: Final = sum(
+    cap for cap in (*(s.max_bytes for s in STREAMS), *(b.max_bytes for b in KV_BUCKETS)) if cap > 0
+)
+"""Storage JetStream reserves for all of the above: a server with less refuses to create them
+(err 10047, "insufficient storage resources available")."""

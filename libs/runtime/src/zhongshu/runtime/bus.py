@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 
-import nats
 from nats.aio.client import Client as NatsClient
 from nats.js.api import PubAck
 from nats.js.client import JetStreamContext
@@ -26,7 +26,8 @@ async def connect(url: str, *, name: str, timeout_s: float = 10.0) -> NatsClient
     :class:`BusUnavailable` when the first connection cannot be made within ``timeout_s``."""
 
     async def on_disconnect() -> None:
-        log.warning("disconnected from NATS; reconnecting")
+        if not (client.is_closed or client.is_draining):
+            log.warning("disconnected from NATS; reconnecting")
 
     async def on_reconnect() -> None:
         log.info("reconnected to NATS")
@@ -34,29 +35,33 @@ async def connect(url: str, *, name: str, timeout_s: float = 10.0) -> NatsClient
     async def on_error(exc: Exception) -> None:
         log.warning("NATS connection error: %s", exc)
 
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    last_error: Exception | None = None
-    while True:
-        try:
-            return await nats.connect(
+    client = NatsClient()
+    try:
+        # nats-py retries the first connection forever when reconnects are unlimited, so the
+        # deadline is ours; after it, the client reconnects on its own for as long as it runs.
+        await asyncio.wait_for(
+            client.connect(
                 url,
                 name=name,
-                connect_timeout=min(2.0, timeout_s),
+                connect_timeout=max(1, min(2, int(timeout_s))),
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
+                reconnect_time_wait=1,
                 pending_size=64 * 1024 * 1024,
                 disconnected_cb=on_disconnect,
                 reconnected_cb=on_reconnect,
                 error_cb=on_error,
-            )
-        except Exception as exc:
-            last_error = exc
-            if asyncio.get_running_loop().time() >= deadline:
-                break
-            await asyncio.sleep(0.25)
+            ),
+            timeout_s,
+        )
+        return client
+    except Exception as exc:
+        last_error: Exception = exc
+    with contextlib.suppress(Exception):
+        await client.close()
     raise BusUnavailable(
-        f"cannot reach NATS at {redact_url(url)} after {timeout_s:.0f}s ({last_error!r}); "
+        f"cannot reach NATS at {redact_url(url)} within {timeout_s:g}s "
+        f"({type(last_error).__name__}); "
         "start it with `zhongshu up` or point ZHONGSHU_NATS_URL at a running server"
     )
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import enum
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 
 from nats.js.api import (
@@ -21,7 +21,7 @@ from nats.js.api import (
     SubjectTransform,
 )
 from nats.js.client import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from zhongshu.contracts.streams import KeyValueSpec, StreamSpec
 
@@ -59,7 +59,12 @@ def stream_config(spec: StreamSpec, replicas: int) -> StreamConfig:
         max_age=spec.max_age_s,
         max_bytes=spec.max_bytes,
         max_msgs_per_subject=spec.max_msgs_per_subject,
-        duplicate_window=spec.duplicate_window_s,
+        # The server rejects a duplicate window longer than the stream's max age.
+        duplicate_window=(
+            min(spec.duplicate_window_s, spec.max_age_s)
+            if spec.max_age_s
+            else spec.duplicate_window_s
+        ),
         num_replicas=replicas,
         discard=DiscardPolicy.OLD if spec.discard == "old" else DiscardPolicy.NEW,
         sources=[
@@ -248,12 +253,29 @@ async def provision(
 ) -> list[Outcome]:
     """Bring the server in line with contracts. Never raises for a refused change: the outcome
     says why, so the caller can report every problem at once (see :func:`refused`)."""
-    outcomes = [
-        await _ensure_stream(js, "stream", stream_config(spec, replicas), allow_data_loss)
-        for spec in streams
-    ]
-    outcomes += [await _ensure_kv(js, spec, replicas, allow_data_loss) for spec in buckets]
+    outcomes = []
+    for spec in streams:
+        outcomes.append(
+            await _server_may_refuse(
+                "stream",
+                spec.name,
+                _ensure_stream(js, "stream", stream_config(spec, replicas), allow_data_loss),
+            )
+        )
+    for bucket in buckets:
+        outcomes.append(
+            await _server_may_refuse(
+                "kv", bucket.bucket, _ensure_kv(js, bucket, replicas, allow_data_loss)
+            )
+        )
     return outcomes
+
+
+async def _server_may_refuse(kind: str, name: str, change: Awaitable[Outcome]) -> Outcome:
+    try:
+        return await change
+    except APIError as exc:
+        return Outcome(kind, name, Action.REFUSED, f"the server rejected it: {exc.description}")
 
 
 def refused(outcomes: Iterable[Outcome]) -> list[Outcome]:

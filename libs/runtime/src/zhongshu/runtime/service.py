@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -146,8 +147,14 @@ class Service:
         self._publisher = bus.Publisher(self._js)
         for hook in self._startup:
             await hook(self)
+        ack_wait = self._settings.ack_wait_s
         self.loops = [
-            ConsumerLoop(spec, service=self.name, js=self._js, publisher=self._publisher)
+            ConsumerLoop(
+                dataclasses.replace(spec, ack_wait_s=ack_wait) if ack_wait else spec,
+                service=self.name,
+                js=self._js,
+                publisher=self._publisher,
+            )
             for spec in self.specs
         ]
         for loop in self.loops:

@@ -30,6 +30,9 @@ class ServiceSettings(BaseSettings):
         default=30.0, gt=0, description="how long SIGTERM waits for in-flight work"
     )
     connect_timeout_s: float = Field(default=10.0, gt=0)
+    ack_wait_s: float | None = Field(
+        default=None, gt=0, description="override every consumer's ack_wait (redelivery delay)"
+    )
     uvloop: bool = True
 
 

@@ -28,12 +28,13 @@ import pytest_asyncio
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+
 from zhongshu.runtime.stack import EmbeddedStack, NatsServer
 
 __all__ = [
+    "collect",
     "embedded_stack",
     "js",
-    "collect",
     "nats_server",
     "nats_url",
     "nc",
@@ -127,14 +128,14 @@ async def js(nc: Client) -> JetStreamContext:
 
 
 async def collect(
-    js: JetStreamContext, subject: str, *, count: int | None = None, timeout: float = 10.0
+    js: JetStreamContext, subject: str, *, count: int | None = None, within_s: float = 10.0
 ) -> list[Msg]:
     """Every message stored on ``subject`` (read with an ephemeral ordered consumer): waits up to
-    ``timeout`` for ``count`` messages, or until the subject is idle for a moment."""
+    ``within_s`` for ``count`` messages, or until the subject is idle for a moment."""
     sub = await js.subscribe(subject, ordered_consumer=True)
     found: list[Msg] = []
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within_s
     try:
         while count is None or len(found) < count:
             remaining = deadline - loop.time()

@@ -3,6 +3,7 @@
 from typing import ClassVar, Literal
 
 import msgspec
+
 from zhongshu.contracts.events.base import Event
 
 AlertLevel = Literal["warning", "error", "critical"]

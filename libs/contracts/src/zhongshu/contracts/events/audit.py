@@ -3,6 +3,7 @@
 from typing import ClassVar, Final
 
 import msgspec
+
 from zhongshu.contracts.events.base import Event
 
 OUTCOME_SUCCEEDED: Final = "succeeded"

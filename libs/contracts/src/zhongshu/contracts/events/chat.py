@@ -3,6 +3,7 @@
 from typing import Any, ClassVar, Final, Literal
 
 import msgspec
+
 from zhongshu.contracts.events.base import AwareDatetime, Event
 
 Platform = Literal["dingtalk", "feishu"]

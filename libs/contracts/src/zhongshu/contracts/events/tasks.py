@@ -4,6 +4,7 @@ as an event-sourced lifecycle on `task.requested.<tenant>` and `task.event.<tena
 from typing import Any, ClassVar, Final, Literal
 
 import msgspec
+
 from zhongshu.contracts.events.base import Event
 
 TaskOrigin = Literal["chat", "api", "schedule", "event"]

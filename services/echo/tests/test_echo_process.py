@@ -1,0 +1,228 @@
+"""Echo as a real process on a real nats-server: what the runtime promises every service.
+
+SIGKILL mid-batch loses nothing and publishes no duplicate; SIGTERM drains in-flight work;
+bad settings and an unreachable bus stop start-up with a readable message; health, metrics and
+trace context work end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import msgspec
+import nats
+import pytest
+from nats.js.client import JetStreamContext
+
+from zhongshu.contracts import envelope as wire
+from zhongshu.contracts import headers as H
+from zhongshu.contracts import streams, subjects
+from zhongshu.contracts.events import MessageReceived
+from zhongshu.contracts.examples import example
+from zhongshu.contracts.ids import derive_msg_id
+from zhongshu.runtime.stack import NatsServer, free_port
+from zhongshu.runtime.testing import collect, provision_all
+
+TENANT = "acme"
+
+
+class EchoProcess:
+    """``python -m zhongshu.echo.main`` with its stderr collected by a thread."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "zhongshu.echo.main"],
+            env={**os.environ, **env},
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        self.health_port = 0
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            match = re.match(r"READY echo health_port=(\d+)", line)
+            if match:
+                self.health_port = int(match.group(1))
+                self.ready.set()
+
+    def wait_ready(self, timeout: float = 30) -> EchoProcess:
+        if not self.ready.wait(timeout):
+            self.proc.kill()
+            raise AssertionError("echo did not start:\n" + "".join(self.lines[-20:]))
+        return self
+
+    def wait(self, timeout: float = 60) -> int:
+        return self.proc.wait(timeout)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[NatsServer]:
+    with NatsServer(tmp_path / "nats") as nats_server:
+        asyncio.run(provision_all(nats_server.url))
+        yield nats_server
+
+
+def echo_env(url: str, **extra: str) -> dict[str, str]:
+    return {"ZHONGSHU_NATS_URL": url, "ZHONGSHU_ACK_WAIT_S": "2", **extra}
+
+
+async def publish_inbound(
+    js: JetStreamContext, count: int, headers: dict[str, str] | None = None
+) -> list[str]:
+    ids = [f"in-{i}" for i in range(count)]
+    base = example(MessageReceived)
+    subject = subjects.chat_inbound("feishu", TENANT)
+    for start in range(0, count, 500):
+        futures = []
+        for i in range(start, min(count, start + 500)):
+            event = msgspec.structs.replace(base, tenant=TENANT, text=f"m{i}")
+            env = wire.make_envelope(event, id=ids[i], source="test", tenant=TENANT)
+            futures.append(
+                await js.publish_async(
+                    subject, wire.encode(env), headers={H.MSG_ID: env.id, **(headers or {})}
+                )
+            )
+        await asyncio.gather(*futures)
+    return ids
+
+
+async def reply_count(js: JetStreamContext) -> int:
+    info = await js.stream_info(streams.REPLIES.name)
+    return int(info.state.messages)
+
+
+async def wait_for(predicate_coro: object, within_s: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while not await predicate_coro():  # type: ignore[operator]
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_sigkill_mid_batch_loses_nothing_and_duplicates_nothing(server: NatsServer) -> None:
+    nc = await nats.connect(server.url)
+    js = nc.jetstream()
+    count = 3000
+    ids = await publish_inbound(js, count)
+    # Pretend work so the kill lands in the middle of a batch.
+    echo = EchoProcess(echo_env(server.url, ZHONGSHU_ECHO_DELAY_S="0.002")).wait_ready()
+    try:
+        await wait_for(lambda: _at_least(js, 400), 60)
+        echo.proc.send_signal(signal.SIGKILL)
+        echo.wait()
+        killed_at = await reply_count(js)
+        assert killed_at < count, "the worker finished before it was killed"
+        echo = EchoProcess(echo_env(server.url)).wait_ready()
+        await wait_for(lambda: _at_least(js, count), 60)
+        await asyncio.sleep(3)  # anything duplicated would arrive after the last redelivery
+        replies = await collect(
+            js, subjects.chat_reply("feishu", TENANT), count=count + 1, timeout=5
+        )
+        reply_ids = [(m.header or {})[H.MSG_ID] for m in replies]
+        assert len(reply_ids) == count
+        assert sorted(reply_ids) == sorted(derive_msg_id(i, "echo") for i in ids)
+        info = await js.consumer_info(streams.CHAT_INBOUND.name, "echo")
+        assert info.num_pending == 0
+    finally:
+        echo.close()
+        await nc.close()
+
+
+async def _at_least(js: JetStreamContext, n: int) -> bool:
+    return await reply_count(js) >= n
+
+
+async def test_sigterm_finishes_in_flight_work_before_exiting(server: NatsServer) -> None:
+    nc = await nats.connect(server.url)
+    js = nc.jetstream()
+    echo = EchoProcess(echo_env(server.url, ZHONGSHU_ECHO_DELAY_S="0.3")).wait_ready()
+    try:
+        await publish_inbound(js, 10)
+        await wait_for(lambda: _at_least(js, 1), 30)
+        echo.proc.send_signal(signal.SIGTERM)
+        assert echo.wait(30) == 0
+        info = await js.consumer_info(streams.CHAT_INBOUND.name, "echo")
+        assert info.num_ack_pending == 0  # everything it had fetched was finished and acked
+        assert info.num_redelivered == 0
+        assert await reply_count(js) == 10 - info.num_pending
+        assert "draining" in echo.output
+    finally:
+        echo.close()
+        await nc.close()
+
+
+def test_an_invalid_setting_stops_start_up_naming_the_variable(tmp_path: Path) -> None:
+    echo = EchoProcess({"ZHONGSHU_HEALTH_PORT": "not-a-port"})
+    assert echo.wait(30) == 2
+    assert "ZHONGSHU_HEALTH_PORT" in echo.output
+    assert "Traceback" not in echo.output
+
+
+def test_an_unreachable_bus_fails_fast_with_a_clear_error() -> None:
+    url = f"nats://127.0.0.1:{free_port()}"
+    echo = EchoProcess({"ZHONGSHU_NATS_URL": url, "ZHONGSHU_CONNECT_TIMEOUT_S": "1"})
+    assert echo.wait(30) == 1
+    assert f"cannot reach NATS at {url}" in echo.output
+    assert "Traceback" not in echo.output
+
+
+async def test_health_readiness_and_metrics_are_served(server: NatsServer) -> None:
+    nc = await nats.connect(server.url)
+    js = nc.jetstream()
+    echo = EchoProcess(echo_env(server.url)).wait_ready()
+    try:
+        await publish_inbound(js, 5)
+        await wait_for(lambda: _at_least(js, 5), 30)
+        base = f"http://127.0.0.1:{echo.health_port}"
+        async with httpx.AsyncClient(base_url=base) as http:
+            assert (await http.get("/healthz")).status_code == 200
+            ready = await http.get("/readyz")
+            assert ready.status_code == 200
+            assert ready.json()["checks"] == {"bus": True}
+            text = (await http.get("/metrics")).text
+            assert 'zhongshu_messages_handled_total{consumer="echo",service="echo"} 5.0' in text
+            assert "zhongshu_handler_seconds_bucket" in text
+    finally:
+        echo.close()
+        await nc.close()
+
+
+async def test_a_reply_continues_the_trace_of_its_message_and_logs_carry_it(
+    server: NatsServer,
+) -> None:
+    nc = await nats.connect(server.url)
+    js = nc.jetstream()
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    echo = EchoProcess(echo_env(server.url, ZHONGSHU_LOG_LEVEL="DEBUG")).wait_ready()
+    try:
+        await publish_inbound(js, 1, {H.TRACEPARENT: f"00-{trace_id}-00f067aa0ba902b7-01"})
+        replies = await collect(js, subjects.chat_reply("feishu", TENANT), count=1)
+        traceparent = (replies[0].header or {})[H.TRACEPARENT]
+        assert traceparent.split("-")[1] == trace_id
+        assert traceparent.split("-")[2] != "00f067aa0ba902b7"  # a new span of the same trace
+    finally:
+        echo.close()
+        await nc.close()
