@@ -137,9 +137,7 @@ def proc_cpu_seconds(pid: int | None) -> float:
 def child_env() -> dict[str, str]:
     """The environment of role processes: no OTLP exporter or service settings from the caller's
     shell (a bench sends traffic only to its own 127.0.0.1 server), unbuffered output."""
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "ZHONGSHU_", "NATS_"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "ZHONGSHU_", "NATS_"))}
     env["PYTHONUNBUFFERED"] = "1"
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     return env

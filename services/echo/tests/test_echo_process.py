@@ -139,7 +139,7 @@ async def test_sigkill_mid_batch_loses_nothing_and_duplicates_nothing(server: Na
         await wait_for(lambda: _at_least(js, count), 60)
         await asyncio.sleep(3)  # anything duplicated would arrive after the last redelivery
         replies = await collect(
-            js, subjects.chat_reply("feishu", TENANT), count=count + 1, timeout=5
+            js, subjects.chat_reply("feishu", TENANT), count=count + 1, within_s=5
         )
         reply_ids = [(m.header or {})[H.MSG_ID] for m in replies]
         assert len(reply_ids) == count

@@ -100,7 +100,13 @@ def up_command(
 
 @app.command("run")
 def run_command(
-    name: Annotated[str, typer.Argument(help="Service name, e.g. echo.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            metavar="NAME",
+            help=f"Service to run; installed: {', '.join(services.names()) or 'none'}.",
+        ),
+    ],
 ) -> None:
     """Run one service in the foreground (configured by ZHONGSHU_* environment variables).
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import streams, subjects
@@ -15,12 +16,15 @@ from zhongshu.runtime import Delivery, Service
 service = Service("echo", EchoSettings)
 
 
+# chat.inbound carries card actions too: decode by type and echo only messages.
 @service.consumer(
     stream=streams.CHAT_INBOUND.name,
     subjects=subjects.ALL_CHAT_INBOUND,
-    event=MessageReceived,
+    decode=wire.decode_any,
 )
-async def on_message(env: Envelope[MessageReceived], delivery: Delivery) -> None:
+async def on_message(env: Envelope[Any], delivery: Delivery) -> None:
+    if not isinstance(env.data, MessageReceived):
+        return
     settings = service.settings
     assert isinstance(settings, EchoSettings)
     if settings.echo_delay_s:

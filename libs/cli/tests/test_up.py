@@ -1,0 +1,116 @@
+"""``zhongshu up`` as a user runs it: a subprocess that brings up the embedded stack and the
+echo service, answers /readyz, and stops everything on Ctrl-C with exit code 0."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from zhongshu.cli import runstate
+
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 60.0
+
+pytestmark = pytest.mark.slow
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid` (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture
+def up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path, Path]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZHONGSHU_")}
+    env["COLUMNS"] = "200"
+    data_dir, ready = tmp_path / "data", tmp_path / "ready"
+    command = [sys.executable, "-m", "zhongshu.cli", "up"]
+    command += ["--data-dir", str(data_dir), "--ready-file", str(ready)]
+    proc = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield proc, data_dir, ready
+    finally:
+        if proc.poll() is None:
+            for pid in descendants(proc.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            proc.kill()
+            proc.wait()
+
+
+def test_up_serves_echo_and_ctrl_c_stops_everything(
+    up: tuple[subprocess.Popen[str], Path, Path],
+) -> None:
+    proc, data_dir, ready = up
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not ready.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"zhongshu up exited with {proc.returncode}:\n{proc.communicate()[0]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"not ready after {READY_TIMEOUT_S:.0f}s:\n{proc.communicate()[0]}")
+        time.sleep(0.1)
+
+    state = runstate.read(runstate.services_path(data_dir))
+    assert state is not None
+    assert state.supervisor_pid == proc.pid
+    [echo] = [s for s in state.services if s.name == "echo"]
+    assert echo.pid is not None
+    response = httpx.get(f"{echo.health_url}/readyz", timeout=2.0)
+    assert response.status_code == 200, response.text
+    assert response.json()["ready"] is True
+
+    spawned = descendants(proc.pid)
+    assert echo.pid in spawned
+    assert len(spawned) >= 4  # echo, nats-server, postgres (and its workers), redis-server
+
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=STOP_TIMEOUT_S)
+    assert proc.returncode == 0, output
+    assert "zhongshu is up" in output
+    assert "echo stopped (exit code 0)" in output
+    assert "Traceback" not in output
+
+    deadline = time.monotonic() + 5.0
+    while (left := [pid for pid in spawned if alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert left == [], f"still running after zhongshu up exited: {left}"
+    assert not ready.exists()
+    assert not runstate.services_path(data_dir).exists()
