@@ -7,6 +7,7 @@ import json
 import logging
 
 from opentelemetry import trace
+
 from zhongshu.runtime import telemetry
 
 

@@ -7,6 +7,7 @@ trace context work end to end."""
 from __future__ import annotations
 
 import asyncio
+import http.server
 import os
 import re
 import signal
@@ -225,4 +226,53 @@ async def test_a_reply_continues_the_trace_of_its_message_and_logs_carry_it(
         assert traceparent.split("-")[2] != "00f067aa0ba902b7"  # a new span of the same trace
     finally:
         echo.close()
+        await nc.close()
+
+
+class FakeCollector:
+    """An OTLP/HTTP endpoint on 127.0.0.1 that records what is posted to it."""
+
+    def __init__(self) -> None:
+        posts: list[tuple[str, str, bytes]] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                posts.append((self.path, self.headers.get("Content-Type", ""), body))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.posts = posts
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+async def test_spans_are_exported_over_otlp_when_an_endpoint_is_set(server: NatsServer) -> None:
+    collector = FakeCollector()
+    nc = await nats.connect(server.url)
+    js = nc.jetstream()
+    echo = EchoProcess(echo_env(server.url, OTEL_EXPORTER_OTLP_ENDPOINT=collector.url)).wait_ready()
+    try:
+        await publish_inbound(js, 3)
+        await wait_for(lambda: _at_least(js, 3), 30)
+        echo.proc.send_signal(signal.SIGTERM)
+        assert echo.wait(30) == 0
+        traces = [post for post in collector.posts if post[0] == "/v1/traces"]
+        assert traces, "no spans were exported"
+        assert traces[0][1] == "application/x-protobuf"
+        assert b"echo process" in b"".join(body for _, _, body in traces)
+    finally:
+        echo.close()
+        collector.close()
         await nc.close()

@@ -200,7 +200,7 @@ class Service:
         log.info("%s stopped", self.name)
 
     async def serve(self, settings: ServiceSettings | None = None) -> None:
-        """Run until SIGTERM or SIGINT, then stop gracefully."""
+        """Run until SIGTERM or SIGINT, then stop gracefully and flush telemetry."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -210,6 +210,7 @@ class Service:
         await stop.wait()
         log.info("%s received stop signal; draining", self.name)
         await self.stop()
+        await asyncio.to_thread(telemetry.shutdown_tracing)
 
     def main(self) -> None:
         """Process entry point: logging, uvloop, serve; readable errors instead of tracebacks

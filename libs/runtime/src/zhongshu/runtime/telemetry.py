@@ -35,6 +35,13 @@ def setup_tracing(service_name: str) -> None:
     _configured_for = service_name
 
 
+def shutdown_tracing() -> None:
+    """Flush spans still queued for export (called when a service stops)."""
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.shutdown()
+
+
 def tracer() -> trace.Tracer:
     return trace.get_tracer("zhongshu.runtime")
 
