@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 
 import nats
 import pytest
 from nats.js.errors import NotFoundError
 from typer.testing import CliRunner
+
 from zhongshu.cli.main import app
 from zhongshu.cli.provision_cmd import provision_url
 from zhongshu.contracts import headers as H
@@ -25,9 +25,9 @@ PAYLOAD = b'{"id": "evt-1", "text": "hello"}'
 
 
 @pytest.fixture
-def url(private_nats_server: NatsServer) -> Iterator[str]:
+def url(private_nats_server: NatsServer) -> str:
     asyncio.run(provision_url(private_nats_server.url, replicas=1, allow_data_loss=False))
-    yield private_nats_server.url
+    return private_nats_server.url
 
 
 def dead_letter(url: str, *, consumer: str = "echo", original_seq: int = 7) -> int:
@@ -158,3 +158,12 @@ def test_replay_needs_seq_or_all(url: str) -> None:
     code, out = cli(url, "dlq", "replay")
     assert code == 2
     assert "--seq" in out
+
+
+def test_a_replay_that_cannot_be_stored_stays_in_the_dlq(url: str) -> None:
+    dlq_seq = dead_letter(url)
+
+    code, out = cli(url, "dlq", "replay", "--seq", str(dlq_seq), "--to", "nowhere.at.all")
+    assert code == 1
+    assert "could not be replayed" in out
+    assert len(stream_messages(url, DLQ.name)) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typer.testing import CliRunner
+
 from zhongshu.cli.main import app
 from zhongshu.contracts.streams import KV_BUCKETS, STREAMS
 from zhongshu.runtime.stack import NatsServer

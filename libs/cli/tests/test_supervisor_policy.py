@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from zhongshu.cli.supervisor import Backoff, pretty_ecs, restart_delay
 
 

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from zhongshu.cli import runstate
 
-READY_TIMEOUT_S = 60.0
+READY_TIMEOUT_S = 45.0
 STOP_TIMEOUT_S = 60.0
 
 pytestmark = pytest.mark.slow
@@ -75,8 +76,21 @@ def up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path, Path]]:
             proc.wait()
 
 
-def test_up_serves_echo_and_ctrl_c_stops_everything(
-    up: tuple[subprocess.Popen[str], Path, Path],
+def wait_for_restart(data_dir: Path, old_pid: int) -> runstate.ServiceRecord:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        state = runstate.read(runstate.services_path(data_dir))
+        if state is not None:
+            [echo] = [s for s in state.services if s.name == "echo"]
+            if echo.ready and echo.pid not in (None, old_pid):
+                return echo
+        time.sleep(0.1)
+    pytest.fail("echo was not restarted")
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_up_serves_echo_and_a_stop_signal_stops_everything(
+    up: tuple[subprocess.Popen[str], Path, Path], stop_signal: signal.Signals
 ) -> None:
     proc, data_dir, ready = up
     deadline = time.monotonic() + READY_TIMEOUT_S
@@ -97,11 +111,18 @@ def test_up_serves_echo_and_ctrl_c_stops_everything(
     assert response.status_code == 200, response.text
     assert response.json()["ready"] is True
 
+    if stop_signal == signal.SIGINT:  # once is enough: a crashed service comes back
+        os.kill(echo.pid, signal.SIGKILL)
+        restarted = wait_for_restart(data_dir, echo.pid)
+        assert restarted.restarts == 1
+        assert httpx.get(f"{restarted.health_url}/readyz", timeout=2.0).status_code == 200
+        echo = restarted
+
     spawned = descendants(proc.pid)
     assert echo.pid in spawned
     assert len(spawned) >= 4  # echo, nats-server, postgres (and its workers), redis-server
 
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop_signal)
     output, _ = proc.communicate(timeout=STOP_TIMEOUT_S)
     assert proc.returncode == 0, output
     assert "zhongshu is up" in output

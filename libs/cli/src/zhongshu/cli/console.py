@@ -9,13 +9,9 @@ from collections.abc import Iterator
 from typing import NoReturn
 
 import click
-import nats.errors
 import typer
 from rich.console import Console
 from rich.markup import escape
-from zhongshu.runtime.bus import redact_url
-from zhongshu.runtime.errors import RuntimeFailure
-from zhongshu.runtime.stack import StackError
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -50,6 +46,12 @@ def fail(message: str, *, code: int = EXIT_FAILED) -> NoReturn:
 @contextlib.contextmanager
 def reported_errors() -> Iterator[None]:
     """Turn the failures the runtime reports with readable messages into a red line + exit code."""
+    # Imported here: the runtime costs ~1 s to import, and `--help` should not pay for it.
+    import nats.errors
+
+    from zhongshu.runtime.errors import RuntimeFailure
+    from zhongshu.runtime.stack import StackError
+
     try:
         yield
     except (
@@ -81,4 +83,6 @@ def quiet_client_logs() -> None:
 
 
 def safe_url(url: str | None) -> str:
+    from zhongshu.runtime.bus import redact_url
+
     return redact_url(url) if url else "-"

@@ -19,6 +19,7 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 from rich.markup import escape
 from rich.table import Table
+
 from zhongshu.cli.console import CliError, console
 from zhongshu.cli.provision_cmd import CLIENT_NAME
 from zhongshu.contracts import headers as H

@@ -1,11 +1,13 @@
-"""The ``zhongshu`` command: typer wiring only; each verb lives in its own module."""
+"""The ``zhongshu`` command: typer wiring only; each verb lives in its own module, imported
+when its command runs (the runtime takes about a second to import; `--help` should not wait)."""
 
 import enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from zhongshu.cli import dlq, provision_cmd, runstate, services, status, up
+
+from zhongshu.cli import runstate, services
 from zhongshu.cli.console import EXIT_USAGE, fail, quiet_client_logs, reported_errors
 
 app = typer.Typer(
@@ -86,6 +88,8 @@ def up_command(
     """
     quiet_client_logs()
     with reported_errors():
+        from zhongshu.cli import up
+
         up.run(
             up.UpOptions(
                 data_dir=data_dir,
@@ -113,8 +117,7 @@ def run_command(
     Services are the packages registered in the `zhongshu.services` entry-point group.
     """
     with reported_errors():
-        service = services.load(name)
-    service.main()
+        services.load(name).main()
 
 
 @app.command("provision")
@@ -139,6 +142,8 @@ def provision_command(
     """
     quiet_client_logs()
     with reported_errors():
+        from zhongshu.cli import provision_cmd
+
         provision_cmd.run(_nats_url(data_dir), replicas=replicas, allow_data_loss=allow_data_loss)
 
 
@@ -154,6 +159,8 @@ def status_command(
     """
     quiet_client_logs()
     with reported_errors():
+        from zhongshu.cli import status
+
         status.run(_nats_url(data_dir), data_dir, as_json=as_json)
 
 
@@ -178,6 +185,8 @@ def dlq_list_command(
     """
     quiet_client_logs()
     with reported_errors():
+        from zhongshu.cli import dlq
+
         dlq.run_list(
             _nats_url(data_dir), stream=stream, consumer=consumer, limit=limit, as_json=as_json
         )
@@ -222,6 +231,8 @@ def dlq_replay_command(
     with reported_errors():
         if bool(seq) == replay_all:
             fail("give either --seq N (one or more) or --all", code=EXIT_USAGE)
+        from zhongshu.cli import dlq
+
         dlq.run_replay(
             _nats_url(data_dir),
             seqs=seq or [],

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from rich.markup import escape
 from rich.table import Table
+
 from zhongshu.cli.console import CliError, console
 from zhongshu.contracts.streams import KV_BUCKETS, STREAMS
 from zhongshu.runtime import bus

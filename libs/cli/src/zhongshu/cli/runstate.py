@@ -11,8 +11,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from zhongshu.runtime.stack import NATS_URL_ENV
-
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 HEALTH_HOST = "127.0.0.1"
@@ -94,6 +92,8 @@ def pid_alive(pid: int | None) -> bool:
 def resolve_nats_url(data_dir: Path) -> str:
     """``ZHONGSHU_NATS_URL``, else the embedded server of a running ``zhongshu up`` in
     `data_dir`, else the default local server."""
+    from zhongshu.runtime.stack import NATS_URL_ENV
+
     if url := os.environ.get(NATS_URL_ENV):
         return url
     state = read(services_path(data_dir))

@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING
 
 from zhongshu.cli.console import EXIT_USAGE, CliError
-from zhongshu.runtime import Service
+
+if TYPE_CHECKING:
+    from zhongshu.runtime import Service
 
 GROUP = "zhongshu.services"
 
@@ -42,6 +45,8 @@ def select(only: list[str] | None) -> list[str]:
 
 def load(name: str) -> Service:
     """Import a service's entry point; a readable :class:`CliError` when it is missing or broken."""
+    from zhongshu.runtime import Service
+
     found = available()
     if name not in found:
         raise CliError(f"unknown service {name!r}; available: {_listing(found)}", code=EXIT_USAGE)

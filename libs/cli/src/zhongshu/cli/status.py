@@ -13,6 +13,7 @@ import httpx
 import typer
 from rich.markup import escape
 from rich.table import Table
+
 from zhongshu.cli import runstate
 from zhongshu.cli.console import CliError, console
 from zhongshu.cli.provision_cmd import CLIENT_NAME

@@ -11,6 +11,7 @@ import ctypes
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,14 +23,19 @@ from typing import Any, Literal
 import httpx
 from rich.console import Console
 from rich.text import Text
+
 from zhongshu.cli import runstate
 from zhongshu.cli.runstate import RunState, ServiceRecord
+from zhongshu.runtime.stack import free_port
 
 LogFormat = Literal["pretty", "json"]
+
+HEALTH_PORT_ENV = "ZHONGSHU_HEALTH_PORT"
 
 # A service drains for up to 30 s (its drain_timeout_s); leave it room to close before SIGKILL.
 STOP_TIMEOUT_S = 35.0
 READY_POLL_S = 0.1
+LINE_LIMIT = 1024 * 1024  # a log line with a long stack trace must not break the reader
 _PALETTE = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta")
 _LEVEL_STYLE = {
     "DEBUG": "dim",
@@ -176,6 +182,9 @@ def _die_with_parent() -> Callable[[], None] | None:
 
 @dataclass(frozen=True)
 class ChildSpec:
+    """One service process; it gets ``ZHONGSHU_HEALTH_PORT`` added to `env` (`health_port`, or
+    another free port if that one was taken while the child was down)."""
+
     name: str
     argv: Sequence[str]
     env: Mapping[str, str]
@@ -223,10 +232,6 @@ class Supervisor:
         self._all_ready_announced = False
         self._http: httpx.AsyncClient | None = None
 
-    @property
-    def pids(self) -> list[int]:
-        return [c.proc.pid for c in self.children if c.proc is not None]
-
     async def run(self) -> None:
         """Supervise until :meth:`stop` is called; return once every child has exited."""
         self._save()
@@ -235,6 +240,8 @@ class Supervisor:
             if not self.children and self.on_all_ready is not None:
                 self.on_all_ready()
             watchers = [asyncio.create_task(self._watch(c)) for c in self.children]
+            for watcher in watchers:
+                watcher.add_done_callback(self._watcher_done)
             await self._stopping.wait()
             await self._terminate_all()
             await asyncio.gather(*watchers, return_exceptions=True)
@@ -248,6 +255,10 @@ class Supervisor:
                 self._force.set()
             return
         self._stopping.set()
+
+    def _watcher_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self.printer.note(f"supervision failed: {type(exc).__name__}: {exc}", "bold red")
 
     # ------------------------------------------------------------------ one child
 
@@ -284,15 +295,18 @@ class Supervisor:
 
     async def _spawn(self, child: _Child) -> asyncio.subprocess.Process:
         child.started_mono = time.monotonic()
+        if not _port_free(child.record.health_port):
+            child.record.health_port = free_port()
         proc = await asyncio.create_subprocess_exec(
             *child.spec.argv,
-            env=dict(child.spec.env),
+            env={**child.spec.env, HEALTH_PORT_ENV: str(child.record.health_port)},
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             # Its own session: Ctrl-C in the terminal reaches only us, and we decide the order.
             start_new_session=True,
             preexec_fn=_die_with_parent(),
+            limit=LINE_LIMIT,
         )
         child.proc = proc
         child.record.pid = proc.pid
@@ -312,8 +326,9 @@ class Supervisor:
         while True:
             try:
                 raw = await stream.readline()
-            except ValueError:  # a line longer than the reader's limit: take what is there
-                raw = await stream.read(64 * 1024)
+            except ValueError:  # longer than LINE_LIMIT: the reader dropped it
+                self.printer.child_line(name, f"[a line longer than {LINE_LIMIT} bytes dropped]")
+                continue
             if not raw:
                 return
             self.printer.child_line(name, raw.decode("utf-8", "replace").rstrip("\r\n"))
@@ -393,6 +408,16 @@ class Supervisor:
     def _save(self) -> None:
         with contextlib.suppress(OSError):
             runstate.write(self.state_path, self.state)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the health server binds
+        try:
+            s.bind((runstate.HEALTH_HOST, port))
+        except OSError:
+            return False
+    return True
 
 
 async def _wait_all(procs: Sequence[asyncio.subprocess.Process]) -> None:

@@ -16,6 +16,7 @@ from types import FrameType
 
 from rich.markup import escape
 from rich.table import Table
+
 from zhongshu.cli import runstate, services
 from zhongshu.cli.console import CliError, console, safe_url
 from zhongshu.cli.provision_cmd import outcomes_table, provision_url, refusal_message, summary
@@ -24,8 +25,8 @@ from zhongshu.cli.supervisor import ChildSpec, LinePrinter, LogFormat, Superviso
 from zhongshu.runtime.provision import refused
 from zhongshu.runtime.stack import EmbeddedStack, free_port
 
-HEALTH_PORT_ENV = "ZHONGSHU_HEALTH_PORT"
 HTTP_PORT = 8000
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,18 +45,20 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 @contextlib.contextmanager
 def _sigterm_interrupts() -> Iterator[None]:
-    """While the synchronous steps run, SIGTERM behaves like Ctrl-C, so cleanup still happens."""
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    """While the synchronous steps run, SIGTERM (or a closed terminal's SIGHUP) behaves like
+    Ctrl-C, so cleanup still happens."""
+    previous = {s: signal.signal(s, _interrupt) for s in STOP_SIGNALS if s != signal.SIGINT}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextlib.contextmanager
 def _signals_ignored() -> Iterator[None]:
     """Cleanup is bounded (every stop has a timeout) and must not be cut short."""
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in STOP_SIGNALS}
     try:
         yield
     finally:
@@ -69,19 +72,16 @@ def _stack_description(stack: EmbeddedStack) -> str:
 
 
 def _child_specs(names: list[str], stack: EmbeddedStack) -> list[ChildSpec]:
-    base = {**os.environ, **stack.env(), "PYTHONUNBUFFERED": "1"}
-    specs = []
-    for name in names:
-        port = free_port()
-        specs.append(
-            ChildSpec(
-                name=name,
-                argv=[sys.executable, "-m", "zhongshu.cli", "run", name],
-                env={**base, HEALTH_PORT_ENV: str(port)},
-                health_port=port,
-            )
+    env = {**os.environ, **stack.env(), "PYTHONUNBUFFERED": "1"}
+    return [
+        ChildSpec(
+            name=name,
+            argv=[sys.executable, "-m", "zhongshu.cli", "run", name],
+            env=env,
+            health_port=free_port(),
         )
-    return specs
+        for name in names
+    ]
 
 
 def urls_table(stack: EmbeddedStack, state: RunState, data_dir: Path) -> Table:
@@ -192,10 +192,10 @@ async def _supervise(
         specs, printer=printer, state=state, state_path=state_path, on_all_ready=announce
     )
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, supervisor.stop)
     try:
         await supervisor.run()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)

@@ -1,15 +1,36 @@
 """zhongshu.runtime: what every service shares (settings, bus, provisioning, the consume loop,
-telemetry, health and the embedded stack)."""
+telemetry, health and the embedded stack).
 
-from zhongshu.runtime.consumer import ConsumerSpec, Delivery
-from zhongshu.runtime.errors import (
-    BusUnavailable,
-    ConfigurationError,
-    PermanentError,
-    ProvisionRefused,
-)
-from zhongshu.runtime.service import Service
-from zhongshu.runtime.settings import ServiceSettings, load_settings
+Names are imported lazily so that tools needing one submodule (the CLI's ``stack``, ``bus``)
+do not pay for OpenTelemetry, uvicorn and the rest at start-up."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from zhongshu.runtime.consumer import ConsumerSpec, Delivery
+    from zhongshu.runtime.errors import (
+        BusUnavailable,
+        ConfigurationError,
+        PermanentError,
+        ProvisionRefused,
+    )
+    from zhongshu.runtime.service import Service
+    from zhongshu.runtime.settings import ServiceSettings, load_settings
+
+_EXPORTS = {
+    "ConsumerSpec": "consumer",
+    "Delivery": "consumer",
+    "BusUnavailable": "errors",
+    "ConfigurationError": "errors",
+    "PermanentError": "errors",
+    "ProvisionRefused": "errors",
+    "Service": "service",
+    "ServiceSettings": "settings",
+    "load_settings": "settings",
+}
 
 __all__ = [
     "BusUnavailable",
@@ -22,3 +43,10 @@ __all__ = [
     "ServiceSettings",
     "load_settings",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'zhongshu.runtime' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"zhongshu.runtime.{module}"), name)

@@ -16,6 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from zhongshu.runtime.errors import ConfigurationError
+
 ReadinessCheck = Callable[[], Awaitable[bool]]
 log = logging.getLogger("zhongshu.runtime.health")
 
@@ -59,7 +61,10 @@ class HealthServer:
             self._sock.bind((host, port))
         except OSError as exc:
             self._sock.close()
-            raise OSError(f"health port {host}:{port} is unusable: {exc.strerror}") from exc
+            raise ConfigurationError(
+                f"health port {host}:{port} is unusable ({exc.strerror}); "
+                "set ZHONGSHU_HEALTH_PORT to a free port, or 0 for any"
+            ) from exc
         self.host, self.port = host, self._sock.getsockname()[1]
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
         self._server = uvicorn.Server(config)

@@ -71,7 +71,10 @@ def setup_logging(service_name: str, level: str = "INFO") -> None:
     """ECS JSON lines on stderr, one per record, carrying the service name and trace ids."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        ecs_logging.StdlibFormatter(extra={"service.name": service_name}, exclude_fields=())
+        # uvicorn adds an ANSI-coloured copy of its message; the plain one is enough.
+        ecs_logging.StdlibFormatter(
+            extra={"service.name": service_name}, exclude_fields=("color_message",)
+        )
     )
     handler.addFilter(_TraceIdFilter())
     root = logging.getLogger()
