@@ -229,6 +229,7 @@ class Supervisor:
         self.state.services = [c.record for c in self.children]
         self._stopping = asyncio.Event()
         self._force = asyncio.Event()
+        self._stop_requested_at = 0.0
         self._all_ready_announced = False
         self._http: httpx.AsyncClient | None = None
 
@@ -248,12 +249,20 @@ class Supervisor:
         self._http = None
 
     def stop(self) -> None:
-        """Begin a graceful stop; a second call kills the children that are still draining."""
+        """Begin a graceful stop; a second call kills the children that are still draining.
+
+        A second signal within a second of the first is the same request delivered twice (a
+        terminal's Ctrl-C reaches the whole process group, and `uv run` forwards it too), not
+        an impatient operator, so it does not escalate."""
+        now = time.monotonic()
         if self._stopping.is_set():
+            if now - self._stop_requested_at < 1.0:
+                return
             if not self._force.is_set():
                 self.printer.note("stopping now (SIGKILL)", "yellow")
                 self._force.set()
             return
+        self._stop_requested_at = now
         self._stopping.set()
 
     def _watcher_done(self, task: asyncio.Task[None]) -> None:

@@ -85,3 +85,4 @@ def setup_logging(service_name: str, level: str = "INFO") -> None:
     # nats-py logs every reconnect attempt at ERROR; ours are more useful.
     logging.getLogger("nats").setLevel(logging.CRITICAL)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
