@@ -1,0 +1,214 @@
+"""The hub's configuration file, ``zhongshu.yaml``: tenants, apps (bots) with their platform
+credentials, access rules and limits, alert routes and model providers.
+
+Validated at start with errors that name the field; ``${VAR}`` and ``${file:/path}`` are
+resolved so secrets live in the environment or in files, and secrets are ``SecretStr`` so they
+are never echoed in reprs, logs or errors."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from zhongshu.runtime.errors import ConfigurationError
+
+CONFIG_ENV = "ZHONGSHU_CONFIG"
+DEFAULT_PATH = Path("config/zhongshu.yaml")
+_REFERENCE = re.compile(r"\$\{(file:)?([^}]+)\}")
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(s|sec|second|min|minute|h|hour)\s*$")
+_RATE_SECONDS = {"s": 1, "sec": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Rate(_Model):
+    """A limit such as ``10/min``: ``count`` events per ``period_s`` seconds."""
+
+    count: int = Field(gt=0)
+    period_s: float = Field(gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            match = _RATE.match(value)
+            if not match:
+                raise ValueError(f"expected a rate like '10/min', got {value!r}")
+            return {"count": int(match.group(1)), "period_s": _RATE_SECONDS[match.group(2)]}
+        return value
+
+
+class FeishuCredentials(_Model):
+    app_id: str
+    app_secret: SecretStr
+    encrypt_key: SecretStr | None = None
+    verification_token: SecretStr | None = None
+    bot_open_id: str | None = None  # the bot's own open_id, to tell when it is @-mentioned
+    receive: tuple[Literal["webhook", "long_connection"], ...] = ("webhook",)
+
+
+class DingTalkCredentials(_Model):
+    app_key: str
+    app_secret: SecretStr
+    robot_code: str | None = None
+    receive: tuple[Literal["http", "stream"], ...] = ("http",)
+
+
+class AccessRules(_Model):
+    """Who may talk to the app; empty lists mean everyone."""
+
+    users: tuple[str, ...] = ()
+    chats: tuple[str, ...] = ()
+    departments: tuple[str, ...] = ()
+    admins: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+
+
+class GroupRules(_Model):
+    require_mention: bool = True
+    prefixes: tuple[str, ...] = ("/",)
+
+
+class RateLimits(_Model):
+    per_user: Rate | None = None
+    per_chat: Rate | None = None
+
+
+class App(_Model):
+    tenant: str
+    platform: Literal["feishu", "dingtalk"]
+    feishu: FeishuCredentials | None = None
+    dingtalk: DingTalkCredentials | None = None
+    access: AccessRules = AccessRules()
+    group: GroupRules = GroupRules()
+    rate_limit: RateLimits = RateLimits()
+    persona: str = ""
+
+    @model_validator(mode="after")
+    def _credentials_match_platform(self) -> App:
+        if getattr(self, self.platform) is None:
+            raise ValueError(
+                f"platform is {self.platform} but the '{self.platform}' section is missing"
+            )
+        other = "dingtalk" if self.platform == "feishu" else "feishu"
+        if getattr(self, other) is not None:
+            raise ValueError(f"platform is {self.platform} but a '{other}' section is given")
+        return self
+
+
+class Tenant(_Model):
+    name: str = ""
+
+
+class AlertRoute(_Model):
+    app: str | None = None
+    chat: str | None = None
+    dingtalk_robot: SecretStr | None = None
+    feishu_robot: SecretStr | None = None
+    secret: SecretStr | None = None
+
+
+class ModelProvider(_Model):
+    name: str
+    endpoint: str
+    api_key: SecretStr | None = None
+    model: str
+
+
+class ModelConfig(_Model):
+    providers: tuple[ModelProvider, ...] = ()
+    qps: float = Field(default=10, gt=0)
+    timeout_s: float = Field(default=30, gt=0)
+    max_concurrent: int = Field(default=5, gt=0)
+
+
+AppName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+
+
+class HubConfig(_Model):
+    tenants: dict[str, Tenant] = {}
+    apps: dict[AppName, App] = {}
+    alerts: dict[Literal["warning", "error", "critical"], tuple[AlertRoute, ...]] = {}
+    model: ModelConfig = ModelConfig()
+
+    @model_validator(mode="after")
+    def _apps_name_known_tenants(self) -> HubConfig:
+        for name, app in self.apps.items():
+            if self.tenants and app.tenant not in self.tenants:
+                raise ValueError(f"apps.{name}.tenant: unknown tenant {app.tenant!r}")
+        return self
+
+    def app(self, name: str) -> App | None:
+        return self.apps.get(name)
+
+
+def resolve_references(value: Any, environ: dict[str, str], where: str = "") -> Any:
+    """Replace ``${VAR}`` with the variable and ``${file:/path}`` with the file's content
+    (trailing newline stripped), everywhere in the parsed YAML."""
+    if isinstance(value, dict):
+        return {
+            k: resolve_references(v, environ, f"{where}.{k}" if where else str(k))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [resolve_references(v, environ, f"{where}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        is_file, name = match.group(1), match.group(2).strip()
+        if is_file:
+            try:
+                return Path(name).read_text().rstrip("\n")
+            except OSError as exc:
+                raise ConfigurationError(f"{where}: cannot read {name}: {exc.strerror}") from None
+        if name not in environ:
+            raise ConfigurationError(f"{where}: environment variable {name} is not set")
+        return environ[name]
+
+    return _REFERENCE.sub(substitute, value)
+
+
+def parse_config(
+    text: str, *, source: str = "zhongshu.yaml", environ: dict[str, str] | None = None
+) -> HubConfig:
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"{source}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigurationError(f"{source}: expected a mapping at the top level")
+    resolved = resolve_references(raw, dict(os.environ if environ is None else environ))
+    try:
+        return HubConfig.model_validate(resolved)
+    except ValidationError as exc:
+        problems = [
+            f"  {'.'.join(str(p) for p in error['loc']) or '(top level)'}: {error['msg']}"
+            for error in exc.errors()
+        ]
+        raise ConfigurationError(f"{source} is invalid:\n" + "\n".join(problems)) from None
+
+
+def config_path(environ: dict[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    return Path(env.get(CONFIG_ENV) or DEFAULT_PATH)
+
+
+def load_config(path: Path | None = None, *, environ: dict[str, str] | None = None) -> HubConfig:
+    """Read and validate the configuration file (``ZHONGSHU_CONFIG``, default
+    ``./config/zhongshu.yaml``). A missing file is an empty configuration: no apps yet."""
+    path = path or config_path(environ)
+    if not path.exists():
+        return HubConfig()
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from None
+    return parse_config(text, source=str(path), environ=environ)

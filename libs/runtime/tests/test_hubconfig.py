@@ -1,0 +1,97 @@
+"""zhongshu.yaml: validated at start, errors name the field, secrets resolved and never shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from zhongshu.runtime.errors import ConfigurationError
+from zhongshu.runtime.hubconfig import HubConfig, load_config, parse_config
+
+EXAMPLE = """
+tenants:
+  acme: {name: Acme}
+apps:
+  acme-feishu:
+    tenant: acme
+    platform: feishu
+    feishu: {app_id: cli_xxx, app_secret: "${FEISHU_APP_SECRET}", encrypt_key: "${file:KEYFILE}",
+             verification_token: "${FEISHU_VERIFICATION_TOKEN}", receive: [webhook]}
+    access: {users: [], chats: [], departments: [], admins: [ou_xxx], deny: []}
+    group: {require_mention: true, prefixes: ["/"]}
+    rate_limit: {per_user: 10/min, per_chat: 60/min}
+    persona: "You are the Acme operations assistant."
+  acme-dingtalk:
+    tenant: acme
+    platform: dingtalk
+    dingtalk: {app_key: ding_xxx, app_secret: "${DINGTALK_APP_SECRET}", robot_code: ding_xxx,
+               receive: [http]}
+model:
+  providers: [{name: deepseek, endpoint: "http://127.0.0.1:1/v1", model: deepseek-chat}]
+  qps: 10
+"""
+
+ENV = {
+    "FEISHU_APP_SECRET": "feishu-secret-value",
+    "FEISHU_VERIFICATION_TOKEN": "vtoken",
+    "DINGTALK_APP_SECRET": "dingtalk-secret-value",
+}
+
+
+def example(tmp_path: Path) -> str:
+    key = tmp_path / "encrypt_key"
+    key.write_text("test key\n")
+    return EXAMPLE.replace("KEYFILE", str(key))
+
+
+def test_the_documented_example_loads_with_secrets_resolved(tmp_path: Path) -> None:
+    config = parse_config(example(tmp_path), environ=ENV)
+    feishu = config.apps["acme-feishu"].feishu
+    assert feishu is not None
+    assert feishu.app_secret.get_secret_value() == "feishu-secret-value"
+    assert feishu.encrypt_key is not None
+    assert feishu.encrypt_key.get_secret_value() == "test key"
+    limits = config.apps["acme-feishu"].rate_limit
+    assert limits.per_user is not None
+    assert (limits.per_user.count, limits.per_user.period_s) == (10, 60)
+    assert "feishu-secret-value" not in repr(config)
+
+
+def test_a_missing_secret_variable_is_named_with_its_field(tmp_path: Path) -> None:
+    env = {k: v for k, v in ENV.items() if k != "DINGTALK_APP_SECRET"}
+    with pytest.raises(ConfigurationError, match=r"apps\.acme-dingtalk\.dingtalk\.app_secret"):
+        parse_config(example(tmp_path), environ=env)
+
+
+def test_an_invalid_field_is_named_and_secrets_are_not_echoed(tmp_path: Path) -> None:
+    bad = example(tmp_path).replace("per_user: 10/min", "per_user: often")
+    with pytest.raises(ConfigurationError) as raised:
+        parse_config(bad, environ=ENV)
+    assert "apps.acme-feishu.rate_limit.per_user" in str(raised.value)
+    assert "feishu-secret-value" not in str(raised.value)
+
+
+def test_credentials_must_match_the_platform() -> None:
+    text = "apps:\n  x:\n    tenant: t\n    platform: feishu\n"
+    with pytest.raises(ConfigurationError, match="'feishu' section is missing"):
+        parse_config(text, environ={})
+
+
+def test_an_app_of_an_unknown_tenant_is_rejected(tmp_path: Path) -> None:
+    bad = example(tmp_path).replace(
+        "tenant: acme\n    platform: dingtalk", "tenant: other\n    platform: dingtalk"
+    )
+    with pytest.raises(ConfigurationError, match="unknown tenant 'other'"):
+        parse_config(bad, environ=ENV)
+
+
+def test_no_file_means_no_apps_yet(tmp_path: Path) -> None:
+    assert load_config(tmp_path / "absent.yaml") == HubConfig()
+
+
+def test_malformed_yaml_is_reported_with_the_file_name(tmp_path: Path) -> None:
+    path = tmp_path / "zhongshu.yaml"
+    path.write_text("apps: [unclosed")
+    with pytest.raises(ConfigurationError, match=r"zhongshu\.yaml: not valid YAML"):
+        load_config(path)
