@@ -7,14 +7,14 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from zhongshu.runtime.errors import ConfigurationError
 
@@ -22,7 +22,12 @@ ReadinessCheck = Callable[[], Awaitable[bool]]
 log = logging.getLogger("zhongshu.runtime.health")
 
 
-def build_app(service: str, checks: dict[str, ReadinessCheck]) -> Starlette:
+def build_app(
+    service: str, checks: dict[str, ReadinessCheck], routes: Sequence[BaseRoute] = ()
+) -> Starlette:
+    """The side port's app: health, readiness and metrics, plus any routes the service serves
+    itself (ingress webhooks), so one port per process carries all its HTTP."""
+
     async def healthz(_: Request) -> Response:
         return JSONResponse({"service": service, "status": "ok"})
 
@@ -47,6 +52,7 @@ def build_app(service: str, checks: dict[str, ReadinessCheck]) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
+            *routes,
         ]
     )
 

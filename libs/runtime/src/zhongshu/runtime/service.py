@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from nats.aio.client import Client as NatsClient
 from nats.js.client import JetStreamContext
+from starlette.routing import BaseRoute
 
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts.events import Event
@@ -44,6 +45,7 @@ class Service:
         self._startup: list[Hook] = []
         self._shutdown: list[Hook] = []
         self._checks: dict[str, ReadinessCheck] = {}
+        self.routes: list[BaseRoute] = []  # HTTP routes served on the side port (webhooks)
         self._settings: ServiceSettings | None = None
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
@@ -167,7 +169,9 @@ class Service:
                 ) from exc
         checks = {"bus": self._bus_ready, **self._checks}
         self._health = HealthServer(
-            build_app(self.name, checks), self._settings.health_host, self._settings.health_port
+            build_app(self.name, checks, self.routes),
+            self._settings.health_host,
+            self._settings.health_port,
         )
         self._health.start()
         for loop in self.loops:
