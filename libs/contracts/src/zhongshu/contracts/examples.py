@@ -16,12 +16,14 @@ from zhongshu.contracts.events import (
     AlertRaised,
     AttachmentRef,
     AuditRecorded,
+    BotMembershipChanged,
     CardActionReceived,
     CommandRequested,
     DeliveryTarget,
     Event,
     Mention,
     MessageReceived,
+    PlatformEventReceived,
     QueryRequested,
     ReplyDelivered,
     ReplyDeliveryFailed,
@@ -92,6 +94,26 @@ _DINGTALK_MESSAGE = MessageReceived(
 
 _EXAMPLES: Final[dict[type[Event], Event]] = {
     MessageReceived: _MESSAGE,
+    BotMembershipChanged: BotMembershipChanged(
+        platform="feishu",
+        app="acme-feishu",
+        tenant=TENANT,
+        chat_id="oc_5ad11d72b830411d72b836c20",
+        change="added",
+        platform_event_id="5e3702a84e847582be8db7fb73283c02",
+        operator=_FEISHU_SENDER,
+        chat_name="ops",
+        occurred_at=datetime(2025, 3, 21, 9, 30, 0, tzinfo=UTC),
+    ),
+    PlatformEventReceived: PlatformEventReceived(
+        platform="feishu",
+        app="acme-feishu",
+        tenant=TENANT,
+        event_type="contact.user.created_v3",
+        platform_event_id="f7984f25108f8137722bb63cee927e66",
+        payload={"object": {"open_id": "ou_7dab8a3d3cdcc9da365777c7ad535d62", "name": "Li Lei"}},
+        occurred_at=datetime(2025, 3, 21, 9, 30, 0, tzinfo=UTC),
+    ),
     CardActionReceived: CardActionReceived(
         platform="feishu",
         app="acme-feishu",
@@ -236,7 +258,12 @@ def example_envelope(event: E) -> Envelope[E]:
 def example_subject(event: Event) -> str:
     """The subject `event` would be published on."""
     match event:
-        case MessageReceived() | CardActionReceived():
+        case (
+            MessageReceived()
+            | CardActionReceived()
+            | BotMembershipChanged()
+            | PlatformEventReceived()
+        ):
             return subjects.chat_inbound(event.platform, event.tenant)
         case CommandRequested():
             return subjects.chat_command(event.origin.platform, event.origin.tenant)

@@ -153,7 +153,7 @@ CHANNELS: Final[tuple[_Channel, ...]] = (
         "chat.inbound.{platform}.{tenant}",
         streams.CHAT_INBOUND,
         "Normalized platform events, from ingress after signature check and dedupe.",
-        ("MessageReceived", "CardActionReceived"),
+        ("MessageReceived", "CardActionReceived", "BotMembershipChanged", "PlatformEventReceived"),
         {"platform": _PLATFORM, "tenant": _TENANT},
     ),
     _Channel(

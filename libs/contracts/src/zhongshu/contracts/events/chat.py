@@ -157,6 +157,47 @@ class CardActionReceived(Event, frozen=True, kw_only=True, omit_defaults=True):
     chat_kind: ChatKind | None = None
 
 
+class BotMembershipChanged(Event, frozen=True, kw_only=True, omit_defaults=True):
+    """The bot was added to or removed from a chat (Feishu `im.chat.member.bot.added_v1` /
+    `deleted_v1`, DingTalk's equivalent events).
+
+    Published by ingress on `chat.inbound.<platform>.<tenant>`; the router may greet or forget.
+    """
+
+    TYPE: ClassVar[str] = "zhongshu.chat.bot_membership_changed.v1"
+
+    platform: Platform
+    app: str
+    tenant: str
+    chat_id: str
+    change: str
+    """`added` or `removed`."""
+    platform_event_id: str
+    operator: Sender | None = None
+    chat_name: str | None = None
+    occurred_at: AwareDatetime | None = None
+
+
+class PlatformEventReceived(Event, frozen=True, kw_only=True, omit_defaults=True):
+    """Any other platform event, kept whole so event-triggered rules can match it later
+    (an unknown event type is never an error).
+
+    Published by ingress on `chat.inbound.<platform>.<tenant>`.
+    """
+
+    TYPE: ClassVar[str] = "zhongshu.chat.platform_event_received.v1"
+
+    platform: Platform
+    app: str
+    tenant: str
+    event_type: str
+    """The platform's own event type, e.g. `contact.user.created_v3`."""
+    platform_event_id: str
+    payload: dict[str, Any] = msgspec.field(default_factory=dict)
+    """The platform's event body (decrypted), as received."""
+    occurred_at: AwareDatetime | None = None
+
+
 class CommandRequested(Event, frozen=True, kw_only=True, omit_defaults=True):
     """The router accepted a command for the agent (e.g. `/summarize 3d`, or a card button).
 
