@@ -52,10 +52,10 @@ def alive(pid: int) -> bool:
 
 
 @pytest.fixture
-def up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path, Path]]:
+def up(server_dir: Path) -> Iterator[tuple[subprocess.Popen[str], Path, Path]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZHONGSHU_")}
     env["COLUMNS"] = "200"
-    data_dir, ready = tmp_path / "data", tmp_path / "ready"
+    data_dir, ready = server_dir / "data", server_dir / "ready"
     command = [sys.executable, "-m", "zhongshu.cli", "up"]
     command += ["--data-dir", str(data_dir), "--ready-file", str(ready)]
     proc = subprocess.Popen(

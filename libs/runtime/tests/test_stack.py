@@ -90,9 +90,9 @@ def _varz(server: NatsServer) -> dict[str, object]:
 
 
 async def test_stack_starts_three_servers_that_answer_and_stop_leaves_no_process(
-    tmp_path: Path,
+    server_dir: Path,
 ) -> None:
-    stack = EmbeddedStack(tmp_path)
+    stack = EmbeddedStack(server_dir)
     began = time.monotonic()
     stack.start()
     try:
@@ -130,7 +130,7 @@ async def test_stack_starts_three_servers_that_answer_and_stop_leaves_no_process
             await r.aclose()
 
         for sub in ("nats", "postgres", "redis", "logs"):
-            assert (tmp_path / sub).is_dir()
+            assert (server_dir / sub).is_dir()
         pids = [s.pid for s in stack.servers]
     finally:
         stack.stop()
@@ -208,9 +208,9 @@ async def test_jetstream_message_acked_before_sigkill_is_there_after_restart(
 
 
 @pytest.mark.parametrize("kind", ["postgres", "redis"])
-async def test_restart_keeps_port_and_data(tmp_path: Path, kind: str) -> None:
+async def test_restart_keeps_port_and_data(server_dir: Path, kind: str) -> None:
     if kind == "postgres":
-        pg = PostgresServer(tmp_path / "postgres").start()
+        pg = PostgresServer(server_dir / "postgres").start()
         try:
             conn = await asyncpg.connect(pg.url)
             await conn.execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('kept')")
@@ -224,7 +224,7 @@ async def test_restart_keeps_port_and_data(tmp_path: Path, kind: str) -> None:
         finally:
             pg.stop()
     else:
-        rs = RedisServer(tmp_path / "redis").start()
+        rs = RedisServer(server_dir / "redis").start()
         try:
             r = aioredis.from_url(rs.url)
             await r.set("k", "kept")
@@ -320,7 +320,7 @@ def test_port_in_use_gives_stack_error_with_port_and_log_tail(tmp_path: Path) ->
     assert server.pid is None
 
 
-def test_servers_die_when_the_python_process_is_sigkilled(tmp_path: Path) -> None:
+def test_servers_die_when_the_python_process_is_sigkilled(server_dir: Path) -> None:
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
@@ -335,7 +335,7 @@ def test_servers_die_when_the_python_process_is_sigkilled(tmp_path: Path) -> Non
         if k not in (NATS_URL_ENV, POSTGRES_URL_ENV, REDIS_URL_ENV)
     }
     child = subprocess.Popen(
-        [sys.executable, "-c", script, str(tmp_path)],
+        [sys.executable, "-c", script, str(server_dir)],
         stdout=subprocess.PIPE,
         env=env,
         text=True,

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -42,13 +44,34 @@ __all__ = [
     "private_nats_server",
     "provisioned_nats_url",
     "redis_url",
+    "server_dir",
 ]
 
 
+@contextlib.contextmanager
+def _server_dir(name: str) -> Iterator[Path]:
+    """A directory for server data outside pytest's base temp: as root, PostgreSQL runs as
+    another user that must traverse the path, and a concurrent pytest session re-tightens the
+    permissions of ``/tmp/pytest-of-root`` at its start."""
+    path = Path(tempfile.mkdtemp(prefix=f"zhongshu-{name}-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def server_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """Like ``tmp_path``, for tests that start PostgreSQL themselves."""
+    with _server_dir(request.node.name[:40]) as path:
+        yield path
+
+
 @pytest.fixture(scope="session")
-def embedded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
+def embedded_stack() -> Iterator[EmbeddedStack]:
     """nats-server, PostgreSQL and Redis for the whole session, under a temporary directory."""
-    with EmbeddedStack(tmp_path_factory.mktemp("stack")) as stack:
+    with _server_dir("stack") as path, EmbeddedStack(path) as stack:
         yield stack
 
 
