@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from zhongshu.cli import runstate
+from zhongshu.runtime.stack import free_port
 
 READY_TIMEOUT_S = 45.0
 STOP_TIMEOUT_S = 60.0
@@ -51,10 +52,14 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+HTTP_PORT = free_port()
+
+
 @pytest.fixture
 def up(server_dir: Path) -> Iterator[tuple[subprocess.Popen[str], Path, Path]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZHONGSHU_")}
     env["COLUMNS"] = "200"
+    env["ZHONGSHU_HTTP_PORT"] = str(HTTP_PORT)
     data_dir, ready = server_dir / "data", server_dir / "ready"
     command = [sys.executable, "-m", "zhongshu.cli", "up"]
     command += ["--data-dir", str(data_dir), "--ready-file", str(ready)]
@@ -110,6 +115,9 @@ def test_up_serves_echo_and_a_stop_signal_stops_everything(
     response = httpx.get(f"{echo.health_url}/readyz", timeout=2.0)
     assert response.status_code == 200, response.text
     assert response.json()["ready"] is True
+    front = httpx.get(f"http://127.0.0.1:{HTTP_PORT}/healthz", timeout=2.0)
+    assert front.status_code == 200
+    assert "echo" in front.json()["services"]
 
     if stop_signal == signal.SIGINT:  # once is enough: a crashed service comes back
         os.kill(echo.pid, signal.SIGKILL)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -16,8 +17,9 @@ from types import FrameType
 
 from rich.markup import escape
 from rich.table import Table
+from starlette.applications import Starlette
 
-from zhongshu.cli import runstate, services
+from zhongshu.cli import frontdoor, runstate, services
 from zhongshu.cli.console import CliError, console, safe_url
 from zhongshu.cli.provision_cmd import outcomes_table, provision_url, refusal_message, summary
 from zhongshu.cli.runstate import RunState
@@ -25,7 +27,7 @@ from zhongshu.cli.supervisor import ChildSpec, LinePrinter, LogFormat, Superviso
 from zhongshu.runtime.provision import refused
 from zhongshu.runtime.stack import EmbeddedStack, free_port
 
-HTTP_PORT = 8000
+HTTP_PORT_ENV = "ZHONGSHU_HTTP_PORT"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -84,7 +86,14 @@ def _child_specs(names: list[str], stack: EmbeddedStack) -> list[ChildSpec]:
     ]
 
 
-def urls_table(stack: EmbeddedStack, state: RunState, data_dir: Path) -> Table:
+def http_port() -> int:
+    raw = os.environ.get(HTTP_PORT_ENV, str(frontdoor.DEFAULT_PORT))
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise CliError(f"{HTTP_PORT_ENV} must be a port number, got {raw!r}")
+    return int(raw)
+
+
+def urls_table(stack: EmbeddedStack, state: RunState, data_dir: Path, port: int) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
@@ -93,10 +102,14 @@ def urls_table(stack: EmbeddedStack, state: RunState, data_dir: Path) -> Table:
     grid.add_row("Redis", escape(safe_url(stack.redis_url)))
     for record in state.services:
         grid.add_row(record.name, f"{record.health_url}/readyz")
-    if any(r.name == "gateway" for r in state.services):
-        grid.add_row("HTTP API", f"http://127.0.0.1:{HTTP_PORT}")
-    else:
-        grid.add_row("HTTP API", f"[dim]:{HTTP_PORT} arrives with the gateway service[/]")
+    running = {r.name for r in state.services}
+    origin = f"http://127.0.0.1:{port}"
+    grid.add_row("HTTP", origin)
+    for prefix, name in frontdoor.ROUTES:
+        if name in running and prefix != "/":
+            grid.add_row("", f"{origin}{prefix}… → {name}")
+    if "gateway" not in running:
+        grid.add_row("", "[dim]/api/… arrives with the gateway service[/]")
     grid.add_row("data", escape(f"{data_dir} (server logs in {data_dir / 'logs'})"))
     return grid
 
@@ -158,7 +171,10 @@ def _start_and_supervise(
     if bad:
         raise CliError(refusal_message(bad))
 
+    port = http_port()
+    front_socket = frontdoor.bind(port)
     specs = _child_specs(names, stack)
+    upstreams = {spec.name: spec.health_port for spec in specs}
     state = RunState(
         supervisor_pid=os.getpid(),
         nats_url=stack.nats_url if stack.nats_server is not None else None,
@@ -171,14 +187,15 @@ def _start_and_supervise(
             f"[bold green]zhongshu is up[/] in {time.monotonic() - began:.1f} s "
             f"({len(names)} service(s))"
         )
-        console.print(urls_table(stack, state, data_dir))
+        console.print(urls_table(stack, state, data_dir, port))
         console.print("[dim]Ctrl-C stops everything.[/]")
         console.print()
         if options.ready_file is not None:
             options.ready_file.parent.mkdir(parents=True, exist_ok=True)
             options.ready_file.touch()
 
-    asyncio.run(_supervise(specs, printer, state, state_path, announce))
+    front = frontdoor.build_app(lambda: upstreams)
+    asyncio.run(_supervise(specs, printer, state, state_path, announce, (front, front_socket)))
 
 
 async def _supervise(
@@ -187,6 +204,7 @@ async def _supervise(
     state: RunState,
     state_path: Path,
     announce: Callable[[], None],
+    front: tuple[Starlette, socket.socket],
 ) -> None:
     supervisor = Supervisor(
         specs, printer=printer, state=state, state_path=state_path, on_all_ready=announce
@@ -194,8 +212,12 @@ async def _supervise(
     loop = asyncio.get_running_loop()
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, supervisor.stop)
+    front_stop = asyncio.Event()
+    front_task = asyncio.create_task(frontdoor.serve(*front, front_stop))
     try:
         await supervisor.run()
     finally:
+        front_stop.set()
+        await front_task
         for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)

@@ -1,0 +1,267 @@
+"""The two webhooks, ``POST /webhooks/feishu/{app}/events`` and ``…/cards``, and the long
+connection's event handler. A webhook reads the raw body, lets ``domain`` decide whether it is
+genuine, ``normalize`` what it means, and the ingress gate store it once; the platform hears 200
+(or the long connection's ACK) only after the PubAck, and 503 when the bus is down."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from zhongshu.contracts import envelope as wire
+from zhongshu.contracts import subjects
+from zhongshu.contracts.events import CardActionReceived
+from zhongshu.contracts.ids import derive_msg_id
+from zhongshu.ingress_feishu import domain
+from zhongshu.ingress_feishu.adapters.long_connection import LongConnection
+from zhongshu.ingress_feishu.normalize import (
+    BotIdentity,
+    Context,
+    Result,
+    normalize_card,
+    normalize_event,
+)
+from zhongshu.ingress_feishu.settings import FeishuIngressSettings
+from zhongshu.runtime.hubconfig import App, HubConfig, load_config
+from zhongshu.runtime.ingress import IngressGate, Outcome, Rejected, read_body
+from zhongshu.runtime.service import Service
+
+log = logging.getLogger("zhongshu.ingress_feishu")
+
+SOURCE = "zhongshu/ingress-feishu"
+STATE_KEY = "feishu_ingress"
+CONNECTIONS_KEY = "feishu_long_connections"
+TASKS_KEY = "feishu_long_connection_tasks"
+HTTP_KEY = "feishu_http"
+
+
+@dataclass(frozen=True)
+class FeishuApp:
+    """One configured Feishu app, as the webhooks need it."""
+
+    name: str
+    tenant: str
+    secrets: domain.AppSecrets
+    bot: BotIdentity
+    app_id: str = ""
+    app_secret: str = field(default="", repr=False)
+    long_connection: bool = False
+
+    @classmethod
+    def from_config(cls, name: str, app: App, bot_name: str | None) -> FeishuApp:
+        assert app.feishu is not None  # App validates that the platform section exists
+        creds = app.feishu
+        return cls(
+            name=name,
+            tenant=app.tenant,
+            secrets=domain.AppSecrets(
+                encrypt_key=creds.encrypt_key.get_secret_value() if creds.encrypt_key else None,
+                verification_token=(
+                    creds.verification_token.get_secret_value()
+                    if creds.verification_token
+                    else None
+                ),
+            ),
+            bot=BotIdentity(open_id=creds.bot_open_id, name=bot_name),
+            app_id=creds.app_id,
+            app_secret=creds.app_secret.get_secret_value(),
+            long_connection="long_connection" in creds.receive,
+        )
+
+
+class FeishuIngress:
+    """What the webhooks share in one process: the apps, the gate, the settings."""
+
+    def __init__(
+        self,
+        settings: FeishuIngressSettings,
+        config: HubConfig,
+        gate: IngressGate,
+        bus_connected: Callable[[], bool],
+    ) -> None:
+        self.settings = settings
+        self.gate = gate
+        self.apps = {
+            name: FeishuApp.from_config(name, app, settings.bot_names.get(name))
+            for name, app in config.apps.items()
+            if app.platform == "feishu"
+        }
+        self._bus_connected = bus_connected
+
+    def app(self, name: str) -> FeishuApp:
+        app = self.apps.get(name)
+        if app is None:
+            raise Rejected(404, "unknown app", f"no Feishu app named {name[:64]!r}")
+        return app
+
+    async def events(self, request: Request) -> Response:
+        return await self._handle(request, domain.open_event_request, normalize_event)
+
+    async def cards(self, request: Request) -> Response:
+        return await self._handle(request, domain.open_card_request, normalize_card)
+
+    async def _handle(
+        self,
+        request: Request,
+        verify: Callable[..., domain.Challenge | domain.Verified],
+        normalize: Callable[[dict[str, Any], Context], Result],
+    ) -> Response:
+        name = request.path_params["app"]
+        tenant = ""
+        try:
+            app = self.app(name)
+            tenant = app.tenant
+            body = await read_body(request)
+            opened = verify(
+                body,
+                signature_headers(request),
+                app.secrets,
+                now=time.time(),
+                max_skew_s=self.settings.max_timestamp_skew_s,
+            )
+            if isinstance(opened, domain.Challenge):
+                return JSONResponse({"challenge": opened.challenge})
+            result = normalize(opened.payload, Context(app.name, app.tenant, app.bot))
+        except Rejected as rejection:
+            remote = request.client.host if request.client else ""
+            await self.gate.reject(rejection, app=name, tenant=tenant, remote=remote)
+            return JSONResponse({"error": rejection.reason}, status_code=rejection.status)
+        try:
+            await self.publish(app, result)
+        except Exception as exc:
+            log.warning("bus unavailable, answering 503 so Feishu retries: %r", exc)
+            return JSONResponse({"error": "bus unavailable"}, status_code=503)
+        return JSONResponse(self._answer(opened.payload, result))
+
+    async def pushed(self, app: FeishuApp, kind: str, payload: bytes) -> tuple[int, bytes | None]:
+        """An event or card action from the long connection: already authenticated by the
+        connection, so no signature or token; stored before the ACK. Raises when the bus
+        cannot take it (ACKed 500: Feishu re-pushes)."""
+        card = kind == "card"
+        try:
+            try:
+                opened = json.loads(payload)
+            except ValueError:
+                raise Rejected(400, "malformed body", "frame payload is not JSON") from None
+            if not isinstance(opened, dict):
+                raise Rejected(400, "malformed body", "frame payload is not a JSON object")
+            normalize = normalize_card if card else normalize_event
+            result = normalize(opened, Context(app.name, app.tenant, app.bot))
+        except Rejected as rejection:
+            await self.gate.reject(
+                rejection, app=app.name, tenant=app.tenant, remote="long_connection"
+            )
+            return rejection.status, None
+        await self.publish(app, result)
+        if isinstance(result.event, CardActionReceived):
+            return 200, json.dumps(self.settings.card_response).encode()
+        return 200, None
+
+    async def publish(self, app: FeishuApp, result: Result) -> Outcome:
+        """Store the event once; raises when the bus cannot take it."""
+        if not self._bus_connected():
+            raise ConnectionError("not connected to NATS")
+        envelope = wire.make_envelope(
+            result.event,
+            id=derive_msg_id(f"feishu:{app.name}", result.unique_id),
+            source=SOURCE,
+            tenant=app.tenant,
+            conversation_id=result.conversation_id,
+        )
+        accepted = self.gate.accept(
+            # Scoped per app: two bots in one group see the same message_id.
+            dedupe_key=f"{app.name}:{result.unique_id}",
+            subject=subjects.chat_inbound("feishu", app.tenant),
+            envelope=envelope,
+        )
+        return await asyncio.wait_for(accepted, self.settings.publish_timeout_s)
+
+    def _answer(self, payload: dict[str, Any], result: Result) -> dict[str, Any]:
+        # A card click is answered with the configured toast or card; the older card format
+        # takes a card (or nothing), not a toast, so it gets an empty object.
+        if isinstance(result.event, CardActionReceived):
+            return dict(self.settings.card_response) if "header" in payload else {}
+        return {"msg": "success"}
+
+
+def signature_headers(request: Request) -> domain.SignatureHeaders:
+    return domain.SignatureHeaders(
+        timestamp=request.headers.get("x-lark-request-timestamp"),
+        nonce=request.headers.get("x-lark-request-nonce"),
+        signature=request.headers.get("x-lark-signature"),
+    )
+
+
+async def open_ingress(service: Service) -> None:
+    """Startup: read the apps from zhongshu.yaml, open the ingress gate, and hold a long
+    connection for every app that receives that way."""
+    settings = cast(FeishuIngressSettings, service.settings)
+    gate = await IngressGate.open(
+        service=service.name, platform="feishu", publisher=service.publisher, js=service.js
+    )
+    ingress = FeishuIngress(
+        settings, load_config(settings.config_path), gate, lambda: service.nc.is_connected
+    )
+    service.state[STATE_KEY] = ingress
+    http = httpx.AsyncClient(timeout=10)
+    connections: dict[str, LongConnection] = {}
+    for app in ingress.apps.values():
+        if app.long_connection:
+            connections[app.name] = LongConnection(
+                base_url=settings.feishu_base_url,
+                app_id=app.app_id,
+                app_secret=app.app_secret,
+                handle=_bound(ingress, app),
+                http=http,
+            )
+    service.state[CONNECTIONS_KEY] = connections
+    service.state[TASKS_KEY] = [asyncio.create_task(c.run()) for c in connections.values()]
+    service.state[HTTP_KEY] = http
+
+
+async def close_ingress(service: Service) -> None:
+    tasks: list[asyncio.Task[None]] = service.state.pop(TASKS_KEY, [])
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    http: httpx.AsyncClient | None = service.state.pop(HTTP_KEY, None)
+    if http is not None:
+        await http.aclose()
+
+
+def _bound(
+    ingress: FeishuIngress, app: FeishuApp
+) -> Callable[[str, bytes], Awaitable[tuple[int, bytes | None]]]:
+    async def handle(kind: str, payload: bytes) -> tuple[int, bytes | None]:
+        return await ingress.pushed(app, kind, payload)
+
+    return handle
+
+
+def webhook_routes(service: Service) -> list[Route]:
+    def ingress() -> FeishuIngress:
+        return cast(FeishuIngress, service.state[STATE_KEY])
+
+    async def events(request: Request) -> Response:
+        return await ingress().events(request)
+
+    async def cards(request: Request) -> Response:
+        return await ingress().cards(request)
+
+    return [
+        Route("/webhooks/feishu/{app}/events", events, methods=["POST"]),
+        Route("/webhooks/feishu/{app}/cards", cards, methods=["POST"]),
+    ]

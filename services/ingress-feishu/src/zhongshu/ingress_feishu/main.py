@@ -1,0 +1,23 @@
+"""ingress-feishu: Feishu/Lark event and card webhooks → ``chat.inbound.feishu.<tenant>``.
+Wiring only; ``zhongshu up`` finds ``service`` through the ``zhongshu.services`` entry point."""
+
+from __future__ import annotations
+
+from zhongshu.ingress_feishu.handlers import close_ingress, open_ingress, webhook_routes
+from zhongshu.ingress_feishu.settings import FeishuIngressSettings
+from zhongshu.runtime.service import Service
+
+
+def build_service() -> Service:
+    """A fresh service (tests run several replicas in one process)."""
+    service = Service("ingress-feishu", FeishuIngressSettings)
+    service.on_startup(open_ingress)
+    service.on_shutdown(close_ingress)
+    service.routes.extend(webhook_routes(service))
+    return service
+
+
+service = build_service()
+
+if __name__ == "__main__":
+    service.main()
