@@ -131,6 +131,33 @@ def proc_cpu_seconds(pid: int | None) -> float:
         return float("nan")
 
 
+def tree_cpu_seconds(root: int | None) -> float:
+    """CPU seconds used so far by a process and all its live descendants (Linux ``/proc``);
+    NaN if unknown. For servers that may fork workers (uvicorn, granian)."""
+    if root is None:
+        return float("nan")
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parent[int(entry)] = int(fields[1])
+        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    if root not in cpu:
+        return float("nan")
+    tree, grew = {root}, True
+    while grew:
+        new = {p for p, pp in parent.items() if pp in tree} - tree
+        tree |= new
+        grew = bool(new)
+    return sum(cpu.get(p, 0.0) for p in tree)
+
+
 # ---------------------------------------------------------------- processes
 
 

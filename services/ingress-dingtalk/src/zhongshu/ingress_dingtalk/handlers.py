@@ -1,0 +1,198 @@
+"""The two ways DingTalk delivers: the signed robot HTTP callback and Stream-mode frames. Each
+handler decodes, normalizes (pure) and hands one event to the ingress gate; the platform gets
+its 200 / ACK only after the PubAck."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.js.kv import KeyValue
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from zhongshu.contracts import envelope as wire
+from zhongshu.contracts import subjects
+from zhongshu.contracts.streams import LEASES_KV
+from zhongshu.ingress_dingtalk import normalize
+from zhongshu.ingress_dingtalk.adapters.lease import Lease, run_while_holding
+from zhongshu.ingress_dingtalk.adapters.stream import Frame, StreamClient
+from zhongshu.ingress_dingtalk.normalize import Inbound, MalformedPayload
+from zhongshu.ingress_dingtalk.settings import DingTalkIngressSettings
+from zhongshu.ingress_dingtalk.signing import SignatureInvalid, verify_callback
+from zhongshu.runtime.hubconfig import App, HubConfig
+from zhongshu.runtime.ingress import IngressGate, Outcome, Rejected, read_body
+
+log = logging.getLogger("zhongshu.ingress_dingtalk")
+
+SOURCE = "zhongshu/ingress-dingtalk"
+WEBHOOK_PATH = "/webhooks/dingtalk/{app}"
+# The synchronous reply's format is unconfirmed (protocols §2.1): answer nothing in place.
+EMPTY_REPLY = {"msgtype": "empty"}
+LEASES_BUCKET = LEASES_KV.bucket
+
+
+@dataclass
+class DingTalkIngress:
+    """What the handlers share, opened at start-up."""
+
+    gate: IngressGate
+    config: HubConfig
+    settings: DingTalkIngressSettings
+    streams: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    leases: dict[str, Lease] = field(default_factory=dict)
+    clients: dict[str, StreamClient] = field(default_factory=dict)
+
+    def app(self, name: str, mode: str) -> App | None:
+        """The configured DingTalk app ``name`` if it receives through ``mode``."""
+        app = self.config.apps.get(name)
+        if app is None or app.dingtalk is None or mode not in app.dingtalk.receive:
+            return None
+        return app
+
+    async def publish(self, inbound: Inbound) -> Outcome:
+        envelope = wire.make_envelope(
+            inbound.event,
+            id=inbound.event_id,
+            source=SOURCE,
+            tenant=inbound.tenant,
+            conversation_id=inbound.conversation_id,
+            correlation_id=inbound.event_id,
+        )
+        return await self.gate.accept(
+            dedupe_key=inbound.dedupe_key,
+            subject=subjects.chat_inbound(normalize.PLATFORM, inbound.tenant),
+            envelope=envelope,
+        )
+
+
+# --- robot HTTP callback ----------------------------------------------------------------------
+
+
+async def robot_callback(ingress: DingTalkIngress, request: Request) -> Response:
+    name = request.path_params["app"]
+    app = ingress.app(name, "http")
+    try:
+        inbound = await _verified_message(ingress, name, app, request)
+    except Rejected as rejection:
+        await ingress.gate.reject(
+            rejection,
+            app=name,
+            tenant=app.tenant if app else "",
+            remote=request.client.host if request.client else "",
+        )
+        return JSONResponse({"error": rejection.reason}, status_code=rejection.status)
+    try:
+        await ingress.publish(inbound)
+    except Exception as exc:
+        log.warning("bus unavailable, DingTalk will retry %s: %r", inbound.event_id, exc)
+        return JSONResponse({"error": "bus unavailable"}, status_code=503)
+    return JSONResponse(EMPTY_REPLY)
+
+
+async def _verified_message(
+    ingress: DingTalkIngress, name: str, app: App | None, request: Request
+) -> Inbound:
+    if app is None or app.dingtalk is None:
+        raise Rejected(404, "unknown app", f"no DingTalk app {name!r} receives HTTP callbacks")
+    try:
+        verify_callback(
+            request.headers.get("timestamp"),
+            request.headers.get("sign"),
+            app.dingtalk.app_secret.get_secret_value(),
+            max_skew_ms=int(ingress.settings.callback_max_skew_s * 1000),
+        )
+    except SignatureInvalid as exc:
+        raise Rejected(401, exc.reason) from None
+    body = await read_body(request)
+    try:
+        return normalize.robot_message(
+            normalize.parse_json_object(body), app=name, tenant=app.tenant
+        )
+    except MalformedPayload as exc:
+        raise Rejected(400, "malformed body", str(exc)) from None
+
+
+# --- Stream mode ------------------------------------------------------------------------------
+
+
+async def stream_frame(
+    ingress: DingTalkIngress, name: str, app: App, frame: Frame
+) -> dict[str, Any] | None:
+    """One CALLBACK or EVENT frame: the ACK's data once published, None (no ACK: the
+    platform redelivers) or ``LATER`` for an event when the bus failed."""
+    is_event = frame.type == "EVENT"
+    try:
+        payload = normalize.parse_json_object(frame.data)
+        if is_event:
+            inbound = normalize.platform_event(frame.headers, payload, app=name, tenant=app.tenant)
+        elif frame.topic == normalize.BOT_MESSAGE_TOPIC:
+            inbound = normalize.robot_message(payload, app=name, tenant=app.tenant)
+        elif frame.topic == normalize.CARD_CALLBACK_TOPIC:
+            inbound = normalize.card_callback(
+                payload, app=name, tenant=app.tenant, delivery_id=frame.message_id
+            )
+        else:
+            log.info("%s: callback topic %s not subscribed; acknowledged", name, frame.topic)
+            return {"response": {}}
+    except MalformedPayload as exc:
+        # Redelivering an unreadable frame would not make it readable: record it and ACK.
+        await ingress.gate.reject(
+            Rejected(400, "malformed frame", str(exc)), app=name, tenant=app.tenant
+        )
+        return {"status": "SUCCESS"} if is_event else {"response": {}}
+    try:
+        await ingress.publish(inbound)
+    except Exception as exc:
+        log.warning("%s: bus unavailable, frame %s left to redelivery: %r", name, frame, exc)
+        return {"status": "LATER", "message": "bus unavailable"} if is_event else None
+    return {"status": "SUCCESS", "message": "OK"} if is_event else {"response": {}}
+
+
+def start_streams(ingress: DingTalkIngress, kv: KeyValue) -> None:
+    """One task per app that receives through Stream mode: it waits for the app's lease in
+    ``leases``, then holds the connection while it renews the lease."""
+    settings = ingress.settings
+    for name, app in ingress.config.apps.items():
+        creds = app.dingtalk
+        if creds is None or "stream" not in creds.receive:
+            continue
+
+        async def on_frame(frame: Frame, name: str = name, app: App = app) -> dict[str, Any] | None:
+            return await stream_frame(ingress, name, app, frame)
+
+        client = StreamClient(
+            api_url=settings.dingtalk_api_url,
+            client_id=creds.app_key,
+            client_secret=creds.app_secret.get_secret_value(),
+            handler=on_frame,
+            backoff_initial_s=settings.stream_backoff_initial_s,
+            backoff_max_s=settings.stream_backoff_max_s,
+            name=name,
+        )
+        lease = Lease(kv, f"{normalize.PLATFORM}.{name}")
+        ingress.clients[name], ingress.leases[name] = client, lease
+        ingress.streams[name] = asyncio.create_task(
+            run_while_holding(
+                lease,
+                client.run_forever,
+                renew_every_s=settings.stream_lease_renew_s,
+                retry_every_s=settings.stream_lease_retry_s,
+            ),
+            name=f"dingtalk-stream-{name}",
+        )
+
+
+async def stop_streams(ingress: DingTalkIngress, *, release: bool = True) -> None:
+    """Close every Stream connection; ``release`` hands the leases over at once (a clean
+    shutdown), otherwise they lapse after the bucket's TTL (what a crash looks like)."""
+    tasks = list(ingress.streams.values())
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks)
+    ingress.streams.clear()
+    if release:
+        await asyncio.gather(*(lease.release() for lease in ingress.leases.values()))

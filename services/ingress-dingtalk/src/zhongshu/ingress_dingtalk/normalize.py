@@ -1,0 +1,278 @@
+"""DingTalk payloads to zhongshu events, pure: the robot message (HTTP callback and Stream
+CALLBACK carry the same body, protocols §2.1), the card callback and any other Stream EVENT.
+
+Each result carries the deterministic envelope id and the dedupe key, so a platform
+redelivery maps to the same ids and is published once."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from zhongshu.contracts.events import (
+    AttachmentRef,
+    CardActionReceived,
+    Event,
+    Mention,
+    MessageReceived,
+    PlatformEventReceived,
+    ReplyHandle,
+    Sender,
+)
+from zhongshu.contracts.events.chat import (
+    REPLY_HANDLE_DINGTALK_ROBOT,
+    REPLY_HANDLE_DINGTALK_SESSION_WEBHOOK,
+    ChatKind,
+)
+from zhongshu.contracts.ids import derive_msg_id
+
+PLATFORM: Final = "dingtalk"
+BOT_MESSAGE_TOPIC = "/v1.0/im/bot/messages/get"
+CARD_CALLBACK_TOPIC = "/v1.0/card/instances/callback"
+
+# DingTalk `msgtype` → `MessageReceived.message_kind`; others pass through as given (open set).
+_KINDS = {
+    "text": "text",
+    "richText": "rich_text",
+    "picture": "image",
+    "file": "file",
+    "audio": "audio",
+    "video": "video",
+    "markdown": "markdown",
+}
+_ATTACHMENT_KINDS = {"picture": "image", "file": "file", "audio": "audio", "video": "video"}
+
+
+class MalformedPayload(ValueError):
+    """The body is JSON but not a payload we can turn into an event (the message says why)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One platform event, ready for the ingress gate."""
+
+    event: Event
+    event_id: str
+    """The envelope id and `Nats-Msg-Id`: the same for every redelivery."""
+    dedupe_key: str
+    """Scoped per app: two bots in one group see the same msgId."""
+    tenant: str
+    conversation_id: str | None = None
+    occurred_at: datetime | None = None
+
+
+def parse_json_object(raw: bytes | str) -> dict[str, Any]:
+    """A JSON object, or :class:`MalformedPayload`."""
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedPayload("body is not valid JSON") from exc
+    if not isinstance(value, dict):
+        raise MalformedPayload("body is not a JSON object")
+    return value
+
+
+def event_id(app: str, platform_id: str) -> str:
+    return derive_msg_id(f"{PLATFORM}:{app}", platform_id)
+
+
+def robot_message(payload: dict[str, Any], *, app: str, tenant: str) -> Inbound:
+    """A robot message (HTTP callback body, or the `data` of a Stream bot-message frame)."""
+    msg_id = _required_str(payload, "msgId")
+    conversation_id = _required_str(payload, "conversationId")
+    msgtype = _str(payload.get("msgtype")) or "unknown"
+    text, attachments = _content(msgtype, payload)
+    sent_at = _from_ms(payload.get("createAt"))
+    mentions = tuple(_mentions(payload))
+    event = MessageReceived(
+        platform=PLATFORM,
+        app=app,
+        tenant=tenant,
+        chat_id=conversation_id,
+        chat_kind=_chat_kind(payload.get("conversationType")),
+        sender=_sender(payload),
+        platform_event_id=msg_id,
+        platform_message_id=msg_id,
+        reply_handle=_reply_handle(payload, conversation_id),
+        text=text,
+        message_kind=_KINDS.get(msgtype, msgtype),
+        mentions=mentions,
+        mentions_bot=payload.get("isInAtList") is True or any(m.is_bot_self for m in mentions),
+        attachments=attachments,
+        sent_at=sent_at,
+        raw_event_type=BOT_MESSAGE_TOPIC,
+    )
+    return Inbound(
+        event=event,
+        event_id=event_id(app, msg_id),
+        dedupe_key=f"{app}:{msg_id}",
+        tenant=tenant,
+        conversation_id=conversation_id,
+        occurred_at=sent_at,
+    )
+
+
+def card_callback(payload: dict[str, Any], *, app: str, tenant: str, delivery_id: str) -> Inbound:
+    """A card callback (Stream topic `/v1.0/card/instances/callback`). `delivery_id` is the
+    frame's messageId, which a redelivery repeats; the payload itself has no event id."""
+    user_id = _required_str(payload, "userId")
+    content = payload.get("content")
+    private: dict[str, Any] = {}
+    if isinstance(content, str) and content:
+        private = parse_json_object(content).get("cardPrivateData") or {}
+    elif isinstance(content, dict):
+        private = content.get("cardPrivateData") or {}
+    params = private.get("params") if isinstance(private, dict) else None
+    action_ids = private.get("actionIds") if isinstance(private, dict) else None
+    chat_id = _str(payload.get("spaceId")) or _str(payload.get("openConversationId"))
+    event = CardActionReceived(
+        platform=PLATFORM,
+        app=app,
+        tenant=tenant,
+        chat_id=chat_id,
+        user=Sender(id=user_id, staff_id=user_id),
+        action=dict(params) if isinstance(params, dict) else {},
+        platform_event_id=delivery_id,
+        reply_handle=ReplyHandle(kind=REPLY_HANDLE_DINGTALK_ROBOT, chat_id=chat_id or None),
+        action_name=str(action_ids[0]) if isinstance(action_ids, list) and action_ids else None,
+        card_id=_str(payload.get("outTrackId")) or None,
+    )
+    return Inbound(
+        event=event,
+        event_id=event_id(app, delivery_id),
+        dedupe_key=f"{app}:{delivery_id}",
+        tenant=tenant,
+        conversation_id=chat_id or None,
+    )
+
+
+def platform_event(
+    headers: dict[str, Any], payload: dict[str, Any], *, app: str, tenant: str
+) -> Inbound:
+    """Any Stream EVENT frame, kept whole so event-triggered rules can match it later."""
+    platform_id = _str(headers.get("eventId")) or _required_str(headers, "messageId")
+    occurred_at = _from_ms(headers.get("eventBornTime"))
+    event = PlatformEventReceived(
+        platform=PLATFORM,
+        app=app,
+        tenant=tenant,
+        event_type=_str(headers.get("eventType")) or _str(headers.get("topic")) or "unknown",
+        platform_event_id=platform_id,
+        payload=payload,
+        occurred_at=occurred_at,
+    )
+    return Inbound(
+        event=event,
+        event_id=event_id(app, platform_id),
+        dedupe_key=f"{app}:{platform_id}",
+        tenant=tenant,
+        occurred_at=occurred_at,
+    )
+
+
+# --- pieces ---------------------------------------------------------------------------------
+
+
+def _content(msgtype: str, payload: dict[str, Any]) -> tuple[str, tuple[AttachmentRef, ...]]:
+    if msgtype == "text":
+        text = payload.get("text")
+        return (_str(text.get("content")).strip() if isinstance(text, dict) else ""), ()
+    content = payload.get("content")
+    if isinstance(content, str):  # some deliveries carry `content` as a JSON string
+        try:
+            content = json.loads(content)
+        except ValueError:
+            content = {}
+    if not isinstance(content, dict):
+        return "", ()
+    if msgtype == "richText":
+        return _rich_text(content.get("richText"))
+    kind = _ATTACHMENT_KINDS.get(msgtype)
+    if kind is None:
+        return "", ()
+    code = _str(content.get("downloadCode"))
+    attachments = (AttachmentRef(kind=kind, key=code, name=_str(content.get("fileName")) or None),)
+    # Audio comes with DingTalk's speech recognition: the user's words, as text.
+    text = _str(content.get("recognition")).strip() if msgtype == "audio" else ""
+    return text, attachments if code else ()
+
+
+def _rich_text(parts: Any) -> tuple[str, tuple[AttachmentRef, ...]]:
+    texts: list[str] = []
+    pictures: list[AttachmentRef] = []
+    for part in parts if isinstance(parts, list) else ():
+        if not isinstance(part, dict):
+            continue
+        if "text" in part:
+            texts.append(_str(part.get("text")))
+        code = _str(part.get("downloadCode")) or _str(part.get("pictureDownloadCode"))
+        if code and (part.get("type") in (None, "picture")):
+            pictures.append(AttachmentRef(kind="image", key=code))
+    return "".join(texts).strip(), tuple(pictures)
+
+
+def _mentions(payload: dict[str, Any]) -> list[Mention]:
+    bot = _str(payload.get("chatbotUserId"))
+    found = []
+    for user in payload.get("atUsers") or ():
+        if not isinstance(user, dict):
+            continue
+        dingtalk_id, staff_id = _str(user.get("dingtalkId")), _str(user.get("staffId"))
+        if not (dingtalk_id or staff_id):
+            continue
+        found.append(
+            Mention(id=staff_id or dingtalk_id, is_bot_self=bool(bot) and dingtalk_id == bot)
+        )
+    return found
+
+
+def _sender(payload: dict[str, Any]) -> Sender:
+    staff_id = _str(payload.get("senderStaffId"))
+    sender_id = _str(payload.get("senderId"))
+    if not (staff_id or sender_id):
+        raise MalformedPayload("payload has neither senderStaffId nor senderId")
+    return Sender(
+        id=staff_id or sender_id,
+        name=_str(payload.get("senderNick")),
+        staff_id=staff_id or None,
+    )
+
+
+def _reply_handle(payload: dict[str, Any], conversation_id: str) -> ReplyHandle:
+    url = _str(payload.get("sessionWebhook"))
+    if not url:
+        return ReplyHandle(kind=REPLY_HANDLE_DINGTALK_ROBOT, chat_id=conversation_id)
+    return ReplyHandle(
+        kind=REPLY_HANDLE_DINGTALK_SESSION_WEBHOOK,
+        url=url,
+        chat_id=conversation_id,
+        expires_at=_from_ms(payload.get("sessionWebhookExpiredTime")),
+    )
+
+
+def _chat_kind(value: Any) -> ChatKind:
+    return "group" if str(value) == "2" else "p2p"
+
+
+def _from_ms(value: Any) -> datetime | None:
+    try:
+        ms = int(value)
+    except (TypeError, ValueError):
+        return None
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _required_str(payload: dict[str, Any], key: str) -> str:
+    value = payload.get(key)
+    if not isinstance(value, str) or not value:
+        raise MalformedPayload(f"payload has no {key}")
+    return value
