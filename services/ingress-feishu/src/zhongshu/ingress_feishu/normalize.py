@@ -102,18 +102,7 @@ def normalize_event(payload: dict[str, Any], ctx: Context) -> Result:
         return Result(membership, event_id, chat_id)
     if event_type == CARD_ACTION:
         return normalize_card(payload, ctx)
-    return Result(
-        PlatformEventReceived(
-            platform="feishu",
-            app=ctx.app,
-            tenant=ctx.tenant,
-            event_type=event_type,
-            platform_event_id=event_id,
-            payload=event,
-            occurred_at=occurred,
-        ),
-        event_id,
-    )
+    return _kept_as_is(ctx, event_type, event_id, event, occurred)
 
 
 def normalize_card(payload: dict[str, Any], ctx: Context) -> Result:
@@ -359,18 +348,7 @@ def _legacy_event(payload: dict[str, Any], ctx: Context) -> Result:
             occurred_at=occurred,
         )
         return Result(membership, uuid, chat_id)
-    return Result(
-        PlatformEventReceived(
-            platform="feishu",
-            app=ctx.app,
-            tenant=ctx.tenant,
-            event_type=event_type,
-            platform_event_id=uuid,
-            payload=event,
-            occurred_at=occurred,
-        ),
-        uuid,
-    )
+    return _kept_as_is(ctx, event_type, uuid, event, occurred)
 
 
 def _legacy_message(event: dict[str, Any], uuid: str, ctx: Context) -> Result:
@@ -450,3 +428,25 @@ def _from_seconds(value: Any) -> datetime | None:
         return datetime.fromtimestamp(float(value), UTC)
     except (TypeError, ValueError, OverflowError, OSError):
         return None
+
+
+def _kept_as_is(
+    ctx: Context,
+    event_type: str,
+    event_id: str,
+    event: dict[str, Any],
+    occurred: datetime | None,
+) -> Result:
+    """Any event we do not model: kept whole, so event-triggered rules can still match it."""
+    return Result(
+        PlatformEventReceived(
+            platform="feishu",
+            app=ctx.app,
+            tenant=ctx.tenant,
+            event_type=event_type,
+            platform_event_id=event_id,
+            payload=event,
+            occurred_at=occurred,
+        ),
+        event_id,
+    )
