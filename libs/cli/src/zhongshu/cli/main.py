@@ -22,6 +22,25 @@ dlq_app = typer.Typer(
     help="Inspect and replay dead-lettered messages (the DLQ stream).", no_args_is_help=True
 )
 app.add_typer(dlq_app, name="dlq")
+config_app = typer.Typer(
+    help="Validate zhongshu.yaml and load it into the running hub (the `config` KV bucket).",
+    no_args_is_help=True,
+)
+app.add_typer(config_app, name="config")
+
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--file",
+        help="The configuration file (default: ZHONGSHU_CONFIG, else ./config/zhongshu.yaml).",
+    ),
+]
+
+
+def _config_file(path: Path | None) -> Path:
+    from zhongshu.runtime.hubconfig import config_path
+
+    return path or config_path()
 
 
 class LogFormat(enum.StrEnum):
@@ -145,6 +164,30 @@ def provision_command(
         from zhongshu.cli import provision_cmd
 
         provision_cmd.run(_nats_url(data_dir), replicas=replicas, allow_data_loss=allow_data_loss)
+
+
+@config_app.command("check")
+def config_check_command(file: ConfigFile = None) -> None:
+    """Validate the configuration without applying it: every field, and every `${VAR}` and
+    `${file:…}` reference resolvable in this environment. Exits 1 naming what is wrong."""
+    with reported_errors():
+        from zhongshu.cli import config_cmd
+
+        config_cmd.check(_config_file(file))
+
+
+@config_app.command("push")
+def config_push_command(
+    file: ConfigFile = None, data_dir: DataDir = runstate.DEFAULT_DATA_DIR
+) -> None:
+    """Validate the configuration, then store it in the `config` KV bucket; every running
+    service applies it within seconds, without a restart. References (`${VAR}`) are stored
+    unresolved, so secrets never reach the bus."""
+    quiet_client_logs()
+    with reported_errors():
+        from zhongshu.cli import config_cmd
+
+        config_cmd.push(_nats_url(data_dir), _config_file(file))
 
 
 @app.command("status")

@@ -19,11 +19,12 @@ from rich.markup import escape
 from rich.table import Table
 from starlette.applications import Starlette
 
-from zhongshu.cli import frontdoor, runstate, services
+from zhongshu.cli import config_cmd, frontdoor, runstate, services
 from zhongshu.cli.console import CliError, console, safe_url
 from zhongshu.cli.provision_cmd import outcomes_table, provision_url, refusal_message, summary
 from zhongshu.cli.runstate import RunState
 from zhongshu.cli.supervisor import ChildSpec, LinePrinter, LogFormat, Supervisor
+from zhongshu.runtime.hubconfig import config_path, parse_config
 from zhongshu.runtime.provision import refused
 from zhongshu.runtime.stack import EmbeddedStack, free_port
 
@@ -170,6 +171,7 @@ def _start_and_supervise(
     bad = refused(outcomes)
     if bad:
         raise CliError(refusal_message(bad))
+    _seed_configuration(stack.nats_url)
 
     port = http_port()
     front_socket = frontdoor.bind(port)
@@ -196,6 +198,21 @@ def _start_and_supervise(
 
     front = frontdoor.build_app(lambda: upstreams)
     asyncio.run(_supervise(specs, printer, state, state_path, announce, (front, front_socket)))
+
+
+def _seed_configuration(nats_url: str) -> None:
+    """Load zhongshu.yaml (if there is one) into the `config` bucket the services watch."""
+    path = config_path()
+    if not path.exists():
+        console.print(f"[dim]no {escape(str(path))}: no apps configured yet[/]")
+        return
+    text = config_cmd.read(path)
+    config = parse_config(text, source=str(path))
+    revision = asyncio.run(config_cmd.push_text(nats_url, text, str(path)))
+    console.print(
+        f"[green]✓[/] configuration {escape(str(path))} (revision {revision}): "
+        f"{escape(config_cmd.describe(config))}"
+    )
 
 
 async def _supervise(

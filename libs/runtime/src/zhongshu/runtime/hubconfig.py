@@ -149,16 +149,22 @@ class HubConfig(_Model):
         return self.apps.get(name)
 
 
-def resolve_references(value: Any, environ: dict[str, str], where: str = "") -> Any:
+def resolve_references(
+    value: Any, environ: dict[str, str], where: str = "", missing: list[str] | None = None
+) -> Any:
     """Replace ``${VAR}`` with the variable and ``${file:/path}`` with the file's content
-    (trailing newline stripped), everywhere in the parsed YAML."""
+    (trailing newline stripped), everywhere in the parsed YAML. With a ``missing`` list, a
+    reference that cannot be resolved becomes ``""`` and its field is recorded there instead of
+    raising (a service reading the shared configuration may lack other services' secrets)."""
     if isinstance(value, dict):
         return {
-            k: resolve_references(v, environ, f"{where}.{k}" if where else str(k))
+            k: resolve_references(v, environ, f"{where}.{k}" if where else str(k), missing)
             for k, v in value.items()
         }
     if isinstance(value, list):
-        return [resolve_references(v, environ, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [
+            resolve_references(v, environ, f"{where}[{i}]", missing) for i, v in enumerate(value)
+        ]
     if not isinstance(value, str):
         return value
 
@@ -168,16 +174,25 @@ def resolve_references(value: Any, environ: dict[str, str], where: str = "") -> 
             try:
                 return Path(name).read_text().rstrip("\n")
             except OSError as exc:
-                raise ConfigurationError(f"{where}: cannot read {name}: {exc.strerror}") from None
-        if name not in environ:
-            raise ConfigurationError(f"{where}: environment variable {name} is not set")
-        return environ[name]
+                problem = f"{where}: cannot read {name}: {exc.strerror}"
+        elif name in environ:
+            return environ[name]
+        else:
+            problem = f"{where}: environment variable {name} is not set"
+        if missing is None:
+            raise ConfigurationError(problem)
+        missing.append(problem)
+        return ""
 
     return _REFERENCE.sub(substitute, value)
 
 
 def parse_config(
-    text: str, *, source: str = "zhongshu.yaml", environ: dict[str, str] | None = None
+    text: str,
+    *,
+    source: str = "zhongshu.yaml",
+    environ: dict[str, str] | None = None,
+    missing: list[str] | None = None,
 ) -> HubConfig:
     try:
         raw = yaml.safe_load(text) or {}
@@ -185,7 +200,9 @@ def parse_config(
         raise ConfigurationError(f"{source}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigurationError(f"{source}: expected a mapping at the top level")
-    resolved = resolve_references(raw, dict(os.environ if environ is None else environ))
+    resolved = resolve_references(
+        raw, dict(os.environ if environ is None else environ), missing=missing
+    )
     try:
         return HubConfig.model_validate(resolved)
     except ValidationError as exc:

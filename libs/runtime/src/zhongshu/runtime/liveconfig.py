@@ -1,0 +1,123 @@
+"""The running configuration, shared through the NATS KV bucket ``config``.
+
+``zhongshu config push`` stores the YAML text of ``zhongshu.yaml`` (with its ``${VAR}`` and
+``${file:…}`` references unresolved, so no secret is ever written to the bus); every service
+resolves it against its own environment and applies a new revision within about a second,
+without a restart. An invalid revision is logged and ignored: the last good one stays."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from nats.js.client import JetStreamContext
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from zhongshu.contracts.streams import CONFIG_KV
+from zhongshu.runtime.errors import ConfigurationError
+from zhongshu.runtime.hubconfig import HubConfig, config_path, parse_config
+
+log = logging.getLogger("zhongshu.runtime.liveconfig")
+
+CONFIG_KEY = "zhongshu.yaml"
+Listener = Callable[[HubConfig], None]
+
+
+async def push(js: JetStreamContext, text: str, *, source: str = CONFIG_KEY) -> int:
+    """Validate ``text`` strictly (every reference resolvable here) and store it; returns the
+    new revision. Raises :class:`ConfigurationError` naming the field when it is invalid."""
+    parse_config(text, source=source)
+    bucket = await js.key_value(CONFIG_KV.bucket)
+    return int(await bucket.put(CONFIG_KEY, text.encode()))
+
+
+def _parse_lenient(text: str, source: str) -> HubConfig:
+    missing: list[str] = []
+    config = parse_config(text, source=source, missing=missing)
+    if missing:
+        log.warning(
+            "configuration references this service cannot resolve (left empty): %s",
+            "; ".join(missing),
+        )
+    return config
+
+
+class LiveConfig:
+    """The current :class:`HubConfig`, kept up to date from the ``config`` bucket."""
+
+    def __init__(self, bucket: KeyValue, initial: HubConfig, revision: int) -> None:
+        self._bucket = bucket
+        self._current = initial
+        self.revision = revision
+        self._listeners: list[Listener] = []
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, *, path: Path | None = None) -> LiveConfig:
+        """The configuration stored in the bucket, or else the file (``ZHONGSHU_CONFIG``,
+        default ``./config/zhongshu.yaml``; no file = no apps yet). Starts watching."""
+        bucket = await js.key_value(CONFIG_KV.bucket)
+        try:
+            entry = await bucket.get(CONFIG_KEY)
+        except KeyNotFoundError:
+            entry = None
+        if entry is not None and entry.value:
+            initial = _parse_lenient(
+                entry.value.decode(), f"config bucket revision {entry.revision}"
+            )
+            revision = int(entry.revision or 0)
+        else:
+            file = path or config_path()
+            initial = _parse_lenient(file.read_text(), str(file)) if file.exists() else HubConfig()
+            revision = 0
+        live = cls(bucket, initial, revision)
+        live._task = asyncio.create_task(live._watch(), name="liveconfig-watch")
+        return live
+
+    @property
+    def current(self) -> HubConfig:
+        return self._current
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call ``listener`` with every new valid configuration."""
+        self._listeners.append(listener)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                watcher = await self._bucket.watch(CONFIG_KEY, include_history=False)
+                async for entry in watcher:
+                    if entry is None or entry.value is None or not entry.revision:
+                        continue  # the initial "up to date" marker, or a delete
+                    if entry.revision <= self.revision:
+                        continue
+                    self._apply(entry.value.decode(), int(entry.revision))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # reconnects, server restarts: watch again
+                log.warning("configuration watch interrupted: %r", exc)
+                await asyncio.sleep(1.0)
+
+    def _apply(self, text: str, revision: int) -> None:
+        try:
+            config = _parse_lenient(text, f"config bucket revision {revision}")
+        except ConfigurationError as exc:
+            log.error("ignoring invalid configuration revision %d: %s", revision, exc)
+            return
+        self._current, self.revision = config, revision
+        log.info("configuration revision %d applied", revision)
+        for listener in self._listeners:
+            try:
+                listener(config)
+            except Exception:
+                log.exception("configuration listener failed")
