@@ -3,14 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
+import pytest_asyncio
 from nats.js.client import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from zhongshu.contracts.streams import CONFIG_KV
 from zhongshu.runtime.errors import ConfigurationError
 from zhongshu.runtime.hubconfig import HubConfig
 from zhongshu.runtime.liveconfig import CONFIG_KEY, LiveConfig, push
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def shared_key_restored(
+    provisioned_nats_url: str, js: JetStreamContext
+) -> AsyncIterator[None]:
+    """The session's `config` key is shared with every other test: leave it as found."""
+    bucket = await js.key_value(CONFIG_KV.bucket)
+    try:
+        before = (await bucket.get(CONFIG_KEY)).value
+    except NotFoundError:
+        before = None
+    yield
+    if before:
+        await bucket.put(CONFIG_KEY, before)
+    else:
+        await bucket.purge(CONFIG_KEY)
+
 
 ONE_APP = """
 apps:
@@ -32,7 +53,8 @@ async def test_every_replica_applies_a_pushed_change_without_restart(
     replicas[1].subscribe(seen.append)
     try:
         limit = replicas[0].current.apps["acme-dingtalk"].rate_limit.per_user
-        assert limit is not None and limit.count == 10
+        assert limit is not None
+        assert limit.count == 10
         await push(js, ONE_APP.replace("RATE", "3/min"))
         for _ in range(100):
             if all(
@@ -43,8 +65,10 @@ async def test_every_replica_applies_a_pushed_change_without_restart(
             await asyncio.sleep(0.05)
         for replica in replicas:
             per_user = replica.current.apps["acme-dingtalk"].rate_limit.per_user
-            assert per_user is not None and per_user.count == 3
-        assert seen and seen[-1].apps["acme-dingtalk"].rate_limit.per_user is not None
+            assert per_user is not None
+            assert per_user.count == 3
+        assert seen
+        assert seen[-1].apps["acme-dingtalk"].rate_limit.per_user is not None
     finally:
         for replica in replicas:
             await replica.close()
@@ -81,7 +105,9 @@ async def test_a_replica_missing_another_services_secret_still_reads_the_rest(
     live = await LiveConfig.open(js)
     try:
         app = live.current.apps["acme-dingtalk"]
-        assert app.rate_limit.per_user is not None and app.rate_limit.per_user.count == 7
-        assert app.dingtalk is not None and app.dingtalk.app_secret.get_secret_value() == ""
+        assert app.rate_limit.per_user is not None
+        assert app.rate_limit.per_user.count == 7
+        assert app.dingtalk is not None
+        assert app.dingtalk.app_secret.get_secret_value() == ""
     finally:
         await live.close()

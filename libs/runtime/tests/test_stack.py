@@ -93,10 +93,8 @@ async def test_stack_starts_three_servers_that_answer_and_stop_leaves_no_process
     server_dir: Path,
 ) -> None:
     stack = EmbeddedStack(server_dir)
-    began = time.monotonic()
     stack.start()
     try:
-        assert time.monotonic() - began < 15
         assert [s.name for s in stack.servers] == ["nats", "postgres", "redis"]
         assert stack.env() == {
             NATS_URL_ENV: stack.nats_url,

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nats.js.client import JetStreamContext
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
 from zhongshu.contracts.streams import CONFIG_KV
@@ -63,7 +63,7 @@ class LiveConfig:
         bucket = await js.key_value(CONFIG_KV.bucket)
         try:
             entry = await bucket.get(CONFIG_KEY)
-        except KeyNotFoundError:
+        except NotFoundError:  # never set, deleted or purged
             entry = None
         if entry is not None and entry.value:
             initial = _parse_lenient(
@@ -97,8 +97,10 @@ class LiveConfig:
             try:
                 watcher = await self._bucket.watch(CONFIG_KEY, include_history=False)
                 async for entry in watcher:
-                    if entry is None or entry.value is None or not entry.revision:
-                        continue  # the initial "up to date" marker, or a delete
+                    if entry is None or entry.operation is not None or not entry.value:
+                        continue  # the "up to date" marker, or a delete/purge: keep the last
+                    if not entry.revision:
+                        continue
                     if entry.revision <= self.revision:
                         continue
                     self._apply(entry.value.decode(), int(entry.revision))

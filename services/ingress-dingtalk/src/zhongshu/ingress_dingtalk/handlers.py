@@ -45,6 +45,10 @@ class DingTalkIngress:
     leases: dict[str, Lease] = field(default_factory=dict)
     clients: dict[str, StreamClient] = field(default_factory=dict)
 
+    def reconfigure(self, config: HubConfig) -> None:
+        """A pushed configuration revision: applies to the next callback, no restart."""
+        self.config = config
+
     def app(self, name: str, mode: str) -> App | None:
         """The configured DingTalk app ``name`` if it receives through ``mode``."""
         app = self.config.apps.get(name)

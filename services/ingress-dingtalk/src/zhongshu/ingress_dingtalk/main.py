@@ -10,10 +10,11 @@ from starlette.routing import Route
 from zhongshu.ingress_dingtalk import handlers
 from zhongshu.ingress_dingtalk.settings import DingTalkIngressSettings
 from zhongshu.runtime import Service
-from zhongshu.runtime.hubconfig import load_config
 from zhongshu.runtime.ingress import IngressGate
+from zhongshu.runtime.liveconfig import LiveConfig
 
 INGRESS = "dingtalk"  # key of the opened resources in service.state
+LIVE = "dingtalk_live_config"
 
 
 def build_service() -> Service:
@@ -32,8 +33,13 @@ def build_service() -> Service:
         gate = await IngressGate.open(
             service=svc.name, platform="dingtalk", publisher=svc.publisher, js=svc.js
         )
-        config = load_config(settings.config)
-        ingress = handlers.DingTalkIngress(gate=gate, config=config, settings=settings)
+        # The configuration the hub runs with (the `config` bucket, else the file): webhook
+        # apps follow every pushed revision; Stream connections are opened for the apps known
+        # at start.
+        live = await LiveConfig.open(svc.js, path=settings.config)
+        ingress = handlers.DingTalkIngress(gate=gate, config=live.current, settings=settings)
+        live.subscribe(ingress.reconfigure)
+        svc.state[LIVE] = live
         svc.state[INGRESS] = ingress
         handlers.start_streams(ingress, await svc.js.key_value(handlers.LEASES_BUCKET))
 
@@ -41,6 +47,8 @@ def build_service() -> Service:
     async def close_ingress(svc: Service) -> None:
         if INGRESS in svc.state:
             await handlers.stop_streams(svc.state[INGRESS])
+        if LIVE in svc.state:
+            await svc.state.pop(LIVE).close()
 
     return service
 

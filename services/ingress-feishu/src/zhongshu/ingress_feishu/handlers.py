@@ -33,8 +33,9 @@ from zhongshu.ingress_feishu.normalize import (
     normalize_event,
 )
 from zhongshu.ingress_feishu.settings import FeishuIngressSettings
-from zhongshu.runtime.hubconfig import App, HubConfig, load_config
+from zhongshu.runtime.hubconfig import App, HubConfig
 from zhongshu.runtime.ingress import IngressGate, Outcome, Rejected, read_body
+from zhongshu.runtime.liveconfig import LiveConfig
 from zhongshu.runtime.service import Service
 
 log = logging.getLogger("zhongshu.ingress_feishu")
@@ -44,6 +45,7 @@ STATE_KEY = "feishu_ingress"
 CONNECTIONS_KEY = "feishu_long_connections"
 TASKS_KEY = "feishu_long_connection_tasks"
 HTTP_KEY = "feishu_http"
+LIVE_KEY = "feishu_live_config"
 
 
 @dataclass(frozen=True)
@@ -92,12 +94,18 @@ class FeishuIngress:
     ) -> None:
         self.settings = settings
         self.gate = gate
+        self.apps: dict[str, FeishuApp] = {}
+        self.reconfigure(config)
+        self._bus_connected = bus_connected
+
+    def reconfigure(self, config: HubConfig) -> None:
+        """Apply a configuration (at start, and on every pushed revision): apps added, changed
+        or removed take effect for the next request, without a restart."""
         self.apps = {
-            name: FeishuApp.from_config(name, app, settings.bot_names.get(name))
+            name: FeishuApp.from_config(name, app, self.settings.bot_names.get(name))
             for name, app in config.apps.items()
             if app.platform == "feishu"
         }
-        self._bus_connected = bus_connected
 
     def app(self, name: str) -> FeishuApp:
         app = self.apps.get(name)
@@ -210,9 +218,12 @@ async def open_ingress(service: Service) -> None:
     gate = await IngressGate.open(
         service=service.name, platform="feishu", publisher=service.publisher, js=service.js
     )
-    ingress = FeishuIngress(
-        settings, load_config(settings.config_path), gate, lambda: service.nc.is_connected
-    )
+    # The configuration the hub runs with (the `config` bucket, else the file); webhook apps
+    # follow every pushed revision. Long connections are opened for the apps known at start.
+    live = await LiveConfig.open(service.js, path=settings.config_path)
+    ingress = FeishuIngress(settings, live.current, gate, lambda: service.nc.is_connected)
+    live.subscribe(ingress.reconfigure)
+    service.state[LIVE_KEY] = live
     service.state[STATE_KEY] = ingress
     http = httpx.AsyncClient(timeout=10)
     connections: dict[str, LongConnection] = {}
@@ -231,6 +242,9 @@ async def open_ingress(service: Service) -> None:
 
 
 async def close_ingress(service: Service) -> None:
+    live: LiveConfig | None = service.state.pop(LIVE_KEY, None)
+    if live is not None:
+        await live.close()
     tasks: list[asyncio.Task[None]] = service.state.pop(TASKS_KEY, [])
     for task in tasks:
         task.cancel()
