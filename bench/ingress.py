@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import resource
@@ -110,11 +111,12 @@ class RawApp:
     """The baseline: body -> msgspec decode -> awaited ``js.publish`` with ``Nats-Msg-Id`` -> 200.
     The NATS connection is opened at lifespan startup, before the port listens."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
+    def __init__(self, url: str, bus: str = "publish") -> None:
+        self.url, self.bus = url, bus
         self.decoder = msgspec.json.Decoder(_Push)
         self.js: Any = None
         self.nc: Any = None
+        self.kv: Any = None
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         import nats
@@ -124,12 +126,76 @@ class RawApp:
             if message["type"] == "lifespan.startup":
                 self.nc = await nats.connect(self.url, name="bench-raw-ingress")
                 self.js = self.nc.jetstream()
+                if self.bus in ("gate", "lean"):
+                    self.kv = await self.js.key_value("dedupe")
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 with contextlib.suppress(Exception):
                     await self.nc.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _gate(self, msg_id: str, body: bytes) -> None:
+        """``--raw-bus gate`` (a diagnostic, not the P1 baseline): the bus work of the runtime's
+        IngressGate done raw: KV get of the dedupe key, the publish, KV create of the key."""
+        from nats.js.errors import KeyNotFoundError
+
+        key = "feishu." + hashlib.sha256(msg_id.encode()).hexdigest()[:40]
+        with contextlib.suppress(KeyNotFoundError):
+            await self.kv.get(key)
+        ack = await self.js.publish(SUBJECT, body, headers={"Nats-Msg-Id": msg_id})
+        await self.kv.create(key, str(ack.seq).encode())
+
+    async def _lean(self, body: bytes, scope: Any) -> tuple[int, bytes]:
+        """``--raw-bus lean`` (a diagnostic, not the P1 baseline): what ingress-feishu does, with
+        its own pure code (signature, decryption, token, normalization, envelope), as a raw ASGI
+        handler: one awaited publish, the dedupe key recorded without waiting for it (no KV get:
+        these events are fresh, inside the stream's duplicate window), no Starlette."""
+        from zhongshu.contracts import envelope as wire
+        from zhongshu.contracts.ids import derive_msg_id
+        from zhongshu.ingress_feishu import domain
+        from zhongshu.ingress_feishu.normalize import BotIdentity, Context, normalize_event
+        from zhongshu.runtime.ingress import Rejected
+
+        headers = dict(scope["headers"])
+        try:
+            opened = domain.open_event_request(
+                body,
+                domain.SignatureHeaders(
+                    timestamp=headers.get(b"x-lark-request-timestamp", b"").decode(),
+                    nonce=headers.get(b"x-lark-request-nonce", b"").decode(),
+                    signature=headers.get(b"x-lark-signature", b"").decode(),
+                ),
+                domain.AppSecrets(ENCRYPT_KEY, VERIFICATION_TOKEN),
+                now=time.time(),
+                max_skew_s=8 * 3600,
+            )
+            assert isinstance(opened, domain.Verified)
+            result = normalize_event(
+                opened.payload, Context(APP, TENANT, BotIdentity(open_id="ou_bench_bot"))
+            )
+        except Rejected as rejection:
+            return rejection.status, b'{"error":"rejected"}'
+        envelope = wire.make_envelope(
+            result.event,
+            id=derive_msg_id(f"feishu:{APP}", result.unique_id),
+            source="zhongshu/ingress-feishu",
+            tenant=TENANT,
+            conversation_id=result.conversation_id,
+        )
+        key = "feishu." + hashlib.sha256(f"{APP}:{result.unique_id}".encode()).hexdigest()[:40]
+        try:
+            ack = await self.js.publish(
+                SUBJECT, wire.encode(envelope), headers={"Nats-Msg-Id": envelope.id}
+            )
+            await self.js.publish_async(
+                f"$KV.dedupe.{key}",
+                str(ack.seq).encode(),
+                headers={"Nats-Expected-Last-Subject-Sequence": "0"},
+            )
+        except Exception:
+            return 503, b'{"error":"bus unavailable"}'
+        return 200, b'{"msg":"success"}'
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -141,7 +207,9 @@ class RawApp:
             chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
         status, out = 200, b'{"msg":"success"}'
-        if scope["method"] == "POST":
+        if scope["method"] == "POST" and self.bus == "lean":
+            status, out = await self._lean(b"".join(chunks), scope)
+        elif scope["method"] == "POST":
             body = b"".join(chunks)
             try:
                 push = self.decoder.decode(body)
@@ -150,7 +218,10 @@ class RawApp:
             else:
                 msg_id = f"feishu:{APP}:{push.event.message.message_id}"
                 try:
-                    await self.js.publish(SUBJECT, body, headers={"Nats-Msg-Id": msg_id})
+                    if self.kv is None:
+                        await self.js.publish(SUBJECT, body, headers={"Nats-Msg-Id": msg_id})
+                    else:
+                        await self._gate(msg_id, body)
                 except Exception:
                     status, out = 503, b'{"error":"bus unavailable"}'
         await send(
@@ -167,12 +238,15 @@ class RawApp:
 
 
 def role_raw_server(a: argparse.Namespace) -> None:
+    """uvicorn, one worker, on a port the kernel picks (told on stdout as ``{"port": N}``)."""
     import uvicorn
 
-    uvicorn.run(
-        RawApp(a.url),
-        host="127.0.0.1",
-        port=a.port,
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    print(json.dumps({"port": sock.getsockname()[1]}), flush=True)
+    config = uvicorn.Config(
+        RawApp(a.url, a.raw_bus),
         loop="uvloop",
         http="httptools" if have_httptools() else "h11",
         workers=1,
@@ -180,6 +254,7 @@ def role_raw_server(a: argparse.Namespace) -> None:
         log_level="warning",
         lifespan="on",
     )
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 # ---------------------------------------------------------------- role: the service
@@ -194,7 +269,7 @@ def role_service(a: argparse.Namespace) -> None:
     os.environ.update(
         ZHONGSHU_NATS_URL=a.url,
         ZHONGSHU_HEALTH_HOST="127.0.0.1",
-        ZHONGSHU_HEALTH_PORT=str(a.port),
+        ZHONGSHU_HEALTH_PORT="0",  # the kernel picks; the orchestrator reads the READY line
         ZHONGSHU_CONFIG=a.config,
         ZHONGSHU_LOG_LEVEL="WARNING",
     )
@@ -343,10 +418,25 @@ def write_lua(path: Path, rate: float) -> Path:
 # ---------------------------------------------------------------- orchestration
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def wait_port(child: Child, timeout: float = 60.0) -> int:
+    """The port a server child bound (port 0: the kernel's choice, so no other process on this
+    shared box can take it first): ``{"port": N}`` on the raw server's stdout, the service's
+    ``READY <name> health_port=N`` line on its stderr."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and child.proc.poll() is None:
+        for result in child.results:
+            if "port" in result:
+                return int(result["port"])
+        with contextlib.suppress(OSError):
+            for line in child.log_path.read_text(errors="replace").splitlines():
+                if line.startswith("READY ") and "health_port=" in line:
+                    return int(line.rsplit("health_port=", 1)[1].split()[0])
+        time.sleep(0.1)
+    child.kill()
+    raise RuntimeError(
+        f"{child.name} told no port within {timeout:.0f}s (exit {child.proc.poll()})\n"
+        f"--- stderr tail ---\n{child.stderr_tail()}"
+    )
 
 
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1, no proxy
@@ -474,24 +564,28 @@ def start_servers(
     a: argparse.Namespace, nats_url: str, scratch: Path, files: dict[str, Path], sync: str
 ) -> dict[str, Server]:
     config = write_config(scratch / "zhongshu.yaml")
+    a.httptools = have_httptools()  # what the servers started now will run (for the lines)
+    if not a.httptools:
+        log("WARNING: httptools is not installed: the raw baseline (and the service) run on h11")
     servers: dict[str, Server] = {}
-    port = free_port()
     raw = Child(
         SCRIPT,
-        ["raw-server", "--url", nats_url, "--port", str(port)],
+        ["raw-server", "--url", nats_url, "--raw-bus", a.raw_bus],
         log_dir=scratch,
         name="raw-server",
     )
+    port = wait_port(raw)
     wait_http(f"http://127.0.0.1:{port}/", raw)
-    servers["raw"] = Server("raw", raw, port, RAW_PATH, files["raw"])
-    port = free_port()
-    args = ["service", "--url", nats_url, "--port", str(port), "--config", str(config)]
+    lean = a.raw_bus == "lean"  # takes the service's signed requests
+    servers["raw"] = Server("raw", raw, port, RAW_PATH, files[IMPL if lean else "raw"])
+    args = ["service", "--url", nats_url, "--config", str(config)]
     args += ["--http", a.service_http]
     if a.profile:
         prof = Path(a.profile) / f"ingress-{sync}.prof"
         prof.parent.mkdir(parents=True, exist_ok=True)
         args += ["--profile", str(prof)]
     service = Child(SCRIPT, args, log_dir=scratch, name="ingress-feishu")
+    port = wait_port(service)
     wait_http(f"http://127.0.0.1:{port}/readyz", service)
     servers[IMPL] = Server(IMPL, service, port, SERVICE_PATH, files[IMPL])
     return servers
@@ -597,8 +691,9 @@ def report(
         "baseline_impl": "raw",
         "sync": sync,
         "runs": a.runs,
-        "http": "h11" if a.service_http == "h11" or not have_httptools() else "httptools",
-        "baseline_http": "httptools" if have_httptools() else "h11",
+        "http": "h11" if a.service_http == "h11" or not a.httptools else "httptools",
+        "baseline_http": "httptools" if a.httptools else "h11",
+        "baseline_bus": a.raw_bus,
         "requests_loaded": a.requests,
         **box,
     }
@@ -702,8 +797,6 @@ def orchestrate(a: argparse.Namespace) -> int:
     if shutil.which("wrk") is None:
         print(json.dumps(SKIP_LINE), flush=True)
         return 0
-    if not have_httptools():
-        log("WARNING: httptools is not installed: the raw baseline (and the service) run on h11")
     stop_on_sigterm()
     dl = Deadline(a.deadline)
     try:
@@ -765,11 +858,18 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["auto", "h11"],
         help="the service's HTTP parser: auto (uvicorn's choice), h11 (httptools hidden)",
     )
+    ap.add_argument(
+        "--raw-bus",
+        default="publish",
+        choices=["publish", "gate", "lean"],
+        help="raw's work: publish (the P1 baseline); diagnostics: gate (KV get + publish + KV "
+        "create, as IngressGate), lean (the service's own verify/normalize code, one awaited "
+        "publish, dedupe key not awaited, no Starlette)",
+    )
     ap.add_argument("--deadline", type=float, default=None, help="hard bound, whole run (s)")
     ap.add_argument("--profile", default=None, help="dir for a cProfile of the service")
     # options of the role processes (set by the orchestrator)
     ap.add_argument("--url", default="")
-    ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--config", default="")
     ap.add_argument("--http", default="auto", choices=["auto", "h11"])
     a = ap.parse_args(argv)

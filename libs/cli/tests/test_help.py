@@ -43,5 +43,5 @@ def test_unknown_service_is_one_error_line_listing_the_available_ones() -> None:
     result = runner.invoke(app, ["run", "no-such-service"], env={"COLUMNS": "200"})
     assert result.exit_code == 2
     assert "unknown service 'no-such-service'" in result.output
-    assert "echo" in result.output
+    assert "router" in result.output
     assert "Traceback" not in result.output

@@ -1,5 +1,5 @@
 """``zhongshu up`` as a user runs it: a subprocess that brings up the embedded stack and the
-echo service, answers /readyz, and stops everything on Ctrl-C with exit code 0."""
+router (and every other service), answers /readyz, and stops everything on Ctrl-C (exit 0)."""
 
 from __future__ import annotations
 
@@ -86,15 +86,15 @@ def wait_for_restart(data_dir: Path, old_pid: int) -> runstate.ServiceRecord:
     while time.monotonic() < deadline:
         state = runstate.read(runstate.services_path(data_dir))
         if state is not None:
-            [echo] = [s for s in state.services if s.name == "echo"]
-            if echo.ready and echo.pid not in (None, old_pid):
-                return echo
+            [router] = [s for s in state.services if s.name == "router"]
+            if router.ready and router.pid not in (None, old_pid):
+                return router
         time.sleep(0.1)
-    pytest.fail("echo was not restarted")
+    pytest.fail("the router was not restarted")
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_up_serves_echo_and_a_stop_signal_stops_everything(
+def test_up_serves_the_router_and_a_stop_signal_stops_everything(
     up: tuple[subprocess.Popen[str], Path, Path], stop_signal: signal.Signals
 ) -> None:
     proc, data_dir, ready = up
@@ -110,31 +110,31 @@ def test_up_serves_echo_and_a_stop_signal_stops_everything(
     state = runstate.read(runstate.services_path(data_dir))
     assert state is not None
     assert state.supervisor_pid == proc.pid
-    [echo] = [s for s in state.services if s.name == "echo"]
-    assert echo.pid is not None
-    response = httpx.get(f"{echo.health_url}/readyz", timeout=2.0)
+    [router] = [s for s in state.services if s.name == "router"]
+    assert router.pid is not None
+    response = httpx.get(f"{router.health_url}/readyz", timeout=2.0)
     assert response.status_code == 200, response.text
     assert response.json()["ready"] is True
     front = httpx.get(f"http://127.0.0.1:{HTTP_PORT}/healthz", timeout=2.0)
     assert front.status_code == 200
-    assert "echo" in front.json()["services"]
+    assert "router" in front.json()["services"]
 
     if stop_signal == signal.SIGINT:  # once is enough: a crashed service comes back
-        os.kill(echo.pid, signal.SIGKILL)
-        restarted = wait_for_restart(data_dir, echo.pid)
+        os.kill(router.pid, signal.SIGKILL)
+        restarted = wait_for_restart(data_dir, router.pid)
         assert restarted.restarts == 1
         assert httpx.get(f"{restarted.health_url}/readyz", timeout=2.0).status_code == 200
-        echo = restarted
+        router = restarted
 
     spawned = descendants(proc.pid)
-    assert echo.pid in spawned
-    assert len(spawned) >= 4  # echo, nats-server, postgres (and its workers), redis-server
+    assert router.pid in spawned
+    assert len(spawned) >= 4  # services, nats-server, postgres (and its workers), redis-server
 
     proc.send_signal(stop_signal)
     output, _ = proc.communicate(timeout=STOP_TIMEOUT_S)
     assert proc.returncode == 0, output
     assert "zhongshu is up" in output
-    assert "echo stopped (exit code 0)" in output
+    assert "router stopped (exit code 0)" in output
     assert "Traceback" not in output
 
     deadline = time.monotonic() + 5.0

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import msgspec
 from nats.js.client import JetStreamContext
+from nats.js.errors import NoKeysError
+from nats.js.kv import KeyValue
 
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import streams, subjects
 from zhongshu.contracts.events import AuditRecorded, MessageReceived
 from zhongshu.contracts.examples import example
+from zhongshu.contracts.streams import DEDUPE_KV
 from zhongshu.runtime import bus
 from zhongshu.runtime.ingress import IngressGate, Outcome, Rejected
 from zhongshu.runtime.testing import collect
@@ -37,10 +44,43 @@ async def test_a_late_retry_is_not_published_again(
     subject = subjects.chat_inbound("feishu", tenant)
     env = an_event(tenant, f"feishu:{tenant}:om_1")
     assert await first.accept(dedupe_key="om_1", subject=subject, envelope=env) is Outcome.PUBLISHED
-    # Hours later, on another replica, with the stream's duplicate window long gone: the
-    # durable key still recognises it.
-    assert await retry.accept(dedupe_key="om_1", subject=subject, envelope=env) is Outcome.DUPLICATE
+    await key_recorded(js)
+    # Hours later, on another replica, with the stream's duplicate window long gone (played
+    # here by a different message id, which the window cannot match): the durable key still
+    # recognises it.
+    late = an_event(tenant, f"feishu:{tenant}:om_1:late")
+    assert await retry.accept(dedupe_key="om_1", subject=subject, envelope=late) is (
+        Outcome.DUPLICATE
+    )
     assert len(await collect(js, subject)) == 1
+
+
+async def test_a_fresh_copy_is_left_to_the_streams_duplicate_window(
+    provisioned_nats_url: str, js: JetStreamContext
+) -> None:
+    tenant = "t" + uuid.uuid4().hex[:8]
+    g = await gate(provisioned_nats_url)
+    subject = subjects.chat_inbound("feishu", tenant)
+    env = an_event(tenant, f"feishu:{tenant}:om_2")
+    now = datetime.now(UTC)
+    for _ in range(3):  # the platform's quick retries, and a second replica
+        await g.accept(dedupe_key="om_2", subject=subject, envelope=env, created_at=now)
+    assert len(await collect(js, subject)) == 1
+
+
+async def key_recorded(js: JetStreamContext) -> None:
+    """The durable key is written after the PubAck without waiting; give it a moment."""
+    bucket = await js.key_value(DEDUPE_KV.bucket)
+    for _ in range(100):
+        if [k async for k in _keys(bucket)]:
+            return
+        await asyncio.sleep(0.02)
+
+
+async def _keys(bucket: KeyValue) -> AsyncIterator[str]:
+    with contextlib.suppress(NoKeysError):
+        for key in await bucket.keys():
+            yield key
 
 
 async def test_ids_differing_only_in_case_are_different_events(

@@ -28,6 +28,7 @@ from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import headers as H
 from zhongshu.contracts import subjects
 from zhongshu.contracts.events import AlertRaised
+from zhongshu.contracts.streams import ALERTS
 from zhongshu.runtime import metrics, telemetry
 from zhongshu.runtime.bus import Publisher
 from zhongshu.runtime.errors import PermanentError
@@ -369,6 +370,18 @@ class ConsumerLoop(Generic[T]):
             msg_id=dlq_id,
             headers=dlq_headers,
         )
+        await self._alert_dead_letter(delivery, dlq_id, seq, text)
+        await delivery.msg.term()
+        self._dead.inc()
+        log.error("dead-lettered %s seq %d: %s", delivery.subject, seq, text)
+
+    async def _alert_dead_letter(
+        self, delivery: Delivery, dlq_id: str, seq: int, text: str
+    ) -> None:
+        if self.spec.stream == ALERTS.name:
+            # An alert about an alert that could not be delivered would come back to the same
+            # consumer and could cycle; the DLQ entry, the metric and the log line stand.
+            return
         alert = wire.make_envelope(
             AlertRaised(
                 level="error",
@@ -388,9 +401,6 @@ class ConsumerLoop(Generic[T]):
         await self._publisher.publish(
             subjects.alert("error", self.service), wire.encode(alert), msg_id=alert.id
         )
-        await delivery.msg.term()
-        self._dead.inc()
-        log.error("dead-lettered %s seq %d: %s", delivery.subject, seq, text)
 
 
 def _error_text(error: BaseException) -> str:

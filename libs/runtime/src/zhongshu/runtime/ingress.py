@@ -6,13 +6,14 @@ with a deterministic ``Nats-Msg-Id``, and the 2xx only after the PubAck."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import hashlib
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.client import JetStreamContext
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 from prometheus_client import Counter
 from starlette.requests import Request
@@ -28,6 +29,9 @@ from zhongshu.runtime.bus import Publisher
 log = logging.getLogger("zhongshu.runtime.ingress")
 
 MAX_BODY_BYTES = 1024 * 1024
+# Events created less than this long ago are within every replica's reach of the stream's
+# 120 s duplicate window (minus 30 s for clock skew between the platform and us).
+FRESH_S = 90.0
 
 REJECTED = Counter(
     "zhongshu_ingress_rejected_total",
@@ -73,10 +77,19 @@ async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
 class IngressGate:
     """Publishes accepted platform events once, and records refused ones."""
 
-    def __init__(self, *, service: str, platform: str, publisher: Publisher, dedupe: KeyValue):
+    def __init__(
+        self,
+        *,
+        service: str,
+        platform: str,
+        publisher: Publisher,
+        dedupe: KeyValue,
+        js: JetStreamContext,
+    ):
         self.service, self.platform = service, platform
         self._publisher = publisher
         self._dedupe = dedupe
+        self._js = js
 
     @classmethod
     async def open(
@@ -88,27 +101,53 @@ class IngressGate:
             raise RuntimeError(
                 f"KV bucket {DEDUPE_KV.bucket!r} is missing; run `zhongshu provision`"
             ) from exc
-        return cls(service=service, platform=platform, publisher=publisher, dedupe=bucket)
+        return cls(service=service, platform=platform, publisher=publisher, dedupe=bucket, js=js)
 
-    async def accept(self, *, dedupe_key: str, subject: str, envelope: Envelope[Any]) -> Outcome:
+    async def accept(
+        self,
+        *,
+        dedupe_key: str,
+        subject: str,
+        envelope: Envelope[Any],
+        created_at: datetime | None = None,
+        timeout_s: float = 5.0,
+    ) -> Outcome:
         """Publish ``envelope`` unless this platform event was already published.
 
-        Within JetStream's duplicate window the ``Nats-Msg-Id`` (the envelope id, derived from
-        the platform's event id) drops a concurrent copy from another replica; a retry that
-        comes hours later (Feishu retries for ~7 h) finds the durable key written after the
-        first PubAck. Raises on a bus failure, so the caller answers 503 and the platform
-        retries."""
+        A copy inside JetStream's duplicate window is dropped by the ``Nats-Msg-Id`` (the
+        envelope id, derived from the platform's event id), whichever replica receives it; so
+        an event the platform created less than ``FRESH_S`` ago skips the durable check, which
+        only a late retry (Feishu retries for ~7 h) needs. The durable key is written after the
+        PubAck without waiting for it: a crash in that instant can let a retry hours later be
+        stored again, which the notifier's delivery ledger still keeps from reaching the user
+        twice. Raises on a bus failure, so the caller answers 503 and the platform retries."""
         key = _kv_key(self.platform, dedupe_key)
-        if await self._seen(key):
+        fresh = (
+            created_at is not None and (datetime.now(UTC) - created_at).total_seconds() < FRESH_S
+        )
+        if not fresh and await self._seen(key):
             ACCEPTED.labels(self.platform, Outcome.DUPLICATE).inc()
             return Outcome.DUPLICATE
-        ack = await self._publisher.publish(subject, wire.encode(envelope), msg_id=envelope.id)
-        # Another replica may have recorded it first: same event, same outcome.
-        with contextlib.suppress(KeyWrongLastSequenceError):
-            await self._dedupe.create(key, str(ack.seq).encode())
+        ack = await self._publisher.publish(
+            subject, wire.encode(envelope), msg_id=envelope.id, timeout_s=timeout_s
+        )
+        await self._remember(key, ack.seq)
         outcome = Outcome.DUPLICATE if ack.duplicate else Outcome.PUBLISHED
         ACCEPTED.labels(self.platform, outcome).inc()
         return outcome
+
+    async def _remember(self, key: str, seq: int) -> None:
+        """Create the durable key (only if absent, like ``kv.create``), not awaiting the ack."""
+        try:
+            future = await self._js.publish_async(
+                f"$KV.{DEDUPE_KV.bucket}.{key}",
+                str(seq).encode(),
+                headers={"Nats-Expected-Last-Subject-Sequence": "0"},
+            )
+        except Exception as exc:
+            log.warning("could not record dedupe key %s: %r", key, exc)
+            return
+        future.add_done_callback(_ignore_existing)
 
     async def _seen(self, key: str) -> bool:
         try:
@@ -149,6 +188,15 @@ class IngressGate:
             )
         except Exception as exc:
             log.warning("could not audit a refused request: %r", exc)
+
+
+def _ignore_existing(future: asyncio.Future[Any]) -> None:
+    """A key that already exists means another replica (or copy) recorded it: fine."""
+    if future.cancelled():
+        return
+    exc = future.exception()
+    if exc is not None and "wrong last sequence" not in str(exc):
+        log.warning("could not record a dedupe key: %r", exc)
 
 
 def _kv_key(platform: str, dedupe_key: str) -> str:

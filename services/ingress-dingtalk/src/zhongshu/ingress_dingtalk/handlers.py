@@ -65,10 +65,14 @@ class DingTalkIngress:
             conversation_id=inbound.conversation_id,
             correlation_id=inbound.event_id,
         )
+        created = getattr(inbound.event, "sent_at", None) or getattr(
+            inbound.event, "occurred_at", None
+        )
         return await self.gate.accept(
             dedupe_key=inbound.dedupe_key,
             subject=subjects.chat_inbound(normalize.PLATFORM, inbound.tenant),
             envelope=envelope,
+            created_at=created,
         )
 
 

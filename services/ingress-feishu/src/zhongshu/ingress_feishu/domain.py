@@ -4,9 +4,10 @@ the raw bytes before decrypting, decrypt, check the Verification Token. Every re
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from zhongshu.ingress_feishu import crypto
 from zhongshu.runtime.ingress import Rejected
@@ -91,10 +92,14 @@ def open_card_request(
     return Verified(payload)
 
 
+# msgspec parses a webhook body ~10x faster than the json module.
+_JSON = msgspec.json.Decoder()
+
+
 def _json_object(raw: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
+        value = _JSON.decode(raw)
+    except (UnicodeDecodeError, ValueError, msgspec.DecodeError):
         raise Rejected(400, "malformed body", "body is not JSON") from None
     if not isinstance(value, dict):
         raise Rejected(400, "malformed body", "body is not a JSON object")

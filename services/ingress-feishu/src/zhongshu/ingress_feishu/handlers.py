@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, cast
 
 import httpx
@@ -187,13 +188,14 @@ class FeishuIngress:
             tenant=app.tenant,
             conversation_id=result.conversation_id,
         )
-        accepted = self.gate.accept(
+        return await self.gate.accept(
             # Scoped per app: two bots in one group see the same message_id.
             dedupe_key=f"{app.name}:{result.unique_id}",
             subject=subjects.chat_inbound("feishu", app.tenant),
             envelope=envelope,
+            created_at=created_at(result.event),
+            timeout_s=self.settings.publish_timeout_s,
         )
-        return await asyncio.wait_for(accepted, self.settings.publish_timeout_s)
 
     def _answer(self, payload: dict[str, Any], result: Result) -> dict[str, Any]:
         # A card click is answered with the configured toast or card; the older card format
@@ -254,6 +256,12 @@ async def close_ingress(service: Service) -> None:
     http: httpx.AsyncClient | None = service.state.pop(HTTP_KEY, None)
     if http is not None:
         await http.aclose()
+
+
+def created_at(event: object) -> datetime | None:
+    """When the platform created the event (it re-pushes with the same time)."""
+    value = getattr(event, "sent_at", None) or getattr(event, "occurred_at", None)
+    return value if isinstance(value, datetime) else None
 
 
 def _bound(

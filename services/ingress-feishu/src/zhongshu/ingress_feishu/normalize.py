@@ -7,12 +7,13 @@ the event unique, so ingress can publish it once."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+import msgspec
 
 from zhongshu.contracts.events import (
     REPLY_HANDLE_FEISHU_MESSAGE,
@@ -311,8 +312,8 @@ def _content(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, str):
         return {}
     try:
-        value = json.loads(raw)
-    except ValueError:
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
         return {"text": raw}
     return value if isinstance(value, dict) else {}
 

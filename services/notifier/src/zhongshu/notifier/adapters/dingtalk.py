@@ -1,0 +1,249 @@
+"""DingTalk sends (protocols §2.4): the per-conversation sessionWebhook, the enterprise robot
+OpenAPI (group and one-to-one, with a cached access token) and signed custom-robot webhooks.
+A 200 with ``errcode`` != 0 is an error; every outcome becomes a :mod:`results` value."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import urllib.parse
+from typing import Any
+
+import httpx
+
+from zhongshu.notifier.adapters.results import (
+    Ambiguous,
+    Delivered,
+    RateLimited,
+    Rejected,
+    SendResult,
+    Unreachable,
+)
+from zhongshu.notifier.adapters.tokens import TokenCache
+from zhongshu.notifier.message import Outgoing
+
+MAX_TEXT_BYTES = 20_000  # 460101 above this
+MAX_MSG_PARAM_BYTES = 15_000
+ERR_RATE_LIMITED = 130101
+ERR_SECURITY = 310000
+ERR_TOO_LONG = 460101
+# A blocked robot stays blocked for 10 minutes: waiting less only extends the block.
+BLOCK_S = 600.0
+_COLOURS = {"yellow": "#D4A017", "orange": "#FF8C00", "red": "#E02020"}
+
+
+def robot_sign(secret: str, timestamp_ms: int) -> str:
+    """``sign`` of a custom-robot webhook URL (before URL-encoding)."""
+    message = f"{timestamp_ms}\n{secret}".encode()
+    digest = hmac.new(secret.encode(), message, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def webhook_body(message: Outgoing) -> dict[str, Any]:
+    """The JSON body shared by the sessionWebhook and custom-robot webhooks."""
+    at: dict[str, Any] = (
+        {"atUserIds": list(message.mention_user_ids)} if message.mention_user_ids else {}
+    )
+    if message.kind == "card" and message.card is not None:
+        return {"msgtype": "actionCard", "actionCard": message.card}
+    if message.kind == "card" or message.colour is not None:
+        title = message.title or "zhongshu"
+        colour = _COLOURS.get(message.colour or "", "")
+        heading = f'<font color="{colour}">{title}</font>' if colour else title
+        card: dict[str, Any] = {"title": title, "text": f"### {heading}\n\n{message.text}"}
+        if message.buttons:
+            card["btnOrientation"] = "0"
+            card["btns"] = [{"title": t, "actionURL": u} for t, u in message.buttons]
+        return {"msgtype": "actionCard", "actionCard": card}
+    if message.kind == "markdown":
+        body: dict[str, Any] = {
+            "msgtype": "markdown",
+            "markdown": {
+                "title": message.title or message.text[:20] or "zhongshu",
+                "text": message.text,
+            },
+        }
+    else:
+        body = {"msgtype": "text", "text": {"content": message.text}}
+    if at:
+        body["at"] = at
+    return body
+
+
+def openapi_msg(message: Outgoing) -> tuple[str, str]:
+    """(msgKey, msgParam) of a robot OpenAPI send."""
+    if message.card is not None:
+        card = message.card
+        param = {
+            "title": card.get("title", message.title or "zhongshu"),
+            "text": card.get("text", message.text),
+            "singleTitle": card.get("singleTitle", ""),
+            "singleURL": card.get("singleURL", ""),
+        }
+        return "sampleActionCard", json.dumps(param, ensure_ascii=False)
+    if message.kind == "text" and message.colour is None:
+        return "sampleText", json.dumps({"content": message.text}, ensure_ascii=False)
+    title = message.title or message.text[:20] or "zhongshu"
+    return "sampleMarkdown", json.dumps({"title": title, "text": message.text}, ensure_ascii=False)
+
+
+def classify_errcode(payload: Any, *, block_s: float = BLOCK_S) -> SendResult:
+    """An answer of the webhook APIs (HTTP 200 with ``errcode``)."""
+    if not isinstance(payload, dict):
+        return Rejected("unexpected response body")
+    code = payload.get("errcode", 0)
+    if code in (0, "0"):
+        return Delivered(None)
+    text = f"{payload.get('errmsg', '')}".strip()
+    if code == ERR_RATE_LIMITED:
+        return RateLimited(block_s, str(code))
+    if code == ERR_TOO_LONG:
+        return Rejected(f"message too long: {text}", str(code), too_long=True)
+    if code == ERR_SECURITY:
+        return Rejected(f"security check failed: {text}", str(code))
+    return Rejected(f"errcode {code}: {text}", str(code))
+
+
+class DingTalkAdapter:
+    """One pooled HTTP client for every DingTalk app and robot."""
+
+    platform = "dingtalk"
+    # No idempotency key: a send whose outcome is unknown must not be repeated.
+    idempotent = False
+    max_text_bytes = MAX_TEXT_BYTES
+
+    def __init__(
+        self, http: httpx.AsyncClient, tokens: TokenCache, *, oapi_url: str, api_url: str
+    ) -> None:
+        self._http = http
+        self._tokens = tokens
+        self._oapi_url = oapi_url.rstrip("/")
+        self._api_url = api_url.rstrip("/")
+
+    # --- the three ways to send -------------------------------------------------------
+
+    async def send_session_webhook(self, url: str, message: Outgoing) -> SendResult:
+        return await self._post_webhook(url, webhook_body(message))
+
+    async def send_custom_robot(
+        self, access_token: str, secret: str | None, message: Outgoing
+    ) -> SendResult:
+        params = {"access_token": access_token}
+        if secret:
+            timestamp = time.time_ns() // 1_000_000
+            params |= {"timestamp": str(timestamp), "sign": robot_sign(secret, timestamp)}
+        url = f"{self._oapi_url}/robot/send?{urllib.parse.urlencode(params)}"
+        return await self._post_webhook(url, webhook_body(message))
+
+    async def send_robot(
+        self,
+        *,
+        app_key: str,
+        app_secret: str,
+        robot_code: str,
+        conversation_id: str | None,
+        user_ids: tuple[str, ...] = (),
+        message: Outgoing,
+    ) -> SendResult:
+        """The enterprise robot OpenAPI: a group when ``conversation_id`` is given, else a
+        one-to-one batch send to ``user_ids``."""
+        msg_key, msg_param = openapi_msg(message)
+        if len(msg_param.encode()) > MAX_MSG_PARAM_BYTES:
+            return Rejected("msgParam over 15000 bytes", "msgParam", too_long=True)
+        body: dict[str, Any] = {"robotCode": robot_code, "msgKey": msg_key, "msgParam": msg_param}
+        if conversation_id:
+            path = "/v1.0/robot/groupMessages/send"
+            body["openConversationId"] = conversation_id
+        else:
+            path = "/v1.0/robot/oToMessages/batchSend"
+            body["userIds"] = list(user_ids)
+        for attempt in range(2):
+            try:
+                token = await self._access_token(app_key, app_secret)
+            except httpx.HTTPError as exc:
+                return Unreachable(f"DingTalk token request failed: {exc!r}")
+            except _TokenRefused as exc:
+                return Rejected(str(exc), exc.code)
+            result, expired = await self._post_api(path, body, token)
+            if expired and attempt == 0:
+                await self._tokens.invalidate(f"dingtalk:{app_key}", token)
+                continue
+            return result
+        return Rejected("access token refused twice", "token")
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    async def _post_webhook(self, url: str, body: dict[str, Any]) -> SendResult:
+        try:
+            response = await self._http.post(url, json=body)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            return Unreachable(f"cannot connect: {exc!r}")
+        except httpx.HTTPError as exc:
+            return Ambiguous(f"no answer from DingTalk: {exc!r}")
+        if response.status_code == 429:
+            return RateLimited(BLOCK_S, "429")
+        if response.status_code >= 500:
+            return Ambiguous(f"DingTalk answered HTTP {response.status_code}")
+        if response.status_code >= 400:
+            return Rejected(
+                f"HTTP {response.status_code}: {response.text[:200]}", str(response.status_code)
+            )
+        try:
+            payload = response.json()
+        except ValueError:
+            return Ambiguous("DingTalk answered a body that is not JSON")
+        return classify_errcode(payload)
+
+    async def _post_api(
+        self, path: str, body: dict[str, Any], token: str
+    ) -> tuple[SendResult, bool]:
+        try:
+            response = await self._http.post(
+                self._api_url + path, json=body, headers={"x-acs-dingtalk-access-token": token}
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            return Unreachable(f"cannot connect: {exc!r}"), False
+        except httpx.HTTPError as exc:
+            return Ambiguous(f"no answer from DingTalk: {exc!r}"), False
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = {}
+        code = str(payload.get("code", "")) if isinstance(payload, dict) else ""
+        if response.status_code == 200:
+            key = payload.get("processQueryKey") if isinstance(payload, dict) else None
+            return Delivered(str(key) if key else None), False
+        if response.status_code == 401 or "token" in code.lower():
+            return Rejected(f"access token refused: {code}", code), True
+        if response.status_code == 429 or "QpsLimit" in code or "Throttling" in code:
+            return RateLimited(float(response.headers.get("retry-after", "1")), code), False
+        if response.status_code >= 500:
+            return Ambiguous(f"DingTalk answered HTTP {response.status_code} {code}"), False
+        message = payload.get("message", "") if isinstance(payload, dict) else ""
+        return Rejected(f"HTTP {response.status_code} {code}: {message}", code or None), False
+
+    async def _access_token(self, app_key: str, app_secret: str) -> str:
+        async def fetch() -> tuple[str, float]:
+            response = await self._http.post(
+                self._api_url + "/v1.0/oauth2/accessToken",
+                json={"appKey": app_key, "appSecret": app_secret},
+            )
+            payload = response.json()
+            if response.status_code != 200 or "accessToken" not in payload:
+                raise _TokenRefused(
+                    f"DingTalk refused the app credentials of {app_key}: "
+                    f"{payload.get('code')} {payload.get('message')}",
+                    str(payload.get("code")),
+                )
+            return str(payload["accessToken"]), float(payload.get("expireIn", 7200))
+
+        return await self._tokens.get(f"dingtalk:{app_key}", fetch)
+
+
+class _TokenRefused(Exception):
+    def __init__(self, text: str, code: str | None) -> None:
+        super().__init__(text)
+        self.code = code

@@ -1,0 +1,130 @@
+"""Exactly-once towards the user: claim a send in the ledger, send, record the outcome.
+
+pending → sending (written before the HTTP call, fenced by revision) → delivered | failed |
+ambiguous (written after it, fenced again). What a redelivered message does with the record
+it finds is decided by :func:`domain.next_step`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import msgspec
+
+from zhongshu.notifier import domain
+from zhongshu.notifier.adapters.ledger import Ledger
+from zhongshu.notifier.adapters.results import (
+    Ambiguous,
+    Delivered,
+    RateLimited,
+    Rejected,
+    SendResult,
+    Unreachable,
+)
+from zhongshu.notifier.domain import DeliveryRecord
+
+SendPart = Callable[[str, int], Awaitable[SendResult]]
+"""Sends one part of the text (the part, its offset in the whole text)."""
+Confirm = Callable[[], Awaitable[None]]
+WaitSlot = Callable[[], Awaitable[Confirm]]
+"""Waits for rate-limit slots; the returned call tells the limiter the platform answered."""
+
+# Below this a "too long" answer is not about our text: fail instead of halving forever.
+MIN_PART_BYTES = 500
+# A platform rate-limit answer asking for a longer pause is handed back to the broker (nak with
+# backoff) rather than holding a worker.
+MAX_INLINE_WAIT_S = 30.0
+
+
+class RetryLater(Exception):
+    """Transient: the runtime naks the message and it comes back after a backoff."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def deliver_once(
+    ledger: Ledger,
+    key: str,
+    *,
+    text: str,
+    idempotent: bool,
+    max_bytes: int,
+    send_part: SendPart,
+    wait_slot: WaitSlot,
+) -> DeliveryRecord:
+    """Drive one record to a terminal state and return it; raise :class:`RetryLater` for
+    transient trouble (the record is left ``pending``, never ``sending``, when nothing went
+    out) and ``Fenced`` when another worker owns the send."""
+    replace = msgspec.structs.replace
+    record, revision = await ledger.open(key)
+    step = domain.next_step(record, idempotent=idempotent)
+    if step == "republish":
+        return record
+    if step == "mark_ambiguous":
+        record = replace(
+            record,
+            state="ambiguous",
+            reason="the worker stopped between sending and recording; not resent "
+            "(the platform has no idempotency key)",
+            at=_now(),
+        )
+        await ledger.write(key, record, revision)
+        return record
+    limit = max_bytes
+    while True:
+        offset = record.sent_chars
+        part = domain.split_utf8(text[offset:], limit)
+        confirm = await wait_slot()
+        record = replace(record, state="sending", attempts=record.attempts + 1)
+        try:
+            revision = await ledger.write(key, record, revision)
+            result = await send_part(part, offset)
+        finally:
+            await confirm()
+        if isinstance(result, Delivered):
+            record = replace(
+                record,
+                sent_chars=offset + len(part),
+                platform_message_id=record.platform_message_id or result.platform_message_id,
+            )
+            if record.sent_chars >= len(text):
+                record = replace(record, state="delivered", at=_now())
+                await ledger.write(key, record, revision)
+                return record
+            continue
+        if isinstance(result, Rejected) and result.too_long and limit // 2 >= MIN_PART_BYTES:
+            limit //= 2
+            record = replace(record, state="pending")
+            revision = await ledger.write(key, record, revision)
+            continue
+        if isinstance(result, Rejected):
+            record = replace(
+                record, state="failed", reason=result.reason, code=result.code, at=_now()
+            )
+            await ledger.write(key, record, revision)
+            return record
+        if isinstance(result, RateLimited) and result.retry_after_s <= MAX_INLINE_WAIT_S:
+            # Our own buckets should prevent this; when the platform still says "too fast"
+            # (another client shares the chat's quota), wait it out here instead of failing.
+            revision = await ledger.write(key, replace(record, state="pending"), revision)
+            await asyncio.sleep(result.retry_after_s)
+            continue
+        if isinstance(result, Ambiguous) and not idempotent:
+            record = replace(record, state="ambiguous", reason=result.reason, at=_now())
+            await ledger.write(key, record, revision)
+            return record
+        # Nothing went out (or a resend is harmless): back to pending, retry later.
+        await ledger.write(key, replace(record, state="pending"), revision)
+        raise RetryLater(_describe(result))
+
+
+def _describe(result: SendResult) -> str:
+    if isinstance(result, RateLimited):
+        wait = result.retry_after_s
+        return f"rate limited by the platform (code {result.code}), retry after {wait:.1f}s"
+    if isinstance(result, Unreachable | Ambiguous):
+        return result.reason
+    return repr(result)

@@ -1,0 +1,108 @@
+"""What the notifier decides, with no I/O: delivery-record transitions, output ids, splitting
+over-long text, and how an alert reads."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+from zhongshu.contracts.events import AlertRaised
+from zhongshu.contracts.ids import derive_msg_id
+from zhongshu.notifier.message import AlertColour, Outgoing
+
+RecordState = Literal["pending", "sending", "delivered", "failed", "ambiguous"]
+TERMINAL: frozenset[str] = frozenset({"delivered", "failed", "ambiguous"})
+
+
+class DeliveryRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The value of one key of the ``delivery_state`` bucket."""
+
+    state: RecordState
+    attempts: int = 0
+    sent_chars: int = 0
+    """How much of the text already went out (over-long text is sent in parts)."""
+    platform_message_id: str | None = None
+    card_id: str | None = None
+    """The streaming card of a streamed reply (created before the message that shows it)."""
+    reason: str | None = None
+    code: str | None = None
+    at: datetime | None = None
+
+
+Step = Literal["send", "republish", "mark_ambiguous"]
+
+
+def next_step(record: DeliveryRecord, *, idempotent: bool) -> Step:
+    """What a (re)delivered message does with the record it finds.
+
+    ``sending`` means a worker crashed, or stalled past ``ack_wait``, between claiming the send
+    and recording its outcome: the platform may or may not have the message. Only a platform
+    that deduplicates the request (Feishu's ``uuid``) may be asked again."""
+    if record.state in TERMINAL:
+        return "republish"
+    if record.state == "sending" and not idempotent:
+        return "mark_ambiguous"
+    return "send"
+
+
+def record_key(*parts: str) -> str:
+    """A KV key for any id (ids may hold ``:`` and other characters keys may not)."""
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+def outcome_id(reply_id: str, chunk_index: int, state: str) -> str:
+    """The envelope id of what the notifier publishes about one reply chunk: the same on every
+    redelivery, so JetStream and the projector drop the copy."""
+    return derive_msg_id(reply_id, f"delivery.{chunk_index}.{state}")
+
+
+def split_utf8(text: str, max_bytes: int) -> str:
+    """The longest prefix of ``text`` within ``max_bytes`` bytes, cut at the last newline when
+    there is one in the second half (so paragraphs stay whole)."""
+    data = text.encode("utf-8")
+    if len(data) <= max_bytes:
+        return text
+    head = data[:max_bytes].decode("utf-8", errors="ignore")
+    newline = head.rfind("\n")
+    if newline >= len(head) // 2:
+        head = head[: newline + 1]
+    return head or text[:1]
+
+
+def parts(text: str, max_bytes: int) -> list[str]:
+    out: list[str] = []
+    while text:
+        part = split_utf8(text, max_bytes)
+        out.append(part)
+        text = text[len(part) :]
+    return out or [""]
+
+
+# --- alerts ---------------------------------------------------------------------------------------
+
+COLOURS: dict[str, AlertColour] = {"warning": "yellow", "error": "orange", "critical": "red"}
+
+
+def fold_key(alert: AlertRaised) -> str:
+    """Alerts with the same key are one ongoing problem: its dedupe key, else source + title."""
+    return alert.dedupe_key or f"{alert.source}\x1f{alert.title}"
+
+
+def alert_message(alert: AlertRaised, *, repeats: int = 0, window_s: float = 0) -> Outgoing:
+    """An alert as a card whose header colour says the level; ``repeats`` folds the copies seen
+    within the window into one line."""
+    lines = [alert.detail] if alert.detail else []
+    lines.append(f"**source** {alert.source} · **level** {alert.level}")
+    if alert.tenant:
+        lines.append(f"**tenant** {alert.tenant}")
+    for name, value in sorted(alert.labels.items()):
+        lines.append(f"**{name}** {value}")
+    if repeats:
+        lines.append(f"**repeated {repeats} more time(s) in the last {window_s:.0f} s**")
+    title = f"[{alert.level.upper()}] {alert.title}"
+    if repeats:
+        title += f" (×{repeats + 1})"
+    return Outgoing(kind="card", text="\n\n".join(lines), title=title, colour=COLOURS[alert.level])

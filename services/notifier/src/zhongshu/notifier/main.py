@@ -1,0 +1,99 @@
+"""notifier: consumes ``chat.reply.>`` and ``alert.>``, delivers to DingTalk and Feishu once,
+publishes ``delivery.<status>.<platform>.<tenant>``. Wiring only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+from redis.asyncio import Redis
+
+from zhongshu.contracts.streams import DELIVERY_STATE_KV
+from zhongshu.notifier import handlers
+from zhongshu.notifier.adapters.alertwindow import AlertWindow
+from zhongshu.notifier.adapters.dingtalk import DingTalkAdapter
+from zhongshu.notifier.adapters.feishu import FeishuAdapter
+from zhongshu.notifier.adapters.ledger import Ledger
+from zhongshu.notifier.adapters.ratelimit import SlidingWindowLimiter
+from zhongshu.notifier.adapters.streamstate import StreamState
+from zhongshu.notifier.adapters.tokens import TokenCache
+from zhongshu.notifier.channels import Adapters
+from zhongshu.notifier.flows import Notifier
+from zhongshu.notifier.settings import NotifierSettings
+from zhongshu.runtime import Service
+from zhongshu.runtime.hubconfig import HubConfig
+from zhongshu.runtime.liveconfig import LiveConfig
+
+
+def build_service(*, config: HubConfig | None = None, concurrency: int | None = None) -> Service:
+    """A fresh service (tests run several in one process); ``config`` replaces the live
+    configuration (tests)."""
+    service = Service("notifier", NotifierSettings)
+    handlers.register(service, concurrency or 8)
+
+    @service.on_startup
+    async def open_resources(svc: Service) -> None:
+        settings = svc.settings
+        assert isinstance(settings, NotifierSettings)
+        current: Callable[[], HubConfig]
+        if config is not None:
+            fixed = config
+
+            def current() -> HubConfig:
+                return fixed
+        else:
+            live = await LiveConfig.open(svc.js, path=settings.config)
+            svc.state["live"] = live
+
+            def current() -> HubConfig:
+                return live.current
+
+        redis = Redis.from_url(settings.redis_url)
+        http = httpx.AsyncClient(
+            timeout=settings.http_timeout_s,
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        )
+        tokens = TokenCache(redis)
+        svc.state.update(redis=redis, http=http)
+        svc.state[handlers.NOTIFIER] = Notifier(
+            settings=settings,
+            config=current,
+            adapters=Adapters(
+                dingtalk=DingTalkAdapter(
+                    http,
+                    tokens,
+                    oapi_url=settings.dingtalk_oapi_url,
+                    api_url=settings.dingtalk_api_url,
+                ),
+                feishu=FeishuAdapter(http, tokens, base_url=settings.feishu_base_url),
+            ),
+            ledger=Ledger(await svc.js.key_value(DELIVERY_STATE_KV.bucket)),
+            limiter=SlidingWindowLimiter(redis, hold_s=settings.http_timeout_s + 5),
+            window=AlertWindow(redis),
+            streams=StreamState(redis),
+        )
+
+    @service.readiness("redis")
+    async def redis_ready() -> bool:
+        redis = service.state.get("redis")
+        try:
+            return redis is not None and bool(await redis.ping())
+        except Exception:
+            return False
+
+    @service.on_shutdown
+    async def close_resources(svc: Service) -> None:
+        if "live" in svc.state:
+            await svc.state["live"].close()
+        if "http" in svc.state:
+            await svc.state["http"].aclose()
+        if "redis" in svc.state:
+            await svc.state["redis"].aclose()
+
+    return service
+
+
+service = build_service()
+
+if __name__ == "__main__":
+    service.main()

@@ -1,0 +1,23 @@
+"""What the notifier sends, independent of the platform: the adapters render it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+AlertColour = Literal["yellow", "orange", "red"]
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    kind: Literal["text", "markdown", "card"]
+    text: str = ""
+    title: str | None = None
+    card: dict[str, Any] | None = None
+    """A platform card as given by the producer (sent as is)."""
+    mention_user_ids: tuple[str, ...] = ()
+    idempotency_key: str | None = None
+    """Sent as Feishu's request ``uuid``; DingTalk has no such field."""
+    colour: AlertColour | None = None
+    """Set for alert cards: the header colour."""
+    buttons: tuple[tuple[str, str], ...] = field(default=())

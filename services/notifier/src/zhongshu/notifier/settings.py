@@ -1,0 +1,54 @@
+"""The notifier's settings: the runtime's, the platform base URLs (tests and the sandbox point
+them at fakes), Redis for tokens and rate limits, and the delivery limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import SettingsConfigDict
+
+from zhongshu.runtime.settings import ServiceSettings
+
+
+class NotifierSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="ZHONGSHU_", extra="ignore", frozen=True)
+
+    redis_url: str = Field(
+        description="Redis for access tokens, rate-limit buckets and alert windows "
+        "(ZHONGSHU_REDIS_URL)"
+    )
+    config: Path | None = Field(
+        default=None,
+        description="zhongshu.yaml when the config bucket is empty (ZHONGSHU_CONFIG)",
+    )
+    feishu_base_url: str = Field(
+        default="https://open.feishu.cn",
+        validation_alias=AliasChoices("FEISHU_BASE_URL", "feishu_base_url"),
+    )
+    dingtalk_oapi_url: str = Field(
+        default="https://oapi.dingtalk.com",
+        validation_alias=AliasChoices("DINGTALK_OAPI_URL", "dingtalk_oapi_url"),
+        description="custom robot webhooks (/robot/send)",
+    )
+    dingtalk_api_url: str = Field(
+        default="https://api.dingtalk.com",
+        validation_alias=AliasChoices("DINGTALK_API_URL", "dingtalk_api_url"),
+        description="access tokens and robot OpenAPI sends",
+    )
+    http_timeout_s: float = Field(default=10.0, gt=0)
+    # DingTalk blocks a robot for 10 min past 20/min: keep a margin below the platform's number.
+    dingtalk_robot_per_window: int = Field(default=18, gt=0)
+    dingtalk_robot_window_s: float = Field(default=60.0, gt=0)
+    # Feishu: 5 QPS per group shared by every bot in it; stay just under.
+    feishu_chat_per_window: int = Field(default=4, gt=0)
+    feishu_chat_window_s: float = Field(default=1.0, gt=0)
+    alert_window_s: float = Field(
+        default=60.0, gt=0, description="repeats of one alert within this are sent once, counted"
+    )
+    stream_min_interval_s: float = Field(
+        default=0.2, gt=0, description="at most one streaming-card update per this per card"
+    )
+    session_webhook_margin_s: float = Field(
+        default=30.0, ge=0, description="treat a sessionWebhook as expired this much early"
+    )

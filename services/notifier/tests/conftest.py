@@ -1,0 +1,94 @@
+"""Fixtures for the notifier: fake platforms, a private JetStream per test, the session Redis,
+and notifier replicas started in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest_asyncio
+
+# pytest's importlib mode does not put the workspace root (for tests/fakes) on sys.path.
+for _path in (Path(__file__).resolve().parents[3], Path(__file__).resolve().parent):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+import nats  # noqa: E402
+from notifier_testing import Bus, Platforms, StartNotifier  # noqa: E402
+
+from tests.fakes.dingtalk_openapi import FakeDingTalkOpenAPI  # noqa: E402
+from tests.fakes.feishu_openapi import FakeFeishuOpenAPI  # noqa: E402
+from zhongshu.notifier.main import build_service  # noqa: E402
+from zhongshu.notifier.settings import NotifierSettings  # noqa: E402
+from zhongshu.runtime import Service  # noqa: E402
+from zhongshu.runtime.hubconfig import HubConfig  # noqa: E402
+from zhongshu.runtime.stack import NatsServer  # noqa: E402
+from zhongshu.runtime.testing import provision_all  # noqa: E402
+
+
+@pytest_asyncio.fixture
+async def bus(private_nats_server: NatsServer) -> AsyncIterator[Bus]:
+    await provision_all(private_nats_server.url)
+    client = await nats.connect(private_nats_server.url)
+    try:
+        yield Bus(private_nats_server.url, client, client.jetstream())
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.close(), 5)
+
+
+@pytest_asyncio.fixture
+async def platforms() -> AsyncIterator[Platforms]:
+    """Fresh fakes with credentials unique to the test (Redis is shared by the session, and
+    tokens and rate-limit buckets are keyed by them)."""
+    run = uuid.uuid4().hex[:8]
+    robot_token, robot_secret = f"robot-{run}", f"SEC{run}"
+    hook, hook_secret = f"hook-{run}", f"hooksecret-{run}"
+    dingtalk = FakeDingTalkOpenAPI(
+        app_key=f"ding-{run}",
+        app_secret=f"ding-secret-{run}",
+        robot_code=f"ding-robot-{run}",
+        robots={robot_token: robot_secret},
+    )
+    feishu = FakeFeishuOpenAPI(
+        app_id=f"cli_{run}", app_secret=f"feishu-secret-{run}", bots={hook: hook_secret}
+    )
+    async with dingtalk, feishu:
+        yield Platforms(dingtalk, feishu, robot_token, robot_secret, hook, hook_secret)
+
+
+@pytest_asyncio.fixture
+async def start_notifier(
+    bus: Bus, platforms: Platforms, redis_url: str
+) -> AsyncIterator[StartNotifier]:
+    """Start a notifier replica in this process; all are stopped after the test."""
+    started: list[Service] = []
+
+    async def start(config: HubConfig | None = None, **settings: Any) -> Service:
+        service = build_service(config=config or platforms.config())
+        values: dict[str, Any] = {
+            "nats_url": bus.url,
+            "redis_url": redis_url,
+            "health_port": 0,
+            "uvloop": False,
+            "drain_timeout_s": 5,
+            "connect_timeout_s": 5,
+            "feishu_base_url": platforms.feishu.base_url,
+            "dingtalk_api_url": platforms.dingtalk.base_url,
+            "dingtalk_oapi_url": platforms.dingtalk.base_url,
+            "http_timeout_s": 2,
+        }
+        values.update(settings)
+        await service.start(NotifierSettings(**values))
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        with contextlib.suppress(Exception):
+            await service.stop()

@@ -1,0 +1,198 @@
+"""The router's handler: screen (alert source, group rule, whitelist, rate limit), classify,
+then publish a command, a direct answer, an alert or a refusal. Decisions are in ``domain``;
+this module only fetches what they need and publishes what they return."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, cast
+
+from redis.asyncio import Redis
+
+from zhongshu.contracts import envelope as wire
+from zhongshu.contracts import streams, subjects
+from zhongshu.contracts.envelope import Envelope
+from zhongshu.contracts.events import CardActionReceived, Event, MessageReceived
+from zhongshu.contracts.ids import derive_msg_id
+from zhongshu.router import domain
+from zhongshu.router.adapters.config import ConfigSource, open_config
+from zhongshu.router.adapters.ratelimit import RateLimiter, RedisRateLimiter
+from zhongshu.router.adapters.taskcache import RedisTaskCache, TaskCache
+from zhongshu.router.metrics import RATE_LIMITED, ROUTED
+from zhongshu.router.rules import RouterRules, load_rules
+from zhongshu.router.settings import RouterSettings
+from zhongshu.runtime import Delivery, Service
+
+log = logging.getLogger("zhongshu.router")
+
+SOURCE = "zhongshu/router"
+# Each message waits on Redis: several in flight keep the hop fast.
+CONCURRENCY = 16
+
+
+class InboundRouter:
+    """Handles one inbound chat event; holds the configuration and the Redis adapters."""
+
+    def __init__(
+        self, config: ConfigSource, rules: RouterRules, limiter: RateLimiter, cache: TaskCache
+    ) -> None:
+        self.config = config
+        self.rules = rules
+        self.limiter = limiter
+        self.cache = cache
+
+    async def handle(self, env: Envelope[Any], delivery: Delivery) -> None:
+        event = env.data
+        if not isinstance(event, MessageReceived | CardActionReceived):
+            ROUTED.labels("ignored_event").inc()  # membership changes, other platform events
+            return
+        app = self.config.current.app(event.app)
+        if app is None:
+            log.warning("inbound event %s names unknown app %r; ignored", env.id, event.app)
+            ROUTED.labels("unknown_app").inc()
+            return
+        out = _Outbox(env, delivery)
+        screened = domain.screen(event, app, self.rules)
+        if isinstance(screened, domain.FromAlertSource):
+            alert = domain.alert_raised(screened.message, screened.source, env.id)
+            await out.publish(subjects.alert(alert.level, alert.source), alert, domain.STAGE_ALERT)
+            ROUTED.labels("alert").inc()
+            return
+        if isinstance(screened, domain.NotAddressed):
+            ROUTED.labels("not_addressed").inc()
+            return
+        access = screened.access
+        if not access.allowed:
+            audit = domain.access_denied(event, access)
+            await out.publish(subjects.audit(event.tenant, "access"), audit, domain.STAGE_AUDIT)
+        verdict = await self.limiter.check(
+            app=event.app,
+            inbound_id=env.id,
+            user=domain.sender_of(event).id,
+            chat=event.chat_id,
+            per_user=app.rate_limit.per_user,
+            per_chat=app.rate_limit.per_chat,
+        )
+        if not verdict.allowed:
+            RATE_LIMITED.labels(verdict.scope).inc()
+            ROUTED.labels("rate_limited").inc()
+            if verdict.notify:
+                text = self.rules.slow_down_text.format(seconds=verdict.retry_after_s)
+                await out.reply(event, text)
+            return
+        if not access.allowed:
+            ROUTED.labels("refused").inc()
+            await out.reply(event, self.rules.refusal_text)
+            return
+        await self._dispatch(event, screened.what, access.roles, out)
+
+    async def _dispatch(
+        self,
+        event: domain.Inbound,
+        what: domain.Classification,
+        roles: tuple[str, ...],
+        out: _Outbox,
+    ) -> None:
+        if isinstance(what, domain.Command):
+            command = domain.command_requested(event, what, roles)
+            subject = subjects.chat_command(event.platform, event.tenant)
+            await out.publish(subject, command, domain.STAGE_COMMAND)
+            ROUTED.labels("command").inc()
+            return
+        if isinstance(what, domain.UnknownCommand):
+            await out.reply(event, self.rules.unknown_command_text.format(command=what.command))
+            ROUTED.labels("unknown_command").inc()
+            return
+        await out.reply(event, await self._answer(event.tenant, what))
+        if isinstance(event, MessageReceived):  # the record; the router already answered
+            query = domain.query_requested(event, what, roles)
+            subject = subjects.chat_query(event.platform, event.tenant)
+            await out.publish(subject, query, domain.STAGE_QUERY)
+        ROUTED.labels("query").inc()
+
+    async def _answer(self, tenant: str, query: domain.Query) -> str:
+        if query.command == "help":
+            return domain.help_text(self.rules)
+        if query.command == "status" and query.args:
+            status = await self.cache.status(tenant, query.args[0])
+            return domain.task_status_text(query.args[0], status, self.rules)
+        recent = await self.cache.recent(tenant, self.rules.tasks_listed)
+        return domain.tasks_text(list(recent), self.rules)
+
+
+class _Outbox:
+    """Publishes an inbound event's outputs with ids derived from it (redelivery-safe)."""
+
+    def __init__(self, env: Envelope[Any], delivery: Delivery) -> None:
+        self.env = env
+        self.delivery = delivery
+
+    async def publish(self, subject: str, event: Event, stage: str) -> None:
+        out = wire.make_envelope(
+            event,
+            id=derive_msg_id(self.env.id, stage),
+            source=SOURCE,
+            tenant=self.env.tenant,
+            conversation_id=self.env.conversation_id,
+            correlation_id=self.env.correlation_id or self.env.id,
+        )
+        await self.delivery.publish_envelope(subject, out)
+
+    async def reply(self, event: domain.Inbound, text: str) -> None:
+        reply = domain.reply(event, self.env.id, text)
+        await self.publish(
+            subjects.chat_reply(reply.platform, reply.tenant), reply, domain.STAGE_REPLY
+        )
+
+
+def build_service(
+    *, config: ConfigSource | None = None, rules: RouterRules | None = None
+) -> Service:
+    """The router service; tests pass a fixed ``config`` and ``rules`` and run several."""
+    service = Service("router", RouterSettings)
+
+    @service.on_startup
+    async def open_resources(svc: Service) -> None:
+        settings = cast(RouterSettings, svc.settings)
+        redis: Redis = Redis.from_url(settings.redis_url)
+        svc.state["redis"] = redis
+        source = config
+        if source is None:
+            source = await open_config(svc.js)
+            svc.state["owned_config"] = source
+        svc.state["router"] = InboundRouter(
+            source,
+            rules or load_rules(settings.router_rules),
+            RedisRateLimiter(redis, memo_ttl_s=settings.router_memo_ttl_s),
+            RedisTaskCache(redis),
+        )
+
+    @service.on_shutdown
+    async def close_resources(svc: Service) -> None:
+        owned = svc.state.pop("owned_config", None)
+        if owned is not None:
+            await owned.close()
+        redis = svc.state.pop("redis", None)
+        if redis is not None:
+            await redis.aclose()
+
+    @service.readiness("redis")
+    async def redis_ready() -> bool:
+        redis = service.state.get("redis")
+        try:
+            return redis is not None and bool(await redis.ping())
+        except Exception:
+            return False
+
+    @service.consumer(
+        stream=streams.CHAT_INBOUND.name,
+        subjects=subjects.ALL_CHAT_INBOUND,
+        durable="router",
+        decode=wire.decode_any,
+        concurrency=CONCURRENCY,
+    )
+    async def on_inbound(env: Envelope[Any], delivery: Delivery) -> None:
+        router: InboundRouter = service.state["router"]
+        await router.handle(env, delivery)
+
+    return service

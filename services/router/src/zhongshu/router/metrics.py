@@ -1,0 +1,16 @@
+"""The router's own Prometheus counters (served on the side port's ``/metrics``)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+RATE_LIMITED = Counter(
+    "zhongshu_router_rate_limited_total",
+    "Inbound events refused by a rate limit, by the limit that refused them",
+    ("scope",),
+)
+ROUTED = Counter(
+    "zhongshu_router_routed_total",
+    "Inbound events by what the router did with them",
+    ("outcome",),
+)

@@ -1,0 +1,120 @@
+"""What the fake open-platform APIs share: a starlette app on uvicorn on 127.0.0.1 that starts
+and stops with ``async with``, a sliding-window rate limiter, and failure injection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
+
+
+class SlidingWindow:
+    """At most ``limit`` calls per ``window_s`` per key, like the platforms count them."""
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        self.limit, self.window_s = limit, window_s
+        self._calls: dict[str, deque[float]] = defaultdict(deque)
+
+    def allow(self, key: str) -> bool:
+        now = time.monotonic()
+        calls = self._calls[key]
+        while calls and calls[0] <= now - self.window_s:
+            calls.popleft()
+        if len(calls) >= self.limit:
+            return False
+        calls.append(now)
+        return True
+
+    def reset_in(self, key: str) -> float:
+        calls = self._calls[key]
+        return max(0.0, calls[0] + self.window_s - time.monotonic()) if calls else 0.0
+
+
+@dataclass
+class Injected:
+    """One programmed answer: an HTTP status and JSON body, and/or a stall before answering.
+    ``after_effect`` stalls after the message was recorded (the send "happened", the answer is
+    lost: an ambiguous send)."""
+
+    status: int = 200
+    body: dict[str, Any] | None = None
+    stall_s: float = 0.0
+    after_effect: bool = False
+
+
+class FakeServer:
+    def __init__(self, routes: list[BaseRoute], host: str = "127.0.0.1", port: int = 0) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((host, port))
+        self.host, self.port = host, self._sock.getsockname()[1]
+        self._server = uvicorn.Server(
+            uvicorn.Config(
+                Starlette(routes=routes), log_config=None, access_log=False, lifespan="off"
+            )
+        )
+        self._task: asyncio.Task[None] | None = None
+        self.injected: deque[Injected] = deque()
+        self.answer_delay_s = 0.0  # every accepted send answers this much later (crash tests)
+        self.changed = asyncio.Event()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def inject(self, *answers: Injected) -> None:
+        """The next sends get these answers, in order (token calls are not affected)."""
+        self.injected.extend(answers)
+
+    def next_injected(self) -> Injected | None:
+        return self.injected.popleft() if self.injected else None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]))
+        for _ in range(1000):  # uvicorn offers no "started" event to await
+            if self._server.started:
+                return
+            await asyncio.sleep(0.01)
+        raise RuntimeError(f"{type(self).__name__} did not start")
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._task, 5)
+        self._sock.close()
+
+    async def __aenter__(self) -> Any:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def _notify(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    async def wait_until(self, predicate: Any, within_s: float = 30.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        while not predicate():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError("timed out waiting at the fake")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), min(remaining, 0.2))

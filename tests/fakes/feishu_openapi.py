@@ -1,0 +1,329 @@
+"""A fake Feishu open platform for what the notifier calls (protocols §1.4): the
+``tenant_access_token``, sending to a chat, replying to a message (in its thread), and signed
+custom-bot webhooks. It checks credentials, tokens and signatures, deduplicates by request
+``uuid`` for an hour like the platform, enforces 5 QPS per chat (HTTP 429, code 99991400 with
+``x-ogw-ratelimit-reset``), refuses over-long content (230025) and records every message in
+``deliveries``::
+
+    async with FakeFeishuOpenAPI(app_id="cli_x", app_secret="s") as fake:
+        # FEISHU_BASE_URL = fake.base_url
+        message_id = fake.user_message("oc_chat")   # something to reply to
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tests.fakes.base_openapi import FakeServer, Injected, SlidingWindow
+
+UUID_TTL_S = 3600.0
+MAX_TEXT_BYTES = 150 * 1024
+MAX_CARD_BYTES = 30 * 1024
+
+
+def custom_bot_sign(secret: str, timestamp: int | str) -> str:
+    key = f"{timestamp}\n{secret}".encode()
+    return base64.b64encode(hmac.new(key, b"", hashlib.sha256).digest()).decode()
+
+
+@dataclass
+class FeishuDelivery:
+    kind: str
+    """``send``, ``reply`` or ``bot``."""
+    chat_id: str
+    message_id: str
+    msg_type: str
+    content: dict[str, Any]
+    parent_id: str | None = None
+    uuid: str | None = None
+    reply_in_thread: bool = False
+    at: float = field(default_factory=time.monotonic)
+
+    @property
+    def text(self) -> str:
+        return json.dumps(self.content, ensure_ascii=False)
+
+
+@dataclass
+class StreamingCard:
+    """A CardKit card: its elements' text, streaming mode, the last sequence and every op."""
+
+    card: dict[str, Any]
+    elements: dict[str, str]
+    streaming: bool
+    sequence: int = 0
+    ops: list[tuple[float, int, str]] = field(default_factory=list)  # (when, sequence, what)
+
+
+class FakeFeishuOpenAPI(FakeServer):
+    def __init__(
+        self,
+        *,
+        app_id: str = "cli_app",
+        app_secret: str = "feishu-app-secret",
+        bots: dict[str, str | None] | None = None,
+        chat_limit: int = 5,
+        chat_window_s: float = 1.0,
+        token_lifetime_s: int = 7200,
+    ) -> None:
+        self.app_id, self.app_secret = app_id, app_secret
+        self.bots = dict(bots or {})  # hook token → secret
+        self.chat_limit = SlidingWindow(chat_limit, chat_window_s)
+        self.token_lifetime_s = token_lifetime_s
+        self.tokens: dict[str, float] = {}
+        self.token_requests = 0
+        self.messages: dict[str, str] = {}  # message id → chat id
+        self.uuids: dict[str, tuple[str, float]] = {}  # uuid → (message id, when)
+        self.deduplicated = 0
+        self.deliveries: list[FeishuDelivery] = []
+        self.errors: list[tuple[str, Any]] = []
+        self.cards: dict[str, StreamingCard] = {}
+        self.card_limit = SlidingWindow(10, 1.0)  # CardKit: 10 ops/s per card
+        super().__init__(
+            [
+                Route(
+                    "/open-apis/auth/v3/tenant_access_token/internal", self._token, methods=["POST"]
+                ),
+                Route("/open-apis/im/v1/messages", self._send, methods=["POST"]),
+                Route(
+                    "/open-apis/im/v1/messages/{message_id}/reply", self._reply, methods=["POST"]
+                ),
+                Route("/open-apis/bot/v2/hook/{token}", self._bot, methods=["POST"]),
+                Route("/open-apis/cardkit/v1/cards", self._create_card, methods=["POST"]),
+                Route(
+                    "/open-apis/cardkit/v1/cards/{card_id}/elements/{element_id}/content",
+                    self._card_content,
+                    methods=["PUT"],
+                ),
+                Route(
+                    "/open-apis/cardkit/v1/cards/{card_id}/settings",
+                    self._card_settings,
+                    methods=["PATCH"],
+                ),
+            ]
+        )
+
+    def user_message(self, chat_id: str) -> str:
+        """A message a user sent in ``chat_id`` (what a reply answers)."""
+        message_id = f"om_{uuid.uuid4().hex}"
+        self.messages[message_id] = chat_id
+        return message_id
+
+    @property
+    def rate_limit_errors(self) -> int:
+        return sum(1 for _, code in self.errors if code == 99991400)
+
+    # --- endpoints ------------------------------------------------------------------------
+
+    async def _token(self, request: Request) -> Response:
+        body = await request.json()
+        self.token_requests += 1
+        if body.get("app_id") != self.app_id or body.get("app_secret") != self.app_secret:
+            return JSONResponse({"code": 10014, "msg": "app secret invalid"})
+        token = f"t-{uuid.uuid4().hex}"
+        self.tokens[token] = time.monotonic() + self.token_lifetime_s
+        return JSONResponse(
+            {"code": 0, "msg": "ok", "tenant_access_token": token, "expire": self.token_lifetime_s}
+        )
+
+    async def _send(self, request: Request) -> Response:
+        if request.query_params.get("receive_id_type") != "chat_id":
+            return self._err(request, 230001, "invalid receive_id_type", 400)
+        body = await request.json()
+        return await self._im(request, "send", body.get("receive_id", ""), body, None)
+
+    async def _reply(self, request: Request) -> Response:
+        parent = request.path_params["message_id"]
+        chat_id = self.messages.get(parent)
+        if chat_id is None:
+            return self._err(request, 230011, "the message was withdrawn or does not exist", 400)
+        body = await request.json()
+        return await self._im(request, "reply", chat_id, body, parent)
+
+    async def _im(
+        self, request: Request, kind: str, chat_id: str, body: dict[str, Any], parent: str | None
+    ) -> Response:
+        header = request.headers.get("authorization", "")
+        expiry = self.tokens.get(header.removeprefix("Bearer "))
+        if expiry is None or expiry <= time.monotonic():
+            return self._err(request, 99991663, "Invalid access token for authorization", 400)
+        request_uuid = body.get("uuid")
+        if request_uuid:
+            seen = self.uuids.get(request_uuid)
+            if seen and seen[1] > time.monotonic() - UUID_TTL_S:
+                self.deduplicated += 1
+                return JSONResponse({"code": 0, "msg": "success", "data": {"message_id": seen[0]}})
+        if not self.chat_limit.allow(chat_id):
+            self.errors.append((request.url.path, 99991400))
+            reset = self.chat_limit.reset_in(chat_id)
+            return JSONResponse(
+                {"code": 99991400, "msg": "request trigger frequency limit"},
+                status_code=429,
+                headers={
+                    "x-ogw-ratelimit-limit": str(self.chat_limit.limit),
+                    "x-ogw-ratelimit-reset": f"{max(1, round(reset + 0.5))}",
+                },
+            )
+        msg_type = body.get("msg_type", "")
+        raw = body.get("content", "")
+        limit = MAX_TEXT_BYTES if msg_type == "text" else MAX_CARD_BYTES
+        if len(raw.encode()) > limit:
+            return self._err(request, 230025, "message content too long", 400)
+        try:
+            content = json.loads(raw)
+        except ValueError:
+            return self._err(request, 230001, "content is not JSON", 400)
+        if (
+            msg_type == "interactive"
+            and content.get("type") == "card"
+            and content.get("data", {}).get("card_id") not in self.cards
+        ):
+            return self._err(request, 230099, "failed to create card content: unknown card", 400)
+        injected = self.next_injected()
+        if injected and not injected.after_effect:
+            return await self._answer(injected)
+        message_id = f"om_{uuid.uuid4().hex}"
+        self.messages[message_id] = chat_id
+        if request_uuid:
+            self.uuids[request_uuid] = (message_id, time.monotonic())
+        self.deliveries.append(
+            FeishuDelivery(
+                kind,
+                chat_id,
+                message_id,
+                msg_type,
+                content,
+                parent,
+                request_uuid,
+                bool(body.get("reply_in_thread")),
+            )
+        )
+        self._notify()
+        if injected:
+            return await self._answer(injected)
+        await asyncio.sleep(self.answer_delay_s)
+        return JSONResponse({"code": 0, "msg": "success", "data": {"message_id": message_id}})
+
+    async def _bot(self, request: Request) -> Response:
+        token = request.path_params["token"]
+        if token not in self.bots:
+            return self._err(request, 19001, "param invalid: incoming webhook access token invalid")
+        body = await request.json()
+        secret = self.bots[token]
+        if secret is not None:
+            timestamp = str(body.get("timestamp", ""))
+            if (
+                not timestamp.isdigit()
+                or abs(time.time() - int(timestamp)) > 3600
+                or not hmac.compare_digest(
+                    str(body.get("sign", "")), custom_bot_sign(secret, timestamp)
+                )
+            ):
+                return self._err(
+                    request, 19021, "sign match fail or timestamp is not within one hour"
+                )
+        if not self.chat_limit.allow(f"bot:{token}"):
+            return self._err(request, 11232, "frequency limited")
+        msg_type = body.get("msg_type", "")
+        content = body.get("card") if msg_type == "interactive" else body.get("content")
+        self.deliveries.append(
+            FeishuDelivery("bot", token, f"om_{uuid.uuid4().hex}", msg_type, content or {})
+        )
+        self._notify()
+        return JSONResponse({"code": 0, "msg": "success", "data": {}})
+
+    # --- CardKit ----------------------------------------------------------------------------
+
+    def _token_ok(self, request: Request) -> bool:
+        expiry = self.tokens.get(request.headers.get("authorization", "").removeprefix("Bearer "))
+        return expiry is not None and expiry > time.monotonic()
+
+    async def _create_card(self, request: Request) -> Response:
+        if not self._token_ok(request):
+            return self._err(request, 99991663, "Invalid access token for authorization", 400)
+        body = await request.json()
+        if body.get("type") != "card_json":
+            return self._err(request, 230001, "type must be card_json", 400)
+        card = json.loads(body.get("data", "{}"))
+        elements = {
+            e["element_id"]: e.get("content", "")
+            for e in card.get("body", {}).get("elements", [])
+            if "element_id" in e
+        }
+        card_id = f"card_{uuid.uuid4().hex}"
+        streaming = bool(card.get("config", {}).get("streaming_mode"))
+        self.cards[card_id] = StreamingCard(card, elements, streaming)
+        return JSONResponse({"code": 0, "msg": "success", "data": {"card_id": card_id}})
+
+    async def _card_op(self, request: Request) -> tuple[StreamingCard | None, Response | None, Any]:
+        if not self._token_ok(request):
+            return None, self._err(request, 99991663, "Invalid access token", 400), None
+        card = self.cards.get(request.path_params["card_id"])
+        if card is None:
+            return None, self._err(request, 300313, "card not found", 400), None
+        body = await request.json()
+        sequence = body.get("sequence")
+        if not isinstance(sequence, int) or sequence <= card.sequence:
+            return None, self._err(request, 300317, "sequence number compare failed", 400), None
+        if not self.card_limit.allow(request.path_params["card_id"]):
+            self.errors.append((request.url.path, 99991400))
+            return (
+                None,
+                JSONResponse(
+                    {"code": 99991400, "msg": "request trigger frequency limit"},
+                    status_code=429,
+                    headers={"x-ogw-ratelimit-reset": "1"},
+                ),
+                None,
+            )
+        card.sequence = sequence
+        return card, None, body
+
+    async def _card_content(self, request: Request) -> Response:
+        card, refused, body = await self._card_op(request)
+        if card is None:
+            assert refused is not None
+            return refused
+        element = request.path_params["element_id"]
+        if element not in card.elements:
+            return self._err(request, 300313, "element not found", 400)
+        if not card.streaming:
+            return self._err(request, 300309, "streaming mode is closed", 400)
+        card.elements[element] = body["content"]
+        card.ops.append((time.monotonic(), card.sequence, "content"))
+        self._notify()
+        return JSONResponse({"code": 0, "msg": "success", "data": {}})
+
+    async def _card_settings(self, request: Request) -> Response:
+        card, refused, body = await self._card_op(request)
+        if card is None:
+            assert refused is not None
+            return refused
+        settings = json.loads(body.get("settings", "{}"))
+        card.streaming = bool(settings.get("config", {}).get("streaming_mode", card.streaming))
+        card.ops.append((time.monotonic(), card.sequence, "settings"))
+        self._notify()
+        return JSONResponse({"code": 0, "msg": "success", "data": {}})
+
+    def _err(self, request: Request, code: int, msg: str, status: int = 200) -> Response:
+        self.errors.append((request.url.path, code))
+        return JSONResponse({"code": code, "msg": msg}, status_code=status)
+
+    async def _answer(self, injected: Injected) -> Response:
+        if injected.stall_s:
+            await asyncio.sleep(injected.stall_s)
+        return JSONResponse(
+            injected.body or {"code": 0, "msg": "success", "data": {}}, status_code=injected.status
+        )
