@@ -22,6 +22,7 @@ Linux). The code is synchronous: it is used from sync pytest session fixtures an
 
 from __future__ import annotations
 
+import abc
 import atexit
 import contextlib
 import ctypes
@@ -177,7 +178,7 @@ def _death_signal_preexec(sig: int) -> Callable[[], None] | None:
 # --- servers --------------------------------------------------------------------------------
 
 
-class Server:
+class Server(abc.ABC):
     """One server process: started on free ports, stopped gracefully, killable and restartable.
 
     `data_dir` is this server's own directory; its log goes to `log_path`, by default
@@ -228,8 +229,9 @@ class Server:
         return self._port
 
     @property
+    @abc.abstractmethod
     def url(self) -> str:
-        raise NotImplementedError
+        """The client URL of the running server."""
 
     @property
     def pid(self) -> int | None:
@@ -327,19 +329,22 @@ class Server:
 
     # for subclasses ----------------------------------------------------------------------------
 
+    @abc.abstractmethod
     def _binary(self) -> Path:
-        raise NotImplementedError
+        """The server's executable."""
 
+    @abc.abstractmethod
     def _command(self, binary: Path) -> list[str]:
-        raise NotImplementedError
+        """The server's command line."""
 
-    def _prepare(self) -> None:
+    def _prepare(self) -> None:  # noqa: B027 - an optional hook; most servers need nothing
         """Before each start: write config, initialise data."""
 
+    @abc.abstractmethod
     def _is_ready(self) -> bool:
-        raise NotImplementedError
+        """Whether the started server answers."""
 
-    def _after_ready(self) -> None:
+    def _after_ready(self) -> None:  # noqa: B027 - an optional hook
         """After each start, once ready."""
 
     def _popen_kwargs(self) -> dict[str, Any]:
