@@ -99,6 +99,15 @@ def test_malformed_yaml_is_reported_with_the_file_name(tmp_path: Path) -> None:
 
 def test_the_shipped_example_configuration_is_valid() -> None:
     example_file = Path(__file__).resolve().parents[3] / "config" / "zhongshu.example.yaml"
-    variables = ["FEISHU_APP_SECRET", "FEISHU_ENCRYPT_KEY", "FEISHU_VERIFICATION_TOKEN", "DINGTALK_APP_SECRET", "DINGTALK_ALERT_WEBHOOK", "DINGTALK_ALERT_SECRET", "MODEL_ENDPOINT", "MODEL_API_KEY"]
+    variables = [
+        "FEISHU_APP_SECRET",
+        "FEISHU_ENCRYPT_KEY",
+        "FEISHU_VERIFICATION_TOKEN",
+        "DINGTALK_APP_SECRET",
+        "DINGTALK_ALERT_WEBHOOK",
+        "DINGTALK_ALERT_SECRET",
+        "MODEL_ENDPOINT",
+        "MODEL_API_KEY",
+    ]
     config = load_config(example_file, environ={name: "x" for name in variables})
     assert set(config.apps) == {"acme-feishu", "acme-dingtalk"}
