@@ -300,3 +300,8 @@ def bench_server(sync: str, *, name: str) -> Iterator[tuple[NatsServer, Path]]:
         finally:
             Child.kill_all()
             server.stop()
+
+
+def col(rows: list[dict[str, Any]], key: str) -> list[Any]:
+    """One figure from every run's row."""
+    return [row[key] for row in rows]

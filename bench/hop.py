@@ -46,6 +46,7 @@ from _common import (  # bench/ is on sys.path: scripts run as `python bench/<na
     Child,
     Deadline,
     bench_server,
+    col,
     cpu_seconds,
     figure,
     log,
@@ -612,10 +613,6 @@ def measure_latency(
                 f"worker {stats['cpu_pct']:.0f} % of a core"
             )
     return samples
-
-
-def col(rows: list[dict[str, float]], key: str) -> list[float]:
-    return [row[key] for row in rows]
 
 
 def report(

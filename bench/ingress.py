@@ -51,6 +51,7 @@ from _common import (  # bench/ is on sys.path: scripts run as `python bench/<na
     Child,
     Deadline,
     bench_server,
+    col,
     figure,
     log,
     median,
@@ -673,10 +674,6 @@ def measure(
                 f"{'ok' if r['bus_ok'] else 'MISMATCH'}"
             )
     return samples
-
-
-def col(rows: list[dict[str, Any]], key: str) -> list[Any]:
-    return [row[key] for row in rows]
 
 
 def report(

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
+
+from tests.fakes.local_server import LocalServer
 
 
 class SlidingWindow:
@@ -51,25 +50,12 @@ class Injected:
     after_effect: bool = False
 
 
-class FakeServer:
+class FakeServer(LocalServer):
     def __init__(self, routes: list[BaseRoute], host: str = "127.0.0.1", port: int = 0) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((host, port))
-        self.host, self.port = host, self._sock.getsockname()[1]
-        self._server = uvicorn.Server(
-            uvicorn.Config(
-                Starlette(routes=routes), log_config=None, access_log=False, lifespan="off"
-            )
-        )
-        self._task: asyncio.Task[None] | None = None
+        super().__init__(Starlette(routes=routes), host, port)
         self.injected: deque[Injected] = deque()
         self.answer_delay_s = 0.0  # every accepted send answers this much later (crash tests)
         self.changed = asyncio.Event()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     def inject(self, *answers: Injected) -> None:
         """The next sends get these answers, in order (token calls are not affected)."""
@@ -77,33 +63,6 @@ class FakeServer:
 
     def next_injected(self) -> Injected | None:
         return self.injected.popleft() if self.injected else None
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]))
-        for _ in range(1000):  # uvicorn offers no "started" event to await
-            if self._server.started:
-                return
-            await asyncio.sleep(0.01)
-        raise RuntimeError(f"{type(self).__name__} did not start")
-
-    async def stop(self) -> None:
-        self._server.should_exit = True
-        if self._task is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._task, 5)
-        self._sock.close()
-
-    async def __aenter__(self) -> Any:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     def _notify(self) -> None:
         self.changed.set()

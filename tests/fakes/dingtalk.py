@@ -21,22 +21,21 @@ import contextlib
 import hashlib
 import hmac
 import json
-import socket
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from tests.fakes.local_server import LocalServer
 
 BOT_MESSAGE_TOPIC = "/v1.0/im/bot/messages/get"
 CARD_CALLBACK_TOPIC = "/v1.0/card/instances/callback"
@@ -201,9 +200,10 @@ class _Pending:
     task: asyncio.Task[None] | None = None
 
 
-class FakeStreamGateway:
-    """DingTalk's Stream gateway on 127.0.0.1: ``POST /v1.0/gateway/connections/open`` hands
-    out one-use tickets, ``/connect?ticket=`` is the WebSocket. Frames not ACKed within
+class FakeStreamGateway(LocalServer):
+    """DingTalk's Stream gateway on 127.0.0.1 (``base_url`` is what ``DINGTALK_API_URL`` should
+    be): ``POST /v1.0/gateway/connections/open`` hands out one-use tickets,
+    ``/connect?ticket=`` is the WebSocket. Frames not ACKed within
     ``redeliver_after_s`` (about 60 s on the platform) are sent again."""
 
     def __init__(
@@ -228,35 +228,18 @@ class FakeStreamGateway:
         self._pending: dict[str, _Pending] = {}
         self._ack_events: dict[str, asyncio.Event] = {}
         self._changed = asyncio.Condition()
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((host, port))
-        self.host, self.port = host, self._sock.getsockname()[1]
-        app = Starlette(
-            routes=[
-                Route(OPEN_PATH, self._open, methods=["POST"]),
-                WebSocketRoute("/connect", self._connect),
-            ]
+        super().__init__(
+            Starlette(
+                routes=[
+                    Route(OPEN_PATH, self._open, methods=["POST"]),
+                    WebSocketRoute("/connect", self._connect),
+                ]
+            ),
+            host,
+            port,
         )
-        self._server = uvicorn.Server(
-            uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
-        )
-        self._serve_task: asyncio.Task[None] | None = None
-
-    @property
-    def base_url(self) -> str:
-        """What ``DINGTALK_API_URL`` should be."""
-        return f"http://{self.host}:{self.port}"
 
     # --- lifecycle ------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        self._serve_task = asyncio.create_task(self._server.serve(sockets=[self._sock]))
-        for _ in range(1000):  # uvicorn offers no "started" event to await
-            if self._server.started:
-                return
-            await asyncio.sleep(0.01)
-        raise RuntimeError("fake DingTalk gateway did not start")
 
     async def stop(self) -> None:
         for pending in self._pending.values():
@@ -266,23 +249,7 @@ class FakeStreamGateway:
             if session.open:
                 with contextlib.suppress(Exception):
                     await session.websocket.close(1001)
-        self._server.should_exit = True
-        if self._serve_task is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._serve_task, 5)
-        self._sock.close()
-
-    async def __aenter__(self) -> FakeStreamGateway:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
+        await super().stop()
 
     # --- what tests drive -----------------------------------------------------------------
 
