@@ -34,7 +34,8 @@ from zhongshu.contracts.examples import example
 from zhongshu.contracts.ids import derive_msg_id
 from zhongshu.router import domain
 from zhongshu.router.adapters.config import StaticConfig
-from zhongshu.router.adapters.taskcache import index_key, status_key
+from zhongshu.contracts.hotcache import task_index_key as index_key
+from zhongshu.contracts.hotcache import task_status_key as status_key
 from zhongshu.router.handlers import build_service
 from zhongshu.router.rules import AlertSource, RouterRules
 from zhongshu.router.settings import RouterSettings

@@ -97,6 +97,15 @@ def up_command(
             help="Touch this file once every service is ready (removed again on exit).",
         ),
     ] = None,
+    local_model: Annotated[
+        Path | None,
+        typer.Option(
+            "--local-model",
+            metavar="PATH.gguf",
+            help="Also run llama.cpp's OpenAI-compatible server on this model and point the "
+            "agent at it (needs `uv sync --extra local-model`).",
+        ),
+    ] = None,
 ) -> None:
     """Run everything locally: nats-server, PostgreSQL and Redis from wheels (no Docker),
     provision the streams, then every installed service, restarted with backoff if it crashes.
@@ -117,6 +126,7 @@ def up_command(
                 log_format=log_format.value,
                 replicas=replicas,
                 ready_file=ready_file,
+                local_model=local_model,
             )
         )
 

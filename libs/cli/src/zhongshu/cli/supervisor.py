@@ -189,6 +189,10 @@ class ChildSpec:
     argv: Sequence[str]
     env: Mapping[str, str]
     health_port: int
+    ready_path: str = "/readyz"
+    """Polled on ``health_port`` until it answers 200."""
+    fixed_port: bool = False
+    """The port is in ``argv`` and others were told it (a model server): never move it."""
 
 
 @dataclass(eq=False)
@@ -304,7 +308,7 @@ class Supervisor:
 
     async def _spawn(self, child: _Child) -> asyncio.subprocess.Process:
         child.started_mono = time.monotonic()
-        if not _port_free(child.record.health_port):
+        if not child.spec.fixed_port and not _port_free(child.record.health_port):
             child.record.health_port = free_port()
         proc = await asyncio.create_subprocess_exec(
             *child.spec.argv,
@@ -344,7 +348,7 @@ class Supervisor:
 
     async def _await_ready(self, child: _Child, proc: asyncio.subprocess.Process) -> None:
         assert self._http is not None
-        url = f"{child.record.health_url}/readyz"
+        url = f"{child.record.health_url}{child.spec.ready_path}"
         while True:
             if proc.returncode is not None or self._stopping.is_set():
                 return

@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 from starlette.applications import Starlette
 
-from zhongshu.cli import config_cmd, frontdoor, runstate, services
+from zhongshu.cli import config_cmd, frontdoor, localmodel, runstate, services
 from zhongshu.cli.console import CliError, console, safe_url
 from zhongshu.cli.provision_cmd import outcomes_table, provision_url, refusal_message, summary
 from zhongshu.cli.runstate import RunState
@@ -40,6 +40,7 @@ class UpOptions:
     log_format: LogFormat = "pretty"
     replicas: int = 1
     ready_file: Path | None = None
+    local_model: Path | None = None
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -74,16 +75,26 @@ def _stack_description(stack: EmbeddedStack) -> str:
     return ", ".join(parts) if parts else "nothing (every dependency given by URL)"
 
 
-def _child_specs(names: list[str], stack: EmbeddedStack) -> list[ChildSpec]:
+def _child_specs(
+    names: list[str], stack: EmbeddedStack, local_model: Path | None = None
+) -> list[ChildSpec]:
     env = {**os.environ, **stack.env(), "PYTHONUNBUFFERED": "1"}
+    extra: list[ChildSpec] = []
+    if local_model is not None:
+        model_spec, pointers = localmodel.child_spec(local_model, env)
+        env = {**env, **pointers}
+        extra.append(model_spec)
     return [
-        ChildSpec(
-            name=name,
-            argv=[sys.executable, "-m", "zhongshu.cli", "run", name],
-            env=env,
-            health_port=free_port(),
-        )
-        for name in names
+        *extra,
+        *(
+            ChildSpec(
+                name=name,
+                argv=[sys.executable, "-m", "zhongshu.cli", "run", name],
+                env=env,
+                health_port=free_port(),
+            )
+            for name in names
+        ),
     ]
 
 
@@ -128,6 +139,8 @@ def run(options: UpOptions) -> None:
         )
     if options.ready_file is not None:
         options.ready_file.unlink(missing_ok=True)
+    if options.local_model is not None:
+        localmodel.check(options.local_model)
 
     stack = EmbeddedStack(data_dir)
     try:
@@ -175,13 +188,13 @@ def _start_and_supervise(
 
     port = http_port()
     front_socket = frontdoor.bind(port)
-    specs = _child_specs(names, stack)
+    specs = _child_specs(names, stack, options.local_model)
     upstreams = {spec.name: spec.health_port for spec in specs}
     state = RunState(
         supervisor_pid=os.getpid(),
         nats_url=stack.nats_url if stack.nats_server is not None else None,
     )
-    printer = LinePrinter(console, names, options.log_format)
+    printer = LinePrinter(console, [spec.name for spec in specs], options.log_format)
 
     def announce() -> None:
         console.print()

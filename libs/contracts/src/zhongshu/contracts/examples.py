@@ -35,6 +35,7 @@ from zhongshu.contracts.events import (
     TaskProgressed,
     TaskRequested,
     TaskStarted,
+    TaskToolCalled,
     WorkflowRef,
 )
 
@@ -199,6 +200,14 @@ _EXAMPLES: Final[dict[type[Event], Event]] = {
         chunk="Yesterday there were 4 alerts",
         step="summarize",
     ),
+    TaskToolCalled: TaskToolCalled(
+        task_id="0195b2a4c0e07e5a9d6f0c1b2a3d4e5f",
+        seq=2,
+        tool="task_status",
+        arguments='{"task_id": "0195b2a4"}',
+        result='{"status": "completed"}',
+        duration_ms=3,
+    ),
     TaskCompleted: TaskCompleted(
         task_id="0195b2a4c0e07e5a9d6f0c1b2a3d4e5f",
         result_text="Yesterday there were 4 alerts, all resolved.",
@@ -280,7 +289,7 @@ def example_subject(event: Event) -> str:
             return subjects.alert(event.level, event.source)
         case TaskRequested():
             return subjects.task_requested(event.tenant)
-        case TaskStarted() | TaskProgressed() | TaskCompleted() | TaskFailed():
+        case TaskStarted() | TaskProgressed() | TaskToolCalled() | TaskCompleted() | TaskFailed():
             return subjects.task_event(TENANT, event.task_id)
         case AuditRecorded():
             return subjects.audit(event.tenant, event.action)

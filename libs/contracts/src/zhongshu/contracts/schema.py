@@ -204,7 +204,7 @@ CHANNELS: Final[tuple[_Channel, ...]] = (
         "task.event.{tenant}.{taskId}",
         streams.TASKS,
         "One task's lifecycle in order: started, progressed..., completed or failed.",
-        ("TaskStarted", "TaskProgressed", "TaskCompleted", "TaskFailed"),
+        ("TaskStarted", "TaskProgressed", "TaskToolCalled", "TaskCompleted", "TaskFailed"),
         {"tenant": _TENANT, "taskId": {"description": "The task's id (sanitized)."}},
     ),
     _Channel(

@@ -281,7 +281,25 @@ DELIVERY_STATE_KV: Final = KeyValueSpec(
     max_bytes=5 * _GIB,
 )
 
-KV_BUCKETS: Final[tuple[KeyValueSpec, ...]] = (DEDUPE_KV, CONFIG_KV, LEASES_KV, DELIVERY_STATE_KV)
+ARCHIVE_KV: Final = KeyValueSpec(
+    bucket="archive",
+    description=(
+        "Per stream: the last sequence copied to the cold archive, and the chunk being written"
+    ),
+    # One small key per stream, rewritten twice per archived chunk. No TTL: losing a key would
+    # make the archiver start that stream over from the oldest message still on the bus.
+    # History 5 shows an operator the last few commits (`nats kv history archive <STREAM>`).
+    history=5,
+    max_bytes=16 * 1024**2,
+)
+
+KV_BUCKETS: Final[tuple[KeyValueSpec, ...]] = (
+    DEDUPE_KV,
+    CONFIG_KV,
+    LEASES_KV,
+    DELIVERY_STATE_KV,
+    ARCHIVE_KV,
+)
 
 TOTAL_RESERVED_BYTES: Final = sum(
     cap for cap in (*(s.max_bytes for s in STREAMS), *(b.max_bytes for b in KV_BUCKETS)) if cap > 0

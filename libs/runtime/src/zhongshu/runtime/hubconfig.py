@@ -127,9 +127,73 @@ class ModelConfig(_Model):
     qps: float = Field(default=10, gt=0)
     timeout_s: float = Field(default=30, gt=0)
     max_concurrent: int = Field(default=5, gt=0)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, gt=0)
 
 
 AppName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+ToolName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
+
+
+class InferenceCacheConfig(_Model):
+    """The exact-match inference cache (R20): same model, messages and parameters, same answer."""
+
+    enabled: bool = True
+    ttl_s: float = Field(default=24 * 3600, gt=0)
+    fresh_commands: tuple[str, ...] = ()
+    """Commands whose answers depend on fresh state: never answered from the cache."""
+    fresh_apps: tuple[str, ...] = ()
+    """Apps whose conversations are never answered from the cache."""
+
+
+class MemoryConfig(_Model):
+    """Multi-turn memory per conversation, in the hot tier."""
+
+    ttl_s: float = Field(default=7 * 24 * 3600, gt=0)
+    token_budget: int = Field(default=3000, gt=100)
+    """Older turns beyond this are summarized into one note."""
+
+
+class ChatTarget(_Model):
+    app: str
+    chat: str
+
+
+class McpServer(_Model):
+    """An MCP server whose tools the model may call: a local command (stdio) or a URL."""
+
+    command: str | None = None
+    args: tuple[str, ...] = ()
+    env: dict[str, SecretStr] = {}
+    url: str | None = None
+    """Streamable-HTTP endpoint of a remote MCP server."""
+    tools: tuple[str, ...] = ()
+    """Only these of its tools (empty = all)."""
+
+    @model_validator(mode="after")
+    def _command_or_url(self) -> McpServer:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("give exactly one of `command` (stdio) and `url` (streamable HTTP)")
+        return self
+
+
+class ToolsConfig(_Model):
+    enabled: tuple[ToolName, ...] = ("task_status", "list_tasks", "send_message", "fetch_url")
+    fetch_allow: tuple[str, ...] = ()
+    """URL prefixes `fetch_url` may read (empty = the tool is off)."""
+    chats: dict[ToolName, ChatTarget] = {}
+    """Named chats `send_message` may post to."""
+    mcp: dict[ToolName, McpServer] = {}
+    max_rounds: int = Field(default=4, gt=0, le=16)
+    """Tool-call rounds per answer before the model must answer in text."""
+
+
+class AgentConfig(_Model):
+    persona: str = "You are zhongshu, a helpful assistant for this team. Answer concisely."
+    """The system prompt of apps without their own `persona`."""
+    cache: InferenceCacheConfig = InferenceCacheConfig()
+    memory: MemoryConfig = MemoryConfig()
+    tools: ToolsConfig = ToolsConfig()
 
 
 class HubConfig(_Model):
@@ -137,6 +201,7 @@ class HubConfig(_Model):
     apps: dict[AppName, App] = {}
     alerts: dict[Literal["warning", "error", "critical"], tuple[AlertRoute, ...]] = {}
     model: ModelConfig = ModelConfig()
+    agent: AgentConfig = AgentConfig()
 
     @model_validator(mode="after")
     def _apps_name_known_tenants(self) -> HubConfig:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
@@ -44,6 +45,30 @@ def _parse_lenient(text: str, source: str) -> HubConfig:
             "; ".join(missing),
         )
     return config
+
+
+class ConfigSource(Protocol):
+    """What a service reads its configuration from: ``LiveConfig`` or, in tests,
+    ``StaticConfig``."""
+
+    @property
+    def current(self) -> HubConfig: ...
+
+    async def close(self) -> None: ...
+
+
+class StaticConfig:
+    """A fixed configuration (tests, and tools that run once)."""
+
+    def __init__(self, config: HubConfig) -> None:
+        self._config = config
+
+    @property
+    def current(self) -> HubConfig:
+        return self._config
+
+    async def close(self) -> None:
+        return None
 
 
 class LiveConfig:

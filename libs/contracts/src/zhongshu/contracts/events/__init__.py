@@ -45,6 +45,7 @@ from zhongshu.contracts.events.tasks import (
     TaskProgressed,
     TaskRequested,
     TaskStarted,
+    TaskToolCalled,
     WorkflowRef,
 )
 
@@ -62,6 +63,7 @@ ALL_EVENTS: Final[tuple[type[Event], ...]] = (
     TaskRequested,
     TaskStarted,
     TaskProgressed,
+    TaskToolCalled,
     TaskCompleted,
     TaskFailed,
     AuditRecorded,
@@ -123,5 +125,6 @@ __all__ = [
     "TaskProgressed",
     "TaskRequested",
     "TaskStarted",
+    "TaskToolCalled",
     "WorkflowRef",
 ]

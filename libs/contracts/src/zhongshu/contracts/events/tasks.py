@@ -72,6 +72,11 @@ class TaskStarted(Event, frozen=True, kw_only=True, omit_defaults=True):
     attempt: int = 1
     worker: str | None = None
     """The agent replica running it, for debugging."""
+    origin: TaskOrigin | None = None
+    requested_by: str = ""
+    title: str = ""
+    """What was asked (the prompt or command, shortened), so read models need no other event."""
+    conversation_id: str | None = None
 
 
 class TaskProgressed(Event, frozen=True, kw_only=True, omit_defaults=True):
@@ -89,6 +94,25 @@ class TaskProgressed(Event, frozen=True, kw_only=True, omit_defaults=True):
     message: str = ""
     step: str | None = None
     """The workflow step this belongs to, if any."""
+
+
+class TaskToolCalled(Event, frozen=True, kw_only=True, omit_defaults=True):
+    """The model called a tool while running a task, and what came back (the audit trail of
+    what the agent did on someone's behalf). `seq` shares the task's counter with
+    `TaskProgressed`."""
+
+    TYPE: ClassVar[str] = "zhongshu.task.task_tool_called.v1"
+
+    task_id: str
+    seq: int
+    tool: str
+    """The tool's name as the model saw it (MCP tools are `<server>__<tool>`)."""
+    arguments: str = ""
+    """The arguments as JSON text, as the model gave them."""
+    result: str = ""
+    """The result as the model saw it, shortened."""
+    ok: bool = True
+    duration_ms: int | None = None
 
 
 class TaskCompleted(Event, frozen=True, kw_only=True, omit_defaults=True):

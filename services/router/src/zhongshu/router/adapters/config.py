@@ -3,33 +3,11 @@ applies a pushed change (whitelists, group rules, limits) within about a second.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from nats.js.client import JetStreamContext
 
-from zhongshu.runtime.hubconfig import HubConfig
-from zhongshu.runtime.liveconfig import LiveConfig
+from zhongshu.runtime.liveconfig import ConfigSource, LiveConfig, StaticConfig
 
-
-class ConfigSource(Protocol):
-    @property
-    def current(self) -> HubConfig: ...
-
-    async def close(self) -> None: ...
-
-
-class StaticConfig:
-    """A fixed configuration (tests)."""
-
-    def __init__(self, config: HubConfig) -> None:
-        self._config = config
-
-    @property
-    def current(self) -> HubConfig:
-        return self._config
-
-    async def close(self) -> None:
-        return None
+__all__ = ["ConfigSource", "StaticConfig", "open_config"]
 
 
 async def open_config(js: JetStreamContext) -> ConfigSource:

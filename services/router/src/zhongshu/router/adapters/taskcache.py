@@ -1,4 +1,4 @@
-"""The hot task-status cache in Redis, written by the agent (see the README for the keys)."""
+"""The hot task-status cache in Redis, written by the agent (keys in ``contracts.hotcache``)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,9 @@ from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
+from zhongshu.contracts.hotcache import task_index_key, task_status_key
+
 log = logging.getLogger("zhongshu.router.taskcache")
-
-
-def status_key(tenant: str, task_id: str) -> str:
-    return f"zhongshu:task:{tenant}:{task_id}"
-
-
-def index_key(tenant: str) -> str:
-    return f"zhongshu:tasks:{tenant}"
 
 
 class TaskCache(Protocol):
@@ -44,16 +38,16 @@ class RedisTaskCache:
         self._redis = redis
 
     async def status(self, tenant: str, task_id: str) -> dict[str, Any] | None:
-        return _parse(task_id, await self._redis.get(status_key(tenant, task_id)))
+        return _parse(task_id, await self._redis.get(task_status_key(tenant, task_id)))
 
     async def recent(self, tenant: str, limit: int) -> list[dict[str, Any]]:
         """The newest tasks of the index whose status key still exists (statuses expire)."""
         ids = [
             i.decode() if isinstance(i, bytes) else str(i)
-            for i in await self._redis.zrevrange(index_key(tenant), 0, limit - 1)
+            for i in await self._redis.zrevrange(task_index_key(tenant), 0, limit - 1)
         ]
         if not ids:
             return []
-        values = await self._redis.mget([status_key(tenant, i) for i in ids])
+        values = await self._redis.mget([task_status_key(tenant, i) for i in ids])
         found = (_parse(i, v) for i, v in zip(ids, values, strict=True))
         return [s for s in found if s is not None]

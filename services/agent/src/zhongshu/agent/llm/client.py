@@ -1,0 +1,224 @@
+"""The agent's LLM client: one logical chat call made reliable across OpenAI-compatible
+providers, within one time budget.
+
+Providers are tried in priority order. A retryable failure (429, 5xx, timeout, connection,
+malformed answer) moves on to the next provider at once; when every provider failed in a round,
+the client backs off (full jitter, at least as long as the providers' ``Retry-After`` asks) and
+starts again from the first. A refusal that retrying cannot fix (400, 401, 403, 404, 422) takes
+that provider out of the call. Each attempt passes through the ``gate`` (the agent's cluster-wide
+QPS slot and per-replica concurrency), which is not held while backing off. Time spent waiting at
+the gate is not counted against ``timeout_s`` unless ``budget_includes_gate``: the budget bounds
+the upstream's time, the gate's wait is metered apart (``AttemptRecord.gate_wait_s``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random as _random
+from collections.abc import Awaitable, Callable, Sequence
+
+import httpx
+import msgspec
+
+from zhongshu.agent.llm.attempt import HttpAttempt
+from zhongshu.agent.llm.errors import LLMError, LLMGaveUp
+from zhongshu.agent.llm.retry import backoff_s
+from zhongshu.agent.llm.types import AttemptRecord, ChatRequest, ChatResult, Provider
+from zhongshu.agent.llm.wire import encode_request
+
+log = logging.getLogger("zhongshu.agent.llm")
+
+Gate = Callable[[], contextlib.AbstractAsyncContextManager[object]]
+OnText = Callable[[str], Awaitable[None]]
+OnAttempt = Callable[[AttemptRecord], None]
+
+# A replica runs a handful of calls at once (MAX_CONCURRENT); the pool leaves room for more and
+# keeps connections open between calls, so a call rarely pays for a TCP or TLS handshake.
+POOL_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=32, keepalive_expiry=60)
+MAX_MIN_ATTEMPT_S = 1.0
+READY_SLACK_S = 0.001  # a provider whose Retry-After ends within this is ready
+
+
+class LLMClient:
+    def __init__(
+        self,
+        providers: Sequence[Provider],
+        *,
+        timeout_s: float = 30.0,
+        gate: Gate | None = None,
+        http: httpx.AsyncClient | None = None,
+        random: Callable[[], float] = _random.random,
+        on_attempt: OnAttempt | None = None,
+        min_attempt_s: float | None = None,
+        budget_includes_gate: bool = False,
+    ) -> None:
+        """``min_attempt_s``: an attempt is not started with less time left than this (default
+        a tenth of the budget, at most 1 s): it could not finish, and the call would report a
+        timeout instead of the error that actually stopped it."""
+        if not providers:
+            raise ValueError("LLMClient needs at least one provider")
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+        self.providers = tuple(providers)
+        self.timeout_s = timeout_s
+        self._gate = gate
+        self._owns_http = http is None
+        self._http = http or httpx.AsyncClient(limits=POOL_LIMITS, timeout=timeout_s)
+        self._random = random
+        self._on_attempt = on_attempt
+        self.min_attempt_s = (
+            min(MAX_MIN_ATTEMPT_S, timeout_s / 10) if min_attempt_s is None else min_attempt_s
+        )
+        self._budget_includes_gate = budget_includes_gate
+
+    async def complete(self, request: ChatRequest, *, on_text: OnText | None = None) -> ChatResult:
+        """The answer, or LLMGaveUp. ``on_text`` is awaited with the whole text so far after each
+        streamed content delta; after a failed attempt the next one starts again from empty."""
+        return await _Call(self, request, on_text).run()
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def _attempt(
+        self,
+        call: _Call,
+        index: int,
+        waited_s: float,
+    ) -> ChatResult:
+        """One attempt on provider ``index`` through the gate; raises LLMError."""
+        loop = asyncio.get_running_loop()
+        provider = self.providers[index]
+        asked = loop.time()
+        async with contextlib.AsyncExitStack() as held:
+            if self._gate is not None:
+                await self._enter_gate(held, call, provider)
+            admitted = loop.time()
+            if not self._budget_includes_gate:
+                call.deadline += admitted - asked
+            call.attempts += 1
+            attempt = HttpAttempt(
+                self._http,
+                provider,
+                call.body_for(index),
+                stream=call.request.stream,
+                on_text=call.on_text,
+            )
+            code, hint = "ok", None
+            try:
+                return await attempt.run(call.deadline - admitted)
+            except LLMError as error:
+                code, hint = error.code, error.retry_after_s
+                raise
+            finally:
+                self._record(
+                    AttemptRecord(
+                        provider=provider.name,
+                        model=provider.model,
+                        attempt=call.attempts,
+                        code=code,
+                        status=attempt.status,
+                        duration_s=loop.time() - admitted,
+                        gate_wait_s=admitted - asked,
+                        waited_s=waited_s,
+                        retry_after_s=hint,
+                        first_chunk_s=attempt.first_chunk_s,
+                    )
+                )
+        raise AssertionError("unreachable")  # pragma: no cover  (mypy: AsyncExitStack may swallow)
+
+    async def _enter_gate(
+        self, held: contextlib.AsyncExitStack, call: _Call, provider: Provider
+    ) -> None:
+        assert self._gate is not None
+        if not self._budget_includes_gate:
+            await held.enter_async_context(self._gate())
+            return
+        try:
+            async with asyncio.timeout_at(call.deadline):
+                await held.enter_async_context(self._gate())
+        except TimeoutError:
+            raise LLMError(
+                "timeout",
+                "the budget ran out waiting for a call slot",
+                retryable=True,
+                provider=provider.name,
+            ) from None
+
+    def _record(self, record: AttemptRecord) -> None:
+        if record.code != "ok":
+            log.info(
+                "LLM attempt %d on %s failed: %s", record.attempt, record.provider, record.code
+            )
+        if self._on_attempt is None:
+            return
+        try:
+            self._on_attempt(record)
+        except Exception:  # metering must never fail a call
+            log.exception("on_attempt callback failed")
+
+
+class _Call:
+    """The state of one ``complete()``: the deadline, which providers are out or asked us to
+    wait, the errors so far."""
+
+    def __init__(self, client: LLMClient, request: ChatRequest, on_text: OnText | None) -> None:
+        self.client, self.request, self.on_text = client, request, on_text
+        self.loop = asyncio.get_running_loop()
+        self.started = self.loop.time()
+        self.deadline = self.started + client.timeout_s
+        self.attempts = 0
+        self.errors: list[LLMError] = []
+        self._bodies: dict[int, bytes] = {}
+        count = len(client.providers)
+        self._refused = [False] * count
+        self._not_before = [0.0] * count
+
+    def body_for(self, index: int) -> bytes:
+        if index not in self._bodies:  # encoded once per provider (the model name differs)
+            self._bodies[index] = encode_request(self.request, self.client.providers[index].model)
+        return self._bodies[index]
+
+    async def run(self) -> ChatResult:
+        round_no, waited = 0, 0.0
+        while True:
+            for index, provider in enumerate(self.client.providers):
+                if self._refused[index] or self._not_before[index] > self._now() + READY_SLACK_S:
+                    continue
+                if self.errors and self._left() < self.client.min_attempt_s:
+                    raise self._gave_up()
+                try:
+                    result = await self.client._attempt(self, index, waited)
+                except LLMError as error:
+                    self._failed(index, error)
+                    waited = 0.0
+                    continue
+                return msgspec.structs.replace(
+                    result, provider=provider.name, model=provider.model, attempts=self.attempts
+                )
+            live = [i for i, refused in enumerate(self._refused) if not refused]
+            if not live:
+                raise self._gave_up()
+            hinted = min(self._not_before[i] for i in live) - self._now()
+            waited = max(backoff_s(round_no, self.client._random), hinted)
+            if waited + self.client.min_attempt_s > self._left():
+                raise self._gave_up()  # never sleep past the budget
+            await asyncio.sleep(waited)
+            round_no += 1
+
+    def _failed(self, index: int, error: LLMError) -> None:
+        self.errors.append(error)
+        if not error.retryable:
+            self._refused[index] = True
+        elif error.retry_after_s:
+            self._not_before[index] = self._now() + error.retry_after_s
+
+    def _gave_up(self) -> LLMGaveUp:
+        return LLMGaveUp(self.errors, attempts=self.attempts, elapsed_s=self._now() - self.started)
+
+    def _now(self) -> float:
+        return self.loop.time()
+
+    def _left(self) -> float:
+        return self.deadline - self._now()

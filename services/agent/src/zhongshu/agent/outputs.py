@@ -1,0 +1,235 @@
+"""What one run publishes: the task's lifecycle (events and hot status) and its replies.
+
+Every id is derived from the input's id, so a run repeated after a crash or redelivery
+publishes the same ids (dropped by JetStream within its window, and by the notifier's ledger
+after it); only the streamed chunks of a repeated run differ, and they are cosmetic."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from zhongshu.agent import domain
+from zhongshu.agent.adapters.taskstatus import TaskStatusStore
+from zhongshu.contracts import envelope as wire
+from zhongshu.contracts import subjects
+from zhongshu.contracts.events import (
+    Event,
+    Platform,
+    ReplyGenerated,
+    ReplyHandle,
+    TaskCompleted,
+    TaskFailed,
+    TaskOrigin,
+    TaskProgressed,
+    TaskStarted,
+    TaskToolCalled,
+)
+from zhongshu.contracts.hotcache import TaskState, TaskStatus
+from zhongshu.contracts.ids import derive_msg_id
+from zhongshu.runtime import Delivery
+
+SOURCE = "zhongshu/agent"
+
+
+class Outbox:
+    """Publishes through the delivery (so the input is acked only after every PubAck), in the
+    input's tenant, conversation and correlation."""
+
+    def __init__(
+        self,
+        delivery: Delivery,
+        *,
+        tenant: str,
+        conversation_id: str | None,
+        correlation_id: str,
+    ) -> None:
+        self.delivery = delivery
+        self.tenant = tenant
+        self.conversation_id = conversation_id
+        self.correlation_id = correlation_id
+
+    async def publish(self, subject: str, event: Event, msg_id: str) -> None:
+        out = wire.make_envelope(
+            event,
+            id=msg_id,
+            source=SOURCE,
+            tenant=self.tenant,
+            conversation_id=self.conversation_id,
+            correlation_id=self.correlation_id,
+        )
+        await self.delivery.publish_envelope(subject, out)
+
+    async def reply(self, reply: ReplyGenerated, msg_id: str | None = None) -> None:
+        subject = subjects.chat_reply(reply.platform, reply.tenant)
+        await self.publish(subject, reply, msg_id or derive_msg_id(reply.reply_id, "final"))
+
+
+@dataclass(frozen=True)
+class ChatTarget:
+    """Where an answer goes: a chat, answered in place when there is a reply handle."""
+
+    platform: Platform
+    app: str
+    tenant: str
+    chat_id: str
+    reply_handle: ReplyHandle | None = None
+    in_reply_to: str | None = None
+
+    def reply(self, reply_id: str, text: str, **fields: Any) -> ReplyGenerated:
+        return ReplyGenerated(
+            reply_id=reply_id,
+            platform=self.platform,
+            app=self.app,
+            tenant=self.tenant,
+            chat_id=self.chat_id,
+            in_reply_to=self.in_reply_to,
+            reply_handle=self.reply_handle,
+            text=text,
+            **fields,
+        )
+
+
+class ReplyStream:
+    """One streamed answer: chunks at most every ``interval_s`` (each holds the whole text so
+    far), then the final text, which is always published."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        target: ChatTarget,
+        reply_id: str,
+        *,
+        attempt: int,
+        interval_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._outbox = outbox
+        self._target = target
+        self.reply_id = reply_id
+        self._attempt = attempt
+        self._interval_s = interval_s
+        self._clock = clock
+        self._chunks = 0
+        self._last_at = float("-inf")
+        self.published_text = ""
+
+    async def text(self, text: str) -> bool:
+        """Publish ``text`` if the last chunk is old enough; True when it was published."""
+        now = self._clock()
+        if not text or text == self.published_text or now - self._last_at < self._interval_s:
+            return False
+        self._chunks += 1
+        index = domain.chunk_index(self._attempt, self._chunks)
+        await self._publish(text, index, final=False)
+        self._last_at = now
+        self.published_text = text
+        return True
+
+    async def final(self, text: str) -> None:
+        await self._publish(text, domain.FINAL_CHUNK_INDEX, final=True)
+        self.published_text = text
+
+    async def _publish(self, text: str, index: int, *, final: bool) -> None:
+        reply = self._target.reply(
+            self.reply_id, text, chunk_index=index, final=final, stream_id=self.reply_id
+        )
+        await self._outbox.reply(reply, domain.reply_msg_id(self.reply_id, index))
+
+
+class TaskLog:
+    """A task's lifecycle events on ``task.event.<tenant>.<task_id>`` and its hot status."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        statuses: TaskStatusStore,
+        *,
+        task_id: str,
+        attempt: int,
+        title: str,
+        origin: TaskOrigin,
+        requested_by: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._outbox = outbox
+        self._statuses = statuses
+        self.task_id = task_id
+        self._attempt = attempt
+        self._title = title
+        self._origin = origin
+        self._requested_by = requested_by
+        self._clock = clock
+        self._seq = 0
+        self._subject = subjects.task_event(outbox.tenant, task_id)
+        self.started_at = clock()
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return domain.chunk_index(self._attempt, self._seq)
+
+    async def _status(self, state: TaskState, **fields: Any) -> None:
+        status = TaskStatus(
+            task_id=self.task_id,
+            status=state,
+            title=self._title,
+            origin=self._origin,
+            requested_by=self._requested_by,
+            updated_at=self._clock(),
+            **fields,
+        )
+        await self._statuses.put(self._outbox.tenant, status)
+
+    async def started(self, worker: str) -> None:
+        await self._status("running")
+        event = TaskStarted(
+            task_id=self.task_id,
+            attempt=self._attempt,
+            worker=worker,
+            origin=self._origin,
+            requested_by=self._requested_by,
+            title=self._title,
+            conversation_id=self._outbox.conversation_id,
+        )
+        await self._publish(event, f"started.{self._attempt}")
+
+    async def progressed(self, chunk: str, message: str = "") -> None:
+        seq = self._next_seq()
+        await self._publish(
+            TaskProgressed(task_id=self.task_id, seq=seq, chunk=chunk, message=message),
+            f"progress.{seq}",
+        )
+
+    async def tool_called(
+        self, tool: str, arguments: str, result: str, ok: bool, duration_ms: int
+    ) -> None:
+        seq = self._next_seq()
+        event = TaskToolCalled(
+            task_id=self.task_id,
+            seq=seq,
+            tool=tool,
+            arguments=arguments,
+            result=domain.shorten(result, domain.RESULT_EXCERPT_LENGTH),
+            ok=ok,
+            duration_ms=duration_ms,
+        )
+        await self._publish(event, f"tool.{seq}")
+
+    async def completed(self, text: str) -> None:
+        duration_ms = round((self._clock() - self.started_at) * 1000)
+        excerpt = domain.shorten(text, domain.RESULT_EXCERPT_LENGTH)
+        await self._status("completed", result_text=excerpt)
+        event = TaskCompleted(task_id=self.task_id, result_text=text, duration_ms=duration_ms)
+        await self._publish(event, "completed")
+
+    async def failed(self, reason: str, code: str, *, retryable: bool) -> None:
+        await self._status("failed", detail=reason)
+        event = TaskFailed(
+            task_id=self.task_id, reason=reason, error_code=code, retryable=retryable
+        )
+        await self._publish(event, "failed")
+
+    async def _publish(self, event: Event, stage: str) -> None:
+        await self._outbox.publish(self._subject, event, derive_msg_id(self.task_id, stage))

@@ -1,0 +1,328 @@
+"""The agent's work for one input: a chat command or a task request becomes a task with a
+lifecycle, an answer from the model (cached, streamed, with tools and memory), and replies.
+
+A user always hears back: the answer, or a clear failure (no model configured, the model gave
+up within its budget). Anything else that fails (Redis, the bus) raises, so the runtime retries
+the input with backoff and, in the end, dead-letters it with an alert."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import httpx
+
+from zhongshu.agent import domain
+from zhongshu.agent.adapters.memory import ConversationMemory, Turn
+from zhongshu.agent.adapters.taskstatus import TaskStatusStore
+from zhongshu.agent.inference import Answer, Inference, NoModelConfigured
+from zhongshu.agent.llm.errors import LLMGaveUp
+from zhongshu.agent.llm.types import ChatMessage
+from zhongshu.agent.metrics import TASKS
+from zhongshu.agent.models import Models, effective_setup
+from zhongshu.agent.outputs import ChatTarget, Outbox, ReplyStream, TaskLog
+from zhongshu.agent.settings import AgentSettings
+from zhongshu.agent.tools.builtin import builtin_tools
+from zhongshu.agent.tools.registry import Tool, ToolContext, ToolRegistry
+from zhongshu.contracts import headers
+from zhongshu.contracts.envelope import Envelope
+from zhongshu.contracts.events import (
+    CommandRequested,
+    MessageReceived,
+    ReplyGenerated,
+    TaskRequested,
+)
+from zhongshu.contracts.ids import derive_msg_id, schedule_fire_id
+from zhongshu.runtime import Delivery
+from zhongshu.runtime.hubconfig import HubConfig
+from zhongshu.runtime.liveconfig import ConfigSource
+
+log = logging.getLogger("zhongshu.agent")
+
+
+def configured_secrets(config: HubConfig, settings: AgentSettings) -> list[str]:
+    """Every secret value the hub knows, so none reaches a prompt (see ``domain.redact``)."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if hasattr(value, "get_secret_value"):
+            found.append(value.get_secret_value())
+        elif hasattr(value, "__pydantic_fields__"):
+            for name in type(value).__pydantic_fields__:
+                walk(getattr(value, name))
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, tuple | list):
+            for item in value:
+                walk(item)
+
+    walk(config)
+    walk(settings)
+    return found
+
+
+class Agent:
+    def __init__(
+        self,
+        *,
+        settings: AgentSettings,
+        config: ConfigSource,
+        models: Models,
+        inference: Inference,
+        memory: ConversationMemory,
+        statuses: TaskStatusStore,
+        http: httpx.AsyncClient,
+        extra_tools: Iterable[Tool] = (),
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.models = models
+        self.inference = inference
+        self.memory = memory
+        self.statuses = statuses
+        self.http = http
+        self.extra_tools = list(extra_tools)
+
+    # ------------------------------------------------------------------ inputs
+
+    async def on_command(self, env: Envelope[CommandRequested], delivery: Delivery) -> None:
+        command = env.data
+        origin = command.origin
+        plan = domain.plan_command(command, env.id)
+        target = ChatTarget(
+            platform=origin.platform,
+            app=origin.app,
+            tenant=origin.tenant,
+            chat_id=origin.chat_id,
+            reply_handle=origin.reply_handle,
+            in_reply_to=env.correlation_id or env.id,
+        )
+        outbox = Outbox(
+            delivery,
+            tenant=origin.tenant,
+            conversation_id=env.conversation_id,
+            correlation_id=env.correlation_id or env.id,
+        )
+        conversation = env.conversation_id or f"{origin.app}:{origin.chat_id}"
+        reply_id = derive_msg_id(env.id, domain.STAGE_REPLY)
+        if plan.mode == "reset":
+            await self.memory.reset(origin.tenant, conversation)
+        if plan.mode in ("reset", "notice"):
+            await outbox.reply(target.reply(reply_id, plan.notice))
+            return
+        user = (origin.sender if isinstance(origin, MessageReceived) else origin.user).id
+        task = TaskLog(
+            outbox,
+            self.statuses,
+            task_id=plan.task_id,
+            attempt=delivery.num_delivered,
+            title=plan.title,
+            origin="chat",
+            requested_by=user,
+        )
+        stream = ReplyStream(
+            outbox,
+            target,
+            reply_id,
+            attempt=delivery.num_delivered,
+            interval_s=self.settings.agent_stream_interval_s,
+        )
+        async with delivery.keepalive():
+            await self._run(
+                plan,
+                task,
+                outbox,
+                app=origin.app,
+                user=user,
+                conversation=conversation if plan.mode == "converse" else None,
+                turn_id=env.id,
+                stream=stream,
+            )
+
+    async def on_task(self, env: Envelope[TaskRequested], delivery: Delivery) -> None:
+        request = env.data
+        task_id = request.task_id
+        fired = delivery.headers.get(headers.SCHEDULE_NEXT)
+        if fired:  # every firing of a schedule carries the same body: name each one apart
+            task_id = schedule_fire_id(task_id, fired)
+        plan = domain.plan_task(request, task_id)
+        outbox = Outbox(
+            delivery,
+            tenant=request.tenant,
+            conversation_id=env.conversation_id,
+            correlation_id=env.correlation_id or env.id,
+        )
+        task = TaskLog(
+            outbox,
+            self.statuses,
+            task_id=task_id,
+            attempt=delivery.num_delivered,
+            title=plan.title,
+            origin=request.origin,
+            requested_by=request.requested_by,
+        )
+        async with delivery.keepalive():
+            text = await self._run(plan, task, outbox, app=None, user=request.requested_by)
+        if text is None:
+            return
+        config = self.config.current
+        for app_name, chat_id in plan.deliver_to_chats:
+            app = config.app(app_name)
+            if app is None or app.tenant != request.tenant:
+                log.warning("task %s: no app %r in its tenant; not delivered", task_id, app_name)
+                continue
+            target = ChatTarget(
+                platform=app.platform, app=app_name, tenant=request.tenant, chat_id=chat_id
+            )
+            reply_id = derive_msg_id(task_id, f"deliver.{app_name}.{chat_id}")
+            await outbox.reply(target.reply(reply_id, text))
+
+    # ------------------------------------------------------------------ the run
+
+    async def _run(
+        self,
+        plan: domain.Plan,
+        task: TaskLog,
+        outbox: Outbox,
+        *,
+        app: str | None,
+        user: str,
+        conversation: str | None = None,
+        turn_id: str = "",
+        stream: ReplyStream | None = None,
+    ) -> str | None:
+        """Run the task; returns the text the users should see (answer or failure notice), or
+        None when there is nothing to deliver."""
+        await task.started(self.settings.agent_worker)
+        if plan.mode == "notice":  # e.g. a workflow task, which needs the task engine
+            await task.failed(plan.notice, "unsupported", retryable=False)
+            TASKS.labels("unsupported").inc()
+            return None
+        config = self.config.current
+        self.models.refresh(effective_setup(config, self.settings))
+        messages = await self._messages(config, plan, app, conversation)
+        progress = _Progress(task, stream)
+        context = ToolContext(
+            tenant=outbox.tenant,
+            task_id=task.task_id,
+            user=user,
+            app=app,
+            publish_reply=self._tool_reply(outbox),
+        )
+        try:
+            answer = await self.inference.answer(
+                self.models.client,
+                self.models.setup,
+                messages,
+                tools=self._tools(config),
+                tool_context=context,
+                max_rounds=config.agent.tools.max_rounds,
+                cacheable=self._cacheable(config, plan, app),
+                on_text=progress.on_text,
+                on_tool=task.tool_called,
+            )
+        except NoModelConfigured:
+            return await self._fail(task, stream, domain.NO_MODEL_TEXT, "no_model", "no_model")
+        except LLMGaveUp as exc:
+            log.warning("task %s: the model gave up: %s", task.task_id, exc)
+            reason = domain.describe_failure(exc.code)
+            return await self._fail(task, stream, domain.failure_text(reason), reason, exc.code)
+        await progress.flush(answer)
+        await task.completed(answer.text)
+        if stream is not None:
+            await stream.final(answer.text)
+        TASKS.labels("cached" if answer.cached else "completed").inc()
+        if conversation is not None:
+            await self._remember(outbox.tenant, conversation, turn_id, plan.prompt, answer.text)
+        return answer.text
+
+    async def _fail(
+        self, task: TaskLog, stream: ReplyStream | None, text: str, reason: str, code: str
+    ) -> str:
+        await task.failed(reason, code, retryable=code != "no_model")
+        if stream is not None:
+            await stream.final(text)
+        TASKS.labels("failed").inc()
+        return text
+
+    async def _messages(
+        self, config: HubConfig, plan: domain.Plan, app: str | None, conversation: str | None
+    ) -> tuple[ChatMessage, ...]:
+        app_config = config.app(app) if app else None
+        persona = (app_config.persona if app_config else "") or config.agent.persona
+        system = domain.system_prompt(persona, configured_secrets(config, self.settings))
+        if conversation is None:
+            return domain.build_messages(system, plan.prompt)
+        tenant = app_config.tenant if app_config else ""
+        remembered = await self.memory.load(tenant, conversation)
+        history = [(turn.role, turn.content) for turn in remembered.turns]
+        return domain.build_messages(
+            system, plan.prompt, summary=remembered.summary, history=history
+        )
+
+    async def _remember(
+        self, tenant: str, conversation: str, turn_id: str, prompt: str, answer: str
+    ) -> None:
+        now = time.time()
+        await self.memory.append(
+            tenant,
+            conversation,
+            Turn(id=f"{turn_id}:user", role="user", content=prompt, at=now),
+            Turn(id=f"{turn_id}:assistant", role="assistant", content=answer, at=now),
+        )
+
+        async def summarize(summary: str, turns: tuple[Turn, ...]) -> str:
+            messages = domain.summarize_messages(summary, ((t.role, t.content) for t in turns))
+            return await self.inference.summarize(self.models.client, messages)
+
+        try:
+            await self.memory.compact(tenant, conversation, summarize)
+        except (LLMGaveUp, NoModelConfigured) as exc:
+            # The turns stay; compaction is tried again after the next answer.
+            log.info("conversation %s not compacted: %s", conversation, exc)
+
+    def _tools(self, config: HubConfig) -> ToolRegistry:
+        builtins = builtin_tools(
+            config, self.statuses, self.http, max_bytes=self.settings.agent_fetch_max_bytes
+        )
+        return ToolRegistry([*builtins, *self.extra_tools])
+
+    @staticmethod
+    def _cacheable(config: HubConfig, plan: domain.Plan, app: str | None) -> bool:
+        cache = config.agent.cache
+        return (
+            cache.enabled
+            and plan.command not in cache.fresh_commands
+            and (app is None or app not in cache.fresh_apps)
+        )
+
+    @staticmethod
+    def _tool_reply(outbox: Outbox) -> Callable[[ReplyGenerated], Awaitable[None]]:
+        async def publish(reply: ReplyGenerated) -> None:
+            await outbox.reply(reply)
+
+        return publish
+
+
+class _Progress:
+    """Streams the growing text: throttled reply chunks, each also a ``TaskProgressed``."""
+
+    def __init__(self, task: TaskLog, stream: ReplyStream | None) -> None:
+        self._task = task
+        self._stream = stream
+        self._reported = ""
+
+    async def on_text(self, text: str) -> None:
+        if self._stream is None or not await self._stream.text(text):
+            return
+        await self._task.progressed(domain.new_text(self._reported, text))
+        self._reported = text
+
+    async def flush(self, answer: Answer) -> None:
+        """The rest of the text as a last progress event (the final reply follows)."""
+        if answer.text != self._reported:
+            await self._task.progressed(domain.new_text(self._reported, answer.text))
+            self._reported = answer.text

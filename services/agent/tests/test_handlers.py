@@ -1,0 +1,370 @@
+"""The agent on a real JetStream, a real Redis and the fake OpenAI-compatible LLM: every command
+becomes a task with its events, one final reply (streamed before it), and a clear failure when
+the model cannot answer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import pytest_asyncio
+from nats.js.client import JetStreamContext
+from redis.asyncio import Redis
+
+from tests.fakes.llm import FakeLLM
+from zhongshu.agent import domain
+from zhongshu.agent.handlers import build_service
+from zhongshu.agent.settings import AgentSettings
+from zhongshu.contracts import envelope as wire
+from zhongshu.contracts import headers as H
+from zhongshu.contracts import streams, subjects
+from zhongshu.contracts.envelope import Envelope
+from zhongshu.contracts.events import (
+    CommandRequested,
+    DeliveryTarget,
+    MessageReceived,
+    ReplyGenerated,
+    TaskCompleted,
+    TaskFailed,
+    TaskProgressed,
+    TaskRequested,
+    TaskStarted,
+    TaskToolCalled,
+)
+from zhongshu.contracts.examples import example
+from zhongshu.contracts.hotcache import task_status_key
+from zhongshu.runtime.hubconfig import parse_config
+from zhongshu.runtime.liveconfig import StaticConfig
+from zhongshu.runtime.service import Service
+from zhongshu.runtime.testing import collect
+
+PLATFORM = "feishu"
+SHOUT_SERVER = Path(__file__).with_name("mcp_shout_server.py")
+
+
+class Hub:
+    """One test's tenant, app and fake model, and agent replicas for them."""
+
+    def __init__(self, js: JetStreamContext, nats_url: str, redis_url: str, llm: FakeLLM):
+        self.js, self.nats_url, self.redis_url, self.llm = js, nats_url, redis_url, llm
+        self.tenant = "t" + uuid.uuid4().hex[:10]
+        self.app = "app-" + self.tenant
+        self.chat = "oc_" + self.tenant
+        self.services: list[Service] = []
+
+    def yaml(self, *, model: str | None = None, agent: str = "", persona: str = "") -> str:
+        if model is None:
+            model = (
+                f"model:\n  providers: [{{name: fake, endpoint: '{self.llm.url}', "
+                "model: fake-model}]\n  qps: 200\n  timeout_s: 10\n"
+            )
+        return (
+            f"apps:\n  {self.app}:\n    tenant: {self.tenant}\n    platform: feishu\n"
+            f"    feishu: {{app_id: cli_x, app_secret: '${{APP_SECRET}}'}}\n"
+            + (f"    persona: '{persona}'\n" if persona else "")
+            + model
+            + agent
+        )
+
+    async def start(self, **yaml: Any) -> Service:
+        config = parse_config(self.yaml(**yaml), environ={"APP_SECRET": "app-secret-value"})
+        service = build_service(config=StaticConfig(config))
+        await service.start(
+            AgentSettings(
+                nats_url=self.nats_url,
+                redis_url=self.redis_url,
+                ack_wait_s=5,
+                agent_stream_interval_s=0.05,
+            )
+        )
+        self.services.append(service)
+        return service
+
+    async def stop_all(self) -> None:
+        for service in self.services:
+            await service.stop()
+        self.services.clear()
+
+    def command(self, name: str, text: str, *, user: str = "ou_alice") -> CommandRequested:
+        base = example(MessageReceived)
+        message = msgspec.structs.replace(
+            base,
+            app=self.app,
+            tenant=self.tenant,
+            chat_id=self.chat,
+            sender=msgspec.structs.replace(base.sender, id=user, open_id=user),
+            text=text,
+        )
+        return CommandRequested(command=name, text=text, message=message)
+
+    async def send(self, command: CommandRequested, *, event_id: str | None = None) -> str:
+        env = wire.make_envelope(
+            command,
+            id=event_id or uuid.uuid4().hex,
+            source="test",
+            tenant=self.tenant,
+            conversation_id=f"{self.app}:{self.chat}",
+        )
+        await self.js.publish(
+            subjects.chat_command(PLATFORM, self.tenant),
+            wire.encode(env),
+            headers={H.MSG_ID: uuid.uuid4().hex},  # a fresh publish id: a true redelivery
+        )
+        return env.id
+
+    async def finals(self, count: int, within_s: float = 20) -> list[ReplyGenerated]:
+        """Waits for ``count`` final replies in this tenant."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        while True:
+            found = [r for r in await self.replies() if r.final]
+            if len(found) >= count or loop.time() > deadline:
+                return found
+            await asyncio.sleep(0.1)
+
+    async def replies(self) -> list[ReplyGenerated]:
+        msgs = await collect(self.js, subjects.chat_reply(PLATFORM, self.tenant), within_s=0.3)
+        decoder = wire.decoder(ReplyGenerated)
+        return [decoder.decode(m.data).data for m in msgs]
+
+    async def task_events(self) -> list[Envelope[Any]]:
+        msgs = await collect(self.js, subjects.task_events_for(self.tenant), within_s=0.5)
+        return [wire.decode_any(m.data) for m in msgs]
+
+
+@pytest_asyncio.fixture
+async def llm() -> AsyncIterator[FakeLLM]:
+    async with FakeLLM() as fake:
+        yield fake
+
+
+@pytest_asyncio.fixture
+async def hub(
+    js: JetStreamContext, provisioned_nats_url: str, redis_url: str, llm: FakeLLM
+) -> AsyncIterator[Hub]:
+    hub = Hub(js, provisioned_nats_url, redis_url, llm)
+    yield hub
+    await hub.stop_all()
+
+
+def types_of(events: list[Envelope[Any]]) -> list[type[Any]]:
+    return [type(e.data) for e in events]
+
+
+async def test_a_command_streams_its_answer_into_one_final_reply_and_completes_the_task(
+    hub: Hub, redis_url: str
+) -> None:
+    hub.llm.chunk_delay_s = 0.08
+    await hub.start()
+    command_id = await hub.send(hub.command("task", "tell me about the weather in Hangzhou today"))
+    finals = await hub.finals(1)
+    assert [f.text for f in finals] == ["Answer: tell me about the weather in Hangzhou today"]
+    replies = await hub.replies()
+    chunks = [r for r in replies if not r.final]
+    assert chunks, "the answer was streamed before the final reply"
+    assert all(r.stream_id == finals[0].reply_id for r in replies)
+    assert finals[0].chunk_index == domain.FINAL_CHUNK_INDEX
+    assert finals[0].reply_handle is not None  # answered in place
+    events = await hub.task_events()
+    kinds = types_of(events)
+    assert kinds[0] is TaskStarted and kinds[-1] is TaskCompleted
+    assert TaskProgressed in kinds
+    streamed = "".join(e.data.chunk for e in events if isinstance(e.data, TaskProgressed))
+    assert streamed == finals[0].text
+    started = events[0].data
+    assert started.origin == "chat" and started.requested_by == "ou_alice"
+    task_id = domain.plan_command(hub.command("task", "x"), command_id).task_id
+    assert started.task_id == task_id
+    redis = Redis.from_url(redis_url)
+    status = json.loads(await redis.get(task_status_key(hub.tenant, task_id)))
+    assert status["status"] == "completed"
+    assert 0 < await redis.ttl(task_status_key(hub.tenant, task_id)) <= 7 * 24 * 3600
+    await redis.aclose()
+
+
+async def test_the_same_question_twice_is_answered_from_the_cache(hub: Hub) -> None:
+    await hub.start()
+    await hub.send(hub.command("task", "what is the capital of Zhejiang?"))
+    await hub.finals(1)
+    await hub.send(hub.command("task", "what is the capital of Zhejiang?", user="ou_bob"))
+    finals = await hub.finals(2)
+    assert [f.text for f in finals] == ["Answer: what is the capital of Zhejiang?"] * 2
+    assert len(hub.llm.calls) == 1
+
+
+async def test_a_redelivered_command_yields_one_final_reply(hub: Hub) -> None:
+    await hub.start()
+    command = hub.command("task", "run the report")
+    await hub.send(command, event_id="cmd-same")
+    await hub.finals(1)
+    await hub.send(command, event_id="cmd-same")  # the same command, delivered again
+    await asyncio.sleep(1.0)
+    finals = await hub.finals(1)
+    assert len(finals) == 1
+
+
+async def test_rate_limited_three_times_the_answer_still_arrives(hub: Hub) -> None:
+    hub.llm.fail_next(3, status=429, retry_after_s=0.2)
+    await hub.start()
+    await hub.send(hub.command("task", "are you busy?"))
+    finals = await hub.finals(1)
+    assert [f.text for f in finals] == ["Answer: are you busy?"]
+    assert hub.llm.outcomes() == ["http_429"] * 3 + ["ok"]
+
+
+async def test_a_model_failing_past_the_budget_gets_a_clear_reply_and_a_failed_task(
+    hub: Hub,
+) -> None:
+    hub.llm.fail_for(60, status=500)
+    model = (
+        f"model:\n  providers: [{{name: fake, endpoint: '{hub.llm.url}', model: m}}]\n"
+        "  timeout_s: 2\n"
+    )
+    await hub.start(model=model)
+    await hub.send(hub.command("task", "hello?"))
+    finals = await hub.finals(1)
+    assert len(finals) == 1
+    assert finals[0].text.startswith("Sorry") and "failing" in finals[0].text
+    failed = [e.data for e in await hub.task_events() if isinstance(e.data, TaskFailed)]
+    assert [f.error_code for f in failed] == ["http_500"]
+
+
+async def test_without_a_model_the_user_learns_which_setting_to_give(hub: Hub) -> None:
+    await hub.start(model="")
+    await hub.send(hub.command("chat", "hello"))
+    finals = await hub.finals(1)
+    assert finals[0].text == domain.NO_MODEL_TEXT
+    assert "MODEL_ENDPOINT" in finals[0].text
+    failed = [e.data for e in await hub.task_events() if isinstance(e.data, TaskFailed)]
+    assert [f.error_code for f in failed] == ["no_model"]
+
+
+async def test_a_follow_up_uses_the_previous_turn_after_an_agent_restart(hub: Hub) -> None:
+    await hub.start()
+    await hub.send(hub.command("chat", "my name is Ada"))
+    await hub.finals(1)
+    await hub.stop_all()
+    await hub.start()
+    await hub.send(hub.command("chat", "what is my name?"))
+    await hub.finals(2)
+    sent = hub.llm.calls[-1].body["messages"]
+    assert [m["content"] for m in sent[1:]] == [
+        "my name is Ada",
+        "Answer: my name is Ada",
+        "what is my name?",
+    ]
+
+
+async def test_reset_forgets_the_conversation(hub: Hub) -> None:
+    await hub.start()
+    await hub.send(hub.command("chat", "remember 42"))
+    await hub.finals(1)
+    await hub.send(hub.command("reset", ""))
+    finals = await hub.finals(2)
+    assert finals[-1].text == domain.RESET_TEXT
+    await hub.send(hub.command("chat", "what did I say?"))
+    await hub.finals(3)
+    sent = hub.llm.calls[-1].body["messages"]
+    assert [m["role"] for m in sent] == ["system", "user"]
+
+
+async def test_the_persona_reaches_the_model_without_any_secret(hub: Hub) -> None:
+    await hub.start(persona="You are the Acme bot (key ${APP_SECRET}).")
+    await hub.send(hub.command("task", "who are you?"))
+    await hub.finals(1)
+    system = hub.llm.calls[-1].body["messages"][0]["content"]
+    assert system.startswith("You are the Acme bot")
+    assert "app-secret-value" not in system and "[redacted]" in system
+
+
+async def test_a_tool_call_is_recorded_and_its_result_answered(hub: Hub) -> None:
+    await hub.start()
+    await hub.send(hub.command("task", "[[tool:task_status {\"task_id\": \"nope\"}]]"))
+    finals = await hub.finals(1)
+    assert finals[0].text.startswith("Answer: no task 'nope'")
+    tools = [e.data for e in await hub.task_events() if isinstance(e.data, TaskToolCalled)]
+    assert [(t.tool, t.ok) for t in tools] == [("task_status", True)]
+    assert tools[0].arguments == '{"task_id": "nope"}'
+
+
+async def test_send_message_posts_only_to_a_configured_chat_of_the_tenant(hub: Hub) -> None:
+    agent = (
+        "agent:\n  tools:\n    chats:\n"
+        f"      ops: {{app: {hub.app}, chat: oc_ops_{hub.tenant}}}\n"
+    )
+    await hub.start(agent=agent)
+    await hub.send(
+        hub.command("task", '[[tool:send_message {"chat": "ops", "text": "disk is full"}]]')
+    )
+    finals = await hub.finals(2)
+    posted = [f for f in finals if f.chat_id == f"oc_ops_{hub.tenant}"]
+    assert [p.text for p in posted] == ["disk is full"]
+    await hub.send(
+        hub.command("task", '[[tool:send_message {"chat": "ceo", "text": "hello"}]]')
+    )
+    finals = await hub.finals(3)
+    assert "no chat named 'ceo'" in finals[-1].text
+    assert len([f for f in finals if f.chat_id != hub.chat]) == 1
+
+
+async def test_tools_from_a_configured_mcp_server_can_be_called(hub: Hub) -> None:
+    agent = (
+        "agent:\n  tools:\n    mcp:\n"
+        f"      shout: {{command: '{sys.executable}', args: ['{SHOUT_SERVER}']}}\n"
+    )
+    await hub.start(agent=agent)
+    await hub.send(hub.command("task", '[[tool:shout__shout {"text": "quiet please"}]]'))
+    finals = await hub.finals(1)
+    assert finals[0].text == "Answer: QUIET PLEASE"
+    offered = {t["function"]["name"] for t in hub.llm.calls[0].body["tools"]}
+    assert "shout__shout" in offered
+
+
+async def test_a_task_request_is_answered_into_its_chats(hub: Hub) -> None:
+    await hub.start()
+    request = TaskRequested(
+        task_id="t-" + uuid.uuid4().hex[:8],
+        tenant=hub.tenant,
+        requested_by="api:ops",
+        origin="api",
+        prompt="daily summary",
+        deliver_to=(DeliveryTarget(kind="chat", app=hub.app, chat_id="oc_daily"),),
+    )
+    env = wire.make_envelope(request, id=request.task_id, source="test", tenant=hub.tenant)
+    await hub.js.publish(
+        subjects.task_requested(hub.tenant), wire.encode(env), headers={H.MSG_ID: env.id}
+    )
+    finals = await hub.finals(1)
+    assert [(f.chat_id, f.text) for f in finals] == [("oc_daily", "Answer: daily summary")]
+    events = await hub.task_events()
+    assert types_of(events)[0] is TaskStarted
+    assert events[0].data.origin == "api"
+    assert types_of(events)[-1] is TaskCompleted
+
+
+@pytest.mark.parametrize("replicas", [3])
+async def test_replicas_share_one_qps_cap(hub: Hub, replicas: int) -> None:
+    """A backlog worked by three replicas never shows the model more than QPS calls in any
+    second (the full 500-command figure is benchmark P5)."""
+    model = (
+        f"model:\n  providers: [{{name: fake, endpoint: '{hub.llm.url}', model: m}}]\n"
+        "  qps: 10\n  timeout_s: 30\n  max_concurrent: 5\n"
+    )
+    commands = 60
+    for i in range(commands):
+        await hub.send(hub.command("task", f"question {i}"))
+    for _ in range(replicas):
+        await hub.start(model=model)
+    finals = await hub.finals(commands, within_s=60)
+    assert len(finals) == commands
+    assert len(hub.llm.calls) == commands
+    assert hub.llm.max_calls_in_window(1.0) <= 10
+    info = await hub.js.consumer_info(streams.CHAT_COMMANDS.name, "agent-commands")
+    assert info.num_ack_pending == 0
