@@ -111,3 +111,17 @@ def test_the_shipped_example_configuration_is_valid() -> None:
     ]
     config = load_config(example_file, environ={name: "x" for name in variables})
     assert set(config.apps) == {"acme-feishu", "acme-dingtalk"}
+
+
+def test_an_mcp_server_needs_a_command_or_a_url() -> None:
+    text = "agent:\n  tools:\n    mcp:\n      files: {args: [x]}\n"
+    with pytest.raises(ConfigurationError, match="exactly one of `command`"):
+        parse_config(text, environ={})
+
+
+def test_an_mcp_servers_environment_secrets_are_resolved_and_hidden() -> None:
+    text = "agent:\n  tools:\n    mcp:\n      s: {command: srv, env: {TOKEN: '${T}'}}\n"
+    config = parse_config(text, environ={"T": "tok-123"})
+    server = config.agent.tools.mcp["s"]
+    assert server.env["TOKEN"].get_secret_value() == "tok-123"
+    assert "tok-123" not in repr(config)

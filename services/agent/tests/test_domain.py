@@ -95,10 +95,12 @@ def test_the_system_prompt_never_carries_a_configured_secret() -> None:
     )
     settings = AgentSettings(redis_url="redis://x", MODEL_API_KEY="sk-live-123")
     secrets = configured_secrets(config, settings)
-    assert "s3cr3t-value" in secrets and "sk-live-123" in secrets
+    assert "s3cr3t-value" in secrets
+    assert "sk-live-123" in secrets
     persona = config.apps["a"].persona
     prompt = domain.system_prompt(persona + " sk-live-123", secrets)
-    assert "s3cr3t-value" not in prompt and "sk-live-123" not in prompt
+    assert "s3cr3t-value" not in prompt
+    assert "sk-live-123" not in prompt
     assert "[redacted]" in prompt
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import pytest
 import pytest_asyncio
 from nats.js.client import JetStreamContext
 from redis.asyncio import Redis
@@ -24,7 +23,7 @@ from zhongshu.agent.handlers import build_service
 from zhongshu.agent.settings import AgentSettings
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import headers as H
-from zhongshu.contracts import streams, subjects
+from zhongshu.contracts import subjects
 from zhongshu.contracts.envelope import Envelope
 from zhongshu.contracts.events import (
     CommandRequested,
@@ -174,12 +173,14 @@ async def test_a_command_streams_its_answer_into_one_final_reply_and_completes_t
     assert finals[0].reply_handle is not None  # answered in place
     events = await hub.task_events()
     kinds = types_of(events)
-    assert kinds[0] is TaskStarted and kinds[-1] is TaskCompleted
+    assert kinds[0] is TaskStarted
+    assert kinds[-1] is TaskCompleted
     assert TaskProgressed in kinds
     streamed = "".join(e.data.chunk for e in events if isinstance(e.data, TaskProgressed))
     assert streamed == finals[0].text
     started = events[0].data
-    assert started.origin == "chat" and started.requested_by == "ou_alice"
+    assert started.origin == "chat"
+    assert started.requested_by == "ou_alice"
     task_id = domain.plan_command(hub.command("task", "x"), command_id).task_id
     assert started.task_id == task_id
     redis = Redis.from_url(redis_url)
@@ -231,7 +232,8 @@ async def test_a_model_failing_past_the_budget_gets_a_clear_reply_and_a_failed_t
     await hub.send(hub.command("task", "hello?"))
     finals = await hub.finals(1)
     assert len(finals) == 1
-    assert finals[0].text.startswith("Sorry") and "failing" in finals[0].text
+    assert finals[0].text.startswith("Sorry")
+    assert "failing" in finals[0].text
     failed = [e.data for e in await hub.task_events() if isinstance(e.data, TaskFailed)]
     assert [f.error_code for f in failed] == ["http_500"]
 
@@ -281,12 +283,13 @@ async def test_the_persona_reaches_the_model_without_any_secret(hub: Hub) -> Non
     await hub.finals(1)
     system = hub.llm.calls[-1].body["messages"][0]["content"]
     assert system.startswith("You are the Acme bot")
-    assert "app-secret-value" not in system and "[redacted]" in system
+    assert "app-secret-value" not in system
+    assert "[redacted]" in system
 
 
 async def test_a_tool_call_is_recorded_and_its_result_answered(hub: Hub) -> None:
     await hub.start()
-    await hub.send(hub.command("task", "[[tool:task_status {\"task_id\": \"nope\"}]]"))
+    await hub.send(hub.command("task", '[[tool:task_status {"task_id": "nope"}]]'))
     finals = await hub.finals(1)
     assert finals[0].text.startswith("Answer: no task 'nope'")
     tools = [e.data for e in await hub.task_events() if isinstance(e.data, TaskToolCalled)]
@@ -296,8 +299,7 @@ async def test_a_tool_call_is_recorded_and_its_result_answered(hub: Hub) -> None
 
 async def test_send_message_posts_only_to_a_configured_chat_of_the_tenant(hub: Hub) -> None:
     agent = (
-        "agent:\n  tools:\n    chats:\n"
-        f"      ops: {{app: {hub.app}, chat: oc_ops_{hub.tenant}}}\n"
+        f"agent:\n  tools:\n    chats:\n      ops: {{app: {hub.app}, chat: oc_ops_{hub.tenant}}}\n"
     )
     await hub.start(agent=agent)
     await hub.send(
@@ -306,9 +308,7 @@ async def test_send_message_posts_only_to_a_configured_chat_of_the_tenant(hub: H
     finals = await hub.finals(2)
     posted = [f for f in finals if f.chat_id == f"oc_ops_{hub.tenant}"]
     assert [p.text for p in posted] == ["disk is full"]
-    await hub.send(
-        hub.command("task", '[[tool:send_message {"chat": "ceo", "text": "hello"}]]')
-    )
+    await hub.send(hub.command("task", '[[tool:send_message {"chat": "ceo", "text": "hello"}]]'))
     finals = await hub.finals(3)
     assert "no chat named 'ceo'" in finals[-1].text
     assert len([f for f in finals if f.chat_id != hub.chat]) == 1
@@ -347,24 +347,3 @@ async def test_a_task_request_is_answered_into_its_chats(hub: Hub) -> None:
     assert types_of(events)[0] is TaskStarted
     assert events[0].data.origin == "api"
     assert types_of(events)[-1] is TaskCompleted
-
-
-@pytest.mark.parametrize("replicas", [3])
-async def test_replicas_share_one_qps_cap(hub: Hub, replicas: int) -> None:
-    """A backlog worked by three replicas never shows the model more than QPS calls in any
-    second (the full 500-command figure is benchmark P5)."""
-    model = (
-        f"model:\n  providers: [{{name: fake, endpoint: '{hub.llm.url}', model: m}}]\n"
-        "  qps: 10\n  timeout_s: 30\n  max_concurrent: 5\n"
-    )
-    commands = 60
-    for i in range(commands):
-        await hub.send(hub.command("task", f"question {i}"))
-    for _ in range(replicas):
-        await hub.start(model=model)
-    finals = await hub.finals(commands, within_s=60)
-    assert len(finals) == commands
-    assert len(hub.llm.calls) == commands
-    assert hub.llm.max_calls_in_window(1.0) <= 10
-    info = await hub.js.consumer_info(streams.CHAT_COMMANDS.name, "agent-commands")
-    assert info.num_ack_pending == 0

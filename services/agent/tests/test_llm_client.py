@@ -322,7 +322,9 @@ async def test_failing_longer_than_the_budget_gives_up_with_the_last_status(
     fake: FakeLLM,
 ) -> None:
     fake.fail_for(60, status=500)
-    async with client_for(provider(fake), timeout_s=1.5, random=lambda: 0.5) as client:
+    async with client_for(
+        provider(fake), timeout_s=1.5, random=lambda: 0.5, min_attempt_s=0.5
+    ) as client:
         with pytest.raises(LLMGaveUp) as caught:
             await client.complete(ask("anyone"))
 
@@ -379,6 +381,32 @@ async def test_an_unreachable_provider_falls_back_with_code_connect(fake: FakeLL
 
     assert result.provider == "fake"
     assert [r.code for r in records] == ["connect", "ok"]
+
+
+async def test_an_on_text_failure_is_the_callers_and_is_not_retried(fake: FakeLLM) -> None:
+    class CardGone(Exception):
+        pass
+
+    async def on_text(text: str) -> None:
+        raise CardGone(text)
+
+    records: list[AttemptRecord] = []
+    async with client_for(provider(fake), on_attempt=records.append) as client:
+        with pytest.raises(CardGone):
+            await client.complete(ask("hello"), on_text=on_text)
+
+    assert len(fake.calls) == 1
+    assert [r.code for r in records] == ["aborted"]
+
+
+async def test_a_failing_on_attempt_does_not_fail_the_call(fake: FakeLLM) -> None:
+    def on_attempt(record: AttemptRecord) -> None:
+        raise RuntimeError("metrics are down")
+
+    async with client_for(provider(fake), on_attempt=on_attempt) as client:
+        result = await client.complete(ask("still fine"))
+
+    assert result.text == "Answer: still fine"
 
 
 # -- the gate ----------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from zhongshu.cli import runstate, services
+from zhongshu.cli.archive import app as archive_app
 from zhongshu.cli.console import EXIT_USAGE, fail, quiet_client_logs, reported_errors
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ config_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(config_app, name="config")
+app.add_typer(archive_app, name="archive")
 
 ConfigFile = Annotated[
     Path | None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -43,7 +43,18 @@ log = logging.getLogger("zhongshu.agent")
 
 
 def configured_secrets(config: HubConfig, settings: AgentSettings) -> list[str]:
-    """Every secret value the hub knows, so none reaches a prompt (see ``domain.redact``)."""
+    """Every secret value the hub knows, so none reaches a prompt (see ``domain.redact``).
+    Memoized per configuration object: a new revision of the live config is a new object."""
+    key = (id(config), id(settings))
+    if _secrets_memo.get("key") != key:
+        _secrets_memo.update(key=key, value=_collect_secrets(config, settings))
+    return cast(list[str], _secrets_memo["value"])
+
+
+_secrets_memo: dict[str, Any] = {}
+
+
+def _collect_secrets(config: HubConfig, settings: AgentSettings) -> list[str]:
     found: list[str] = []
 
     def walk(value: Any) -> None:
@@ -85,6 +96,7 @@ class Agent:
         self.statuses = statuses
         self.http = http
         self.extra_tools = list(extra_tools)
+        self._setup_for: HubConfig | None = None
 
     # ------------------------------------------------------------------ inputs
 
@@ -202,7 +214,9 @@ class Agent:
             TASKS.labels("unsupported").inc()
             return None
         config = self.config.current
-        self.models.refresh(effective_setup(config, self.settings))
+        if config is not self._setup_for:  # a new revision of the live configuration
+            self.models.refresh(effective_setup(config, self.settings))
+            self._setup_for = config
         messages = await self._messages(config, plan, app, conversation)
         progress = _Progress(task, stream)
         context = ToolContext(
@@ -231,9 +245,9 @@ class Agent:
             reason = domain.describe_failure(exc.code)
             return await self._fail(task, stream, domain.failure_text(reason), reason, exc.code)
         await progress.flush(answer)
-        await task.completed(answer.text)
-        if stream is not None:
+        if stream is not None:  # the user first: the final reply is the first write after
             await stream.final(answer.text)
+        await task.completed(answer.text)
         TASKS.labels("cached" if answer.cached else "completed").inc()
         if conversation is not None:
             await self._remember(outbox.tenant, conversation, turn_id, plan.prompt, answer.text)
@@ -322,7 +336,8 @@ class _Progress:
         self._reported = text
 
     async def flush(self, answer: Answer) -> None:
-        """The rest of the text as a last progress event (the final reply follows)."""
-        if answer.text != self._reported:
+        """The rest of a streamed text as a last progress event (the final reply follows); an
+        answer that arrived whole (cached) is recorded by ``TaskCompleted`` alone."""
+        if self._reported and answer.text != self._reported:
             await self._task.progressed(domain.new_text(self._reported, answer.text))
             self._reported = answer.text

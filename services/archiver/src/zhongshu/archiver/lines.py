@@ -18,6 +18,7 @@ from typing import Any, Final
 import msgspec
 
 NS: Final = 1_000_000_000
+_NO_EVENT: Final = msgspec.Raw(b"")  # the default, left off the line (a Raw cannot be None)
 
 
 class ArchivedMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -28,16 +29,16 @@ class ArchivedMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
     """When JetStream stored it: RFC 3339, UTC, nanoseconds."""
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     """As stored, ``Nats-Msg-Id`` included."""
-    event: msgspec.Raw | None = None
+    event: msgspec.Raw = _NO_EVENT
+    """The body itself when it is one line of JSON (every envelope is)."""
     data_b64: str | None = None
+    """The body in base64 otherwise."""
 
     def payload(self) -> bytes:
         """The original message body, byte for byte."""
-        if self.event is not None:
+        if self.data_b64 is None:
             return bytes(self.event)
-        if self.data_b64 is not None:
-            return base64.b64decode(self.data_b64)
-        return b""
+        return base64.b64decode(self.data_b64)
 
 
 class _EventTime(msgspec.Struct):

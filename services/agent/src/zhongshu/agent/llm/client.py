@@ -8,14 +8,19 @@ starts again from the first. A refusal that retrying cannot fix (400, 401, 403, 
 that provider out of the call. Each attempt passes through the ``gate`` (the agent's cluster-wide
 QPS slot and per-replica concurrency), which is not held while backing off. Time spent waiting at
 the gate is not counted against ``timeout_s`` unless ``budget_includes_gate``: the budget bounds
-the upstream's time, the gate's wait is metered apart (``AttemptRecord.gate_wait_s``)."""
+the upstream's time, the gate's wait is metered apart (``AttemptRecord.gate_wait_s``).
+
+When the budget is spent, a provider's hint reaches past it, or every provider refused, the call
+raises ``LLMGaveUp`` with the last error's code (``timeout``, ``http_500``…)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import random as _random
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 
 import httpx
@@ -28,6 +33,18 @@ from zhongshu.agent.llm.types import AttemptRecord, ChatRequest, ChatResult, Pro
 from zhongshu.agent.llm.wire import encode_request
 
 log = logging.getLogger("zhongshu.agent.llm")
+
+
+def _fail_fast_without_sniffio() -> None:
+    """httpcore imports ``sniffio`` on every request to learn which async library runs it; anyio
+    no longer installs it, and each failed import rescans ``sys.path`` (about 0.6 ms, four times
+    a call: most of the client's CPU). Marked absent once, the import fails at once and httpcore
+    assumes asyncio, which is right. Adding ``sniffio`` to the dependencies makes this moot."""
+    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
+        sys.modules["sniffio"] = None  # type: ignore[assignment]
+
+
+_fail_fast_without_sniffio()
 
 Gate = Callable[[], contextlib.AbstractAsyncContextManager[object]]
 OnText = Callable[[str], Awaitable[None]]
@@ -65,7 +82,7 @@ class LLMClient:
         self._gate = gate
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(limits=POOL_LIMITS, timeout=timeout_s)
-        self._random = random
+        self.random = random
         self._on_attempt = on_attempt
         self.min_attempt_s = (
             min(MAX_MIN_ATTEMPT_S, timeout_s / 10) if min_attempt_s is None else min_attempt_s
@@ -81,52 +98,57 @@ class LLMClient:
         if self._owns_http:
             await self._http.aclose()
 
-    async def _attempt(
-        self,
-        call: _Call,
-        index: int,
-        waited_s: float,
-    ) -> ChatResult:
-        """One attempt on provider ``index`` through the gate; raises LLMError."""
+    async def _attempt(self, call: _Call, index: int, waited_s: float) -> ChatResult:
+        """One attempt on provider ``index``, inside the gate; raises LLMError."""
         loop = asyncio.get_running_loop()
-        provider = self.providers[index]
         asked = loop.time()
         async with contextlib.AsyncExitStack() as held:
             if self._gate is not None:
-                await self._enter_gate(held, call, provider)
-            admitted = loop.time()
+                await self._enter_gate(held, call, self.providers[index])
+            gate_wait_s = loop.time() - asked
             if not self._budget_includes_gate:
-                call.deadline += admitted - asked
+                call.deadline += gate_wait_s
             call.attempts += 1
-            attempt = HttpAttempt(
-                self._http,
-                provider,
-                call.body_for(index),
-                stream=call.request.stream,
-                on_text=call.on_text,
-            )
-            code, hint = "ok", None
-            try:
-                return await attempt.run(call.deadline - admitted)
-            except LLMError as error:
-                code, hint = error.code, error.retry_after_s
-                raise
-            finally:
-                self._record(
-                    AttemptRecord(
-                        provider=provider.name,
-                        model=provider.model,
-                        attempt=call.attempts,
-                        code=code,
-                        status=attempt.status,
-                        duration_s=loop.time() - admitted,
-                        gate_wait_s=admitted - asked,
-                        waited_s=waited_s,
-                        retry_after_s=hint,
-                        first_chunk_s=attempt.first_chunk_s,
-                    )
+            result = await self._exchange(call, index, waited_s, gate_wait_s)
+        return result
+
+    async def _exchange(
+        self, call: _Call, index: int, waited_s: float, gate_wait_s: float
+    ) -> ChatResult:
+        loop = asyncio.get_running_loop()
+        provider = self.providers[index]
+        admitted = loop.time()
+        attempt = HttpAttempt(
+            self._http,
+            provider,
+            call.body_for(index),
+            stream=call.request.stream,
+            on_text=call.on_text,
+        )
+        code, hint = "aborted", None  # stays so when on_text raised or the call was cancelled
+        try:
+            result = await attempt.run(call.deadline - admitted)
+        except LLMError as error:
+            code, hint = error.code, error.retry_after_s
+            raise
+        else:
+            code = "ok"
+            return result
+        finally:
+            self._record(
+                AttemptRecord(
+                    provider=provider.name,
+                    model=provider.model,
+                    attempt=call.attempts,
+                    code=code,
+                    status=attempt.status,
+                    duration_s=loop.time() - admitted,
+                    gate_wait_s=gate_wait_s,
+                    waited_s=waited_s,
+                    retry_after_s=hint,
+                    first_chunk_s=attempt.first_chunk_s,
                 )
-        raise AssertionError("unreachable")  # pragma: no cover  (mypy: AsyncExitStack may swallow)
+            )
 
     async def _enter_gate(
         self, held: contextlib.AsyncExitStack, call: _Call, provider: Provider
@@ -147,7 +169,7 @@ class LLMClient:
             ) from None
 
     def _record(self, record: AttemptRecord) -> None:
-        if record.code != "ok":
+        if record.code not in ("ok", "aborted"):
             log.info(
                 "LLM attempt %d on %s failed: %s", record.attempt, record.provider, record.code
             )
@@ -200,10 +222,13 @@ class _Call:
             live = [i for i, refused in enumerate(self._refused) if not refused]
             if not live:
                 raise self._gave_up()
-            hinted = min(self._not_before[i] for i in live) - self._now()
-            waited = max(backoff_s(round_no, self.client._random), hinted)
-            if waited + self.client.min_attempt_s > self._left():
+            # The providers' hints must be honoured, the jitter need not: rather than give up
+            # over a long random draw, it is cut so that one more attempt fits in the budget.
+            required = max(0.0, min(self._not_before[i] for i in live) - self._now())
+            room = self._left() - self.client.min_attempt_s
+            if required > room:
                 raise self._gave_up()  # never sleep past the budget
+            waited = min(max(backoff_s(round_no, self.client.random), required), room)
             await asyncio.sleep(waited)
             round_no += 1
 
