@@ -1,8 +1,8 @@
 """A fake OpenAI-compatible LLM server for tests, benchmarks and the sandbox: deterministic
 answers, streamed (SSE) or not, tool calls, embeddings, configurable latency, and failure
-injection (429 with ``Retry-After``, 5xx for a while, stalls, a wrong API key). Every call is
-recorded with its arrival time, so a test can check what the upstream saw, e.g. that no 1-second
-window held more than the QPS cap::
+injection (429 with ``Retry-After``, 5xx for a while, stalls, broken-off answers, a wrong API
+key). Every call is recorded with its arrival time, so a test can check what the upstream saw,
+e.g. that no 1-second window held more than the QPS cap::
 
     async with FakeLLM(latency_s=0.2) as fake:
         # endpoint = fake.url  (http://127.0.0.1:N/v1)
@@ -32,7 +32,6 @@ import importlib.util
 import json
 import math
 import re
-import socket
 import struct
 import time
 from collections import deque
@@ -50,6 +49,7 @@ from tests.fakes.local_server import LocalServer
 DEFAULT_MODEL = "fake-model"
 STALL_MAX_S = 600.0
 STALL_POLL_S = 0.05
+KEEP_BODIES_STANDALONE = 1000  # a benchmark sends ~100k calls; their bodies are not needed
 TOOL_DIRECTIVE = re.compile(r"\[\[tool:([A-Za-z0-9_.\-]+)\s*(.*?)\]\]", re.DOTALL)
 _WORDS = re.compile(r"\s*\S+|\s+$")
 
@@ -75,10 +75,7 @@ class LLMCall:
     """``ok``, ``tool_calls``, ``http_<status>``, ``stalled`` or ``cut``."""
     peer: str = ""
     """The client's ``host:port``: calls over one kept-alive connection share it."""
-
-    @property
-    def stream(self) -> bool:
-        return bool(self.body.get("stream"))
+    stream: bool = False
 
 
 @dataclass
@@ -140,6 +137,7 @@ class FakeLLM(LocalServer):
         api_key: str | None = None,
         model: str = DEFAULT_MODEL,
         embedding_dims: int = 8,
+        keep_bodies: int | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -151,12 +149,6 @@ class FakeLLM(LocalServer):
             Route("/_control", self._control, methods=["POST"]),
         ]
         super().__init__(Starlette(routes=routes), host, port)
-        # LocalServer's socket says protocol 0, so asyncio does not set TCP_NODELAY on the
-        # connections it accepts, and every answer written in two parts waits ~40 ms for a
-        # delayed ACK. The same socket, labelled as TCP, gets them the option.
-        self._sock = socket.socket(
-            socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, fileno=self._sock.detach()
-        )
         self.latency_s = latency_s
         """Wait before the first byte of every successful answer."""
         self.chunk_delay_s = chunk_delay_s
@@ -165,6 +157,10 @@ class FakeLLM(LocalServer):
         """When set, requests must carry ``Authorization: Bearer <api_key>`` (else 401)."""
         self.model = model
         self.embedding_dims = embedding_dims
+        if keep_bodies is not None and keep_bodies < 1:
+            raise ValueError("keep_bodies must be at least 1")
+        self.keep_bodies = keep_bodies
+        """When set, only the last ``keep_bodies`` calls keep their body (long benchmark runs)."""
         self.answer: Callable[[dict[str, Any]], str] = default_answer
         self.calls: list[LLMCall] = []
         self._failures: deque[_Failure] = deque()
@@ -236,12 +232,12 @@ class FakeLLM(LocalServer):
         call, refusal = await self._admit(request, "chat")
         if refusal is not None:
             return refusal
-        stream = call.stream
+        body, stream = call.body, call.stream  # (the record may drop its body later)
         if self._stalls:
             call.outcome = "stalled"
             after = self._stalls.popleft()
             if stream:
-                return self._sse(self._stalled_stream(call.body, after))
+                return self._sse(self._stalled_stream(body, after))
             return await self._stall_plain(request)
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
@@ -249,28 +245,29 @@ class FakeLLM(LocalServer):
             call.outcome = "cut"
             after = self._cuts.popleft()
             if stream:
-                return self._sse(self._cut_stream(call.body, after))
+                return self._sse(self._cut_stream(body, after))
             return Response(
                 b'{"id": "chatcmpl-cut", "choices": [{"ind', media_type="application/json"
             )
-        tool = tool_call_for(call.body)
-        answer = "" if tool else self.answer(call.body)
+        tool = tool_call_for(body)
+        answer = "" if tool else self.answer(body)
         call.outcome = "tool_calls" if tool else "ok"
         if stream:
-            return self._sse(self._chunks(call.body, answer, tool))
-        return JSONResponse(self._completion(call.body, answer, tool))
+            return self._sse(self._chunks(body, answer, tool))
+        return JSONResponse(self._completion(body, answer, tool))
 
     async def _embeddings(self, request: Request) -> Response:
         call, refusal = await self._admit(request, "embeddings")
         if refusal is not None:
             return refusal
+        body = call.body
         if self._stalls:
             self._stalls.popleft()
             call.outcome = "stalled"
             return await self._stall_plain(request)
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
-        inputs = call.body.get("input")
+        inputs = body.get("input")
         texts = [inputs] if isinstance(inputs, str) else [str(i) for i in inputs or []]
         call.outcome = "ok"
         used = sum(tokens(len(text)) for text in texts)
@@ -278,10 +275,10 @@ class FakeLLM(LocalServer):
             {
                 "object": "list",
                 "data": [
-                    {"object": "embedding", "index": i, "embedding": embedding(t, self._dims(call))}
+                    {"object": "embedding", "index": i, "embedding": embedding(t, self._dims(body))}
                     for i, t in enumerate(texts)
                 ],
-                "model": call.body.get("model", self.model),
+                "model": body.get("model", self.model),
                 "usage": {"prompt_tokens": used, "total_tokens": used},
             }
         )
@@ -357,6 +354,9 @@ class FakeLLM(LocalServer):
         except ValueError:
             return call, self._error(call, 400, "We could not parse the JSON body of your request.")
         call.body = body if isinstance(body, dict) else {}
+        call.stream = bool(call.body.get("stream"))
+        if self.keep_bodies is not None and len(self.calls) > self.keep_bodies:
+            self.calls[-self.keep_bodies - 1].body = {}
         if time.monotonic() < self._fail_until:
             return call, self._error(call, self._fail_status, "The server had an error.")
         if self._failures:
@@ -507,8 +507,8 @@ class FakeLLM(LocalServer):
             headers={"cache-control": "no-cache"},
         )
 
-    def _dims(self, call: LLMCall) -> int:
-        asked = call.body.get("dimensions")
+    def _dims(self, body: dict[str, Any]) -> int:
+        asked = body.get("dimensions")
         return asked if isinstance(asked, int) and asked > 0 else self.embedding_dims
 
 
@@ -543,6 +543,7 @@ async def _serve(args: argparse.Namespace) -> None:
         chunk_delay_s=args.chunk_delay_ms / 1000,
         api_key=args.api_key,
         model=args.model,
+        keep_bodies=KEEP_BODIES_STANDALONE,
         host=args.host,
         port=args.port,
     )
@@ -552,14 +553,19 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Takes llama.cpp's server arguments too (``--model PATH --model_alias NAME --host --port``,
+    others ignored), so ``zhongshu up --local-model`` can run it in the server's place."""
     parser = argparse.ArgumentParser(prog="python -m tests.fakes.llm", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--chunk-delay-ms", type=float, default=0.0)
     parser.add_argument("--api-key", default=None)
-    parser.add_argument("--model", default=DEFAULT_MODEL)
-    args = parser.parse_args(argv)
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="the model id it answers as")
+    parser.add_argument("--model_alias", default=None, help="overrides --model (llama.cpp's)")
+    args, _ = parser.parse_known_args(argv)
+    if args.model_alias:
+        args.model = args.model_alias
     if importlib.util.find_spec("uvloop") is not None:
         import uvloop  # benchmarks drive this hard: use the faster loop when it is there
 

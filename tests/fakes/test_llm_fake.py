@@ -305,8 +305,12 @@ async def fake_process(*args: str) -> AsyncIterator[str]:
 
 
 async def test_standalone_process_serves_reports_and_obeys(http: httpx.AsyncClient) -> None:
-    async with fake_process("--latency-ms", "0", "--api-key", "k1") as url:
+    # llama.cpp's server arguments are taken too, so `zhongshu up --local-model` can run it
+    llama_args = ("--model", "/models/qwen.gguf", "--model_alias", "qwen", "--n_ctx", "2048")
+    async with fake_process("--latency-ms", "0", "--api-key", "k1", *llama_args) as url:
         auth = {"authorization": "Bearer k1"}
+        models = (await http.get(f"{url}/models")).json()
+        assert [m["id"] for m in models["data"]] == ["qwen"]
         before = time.time()
         ok = await http.post(f"{url}/chat/completions", json=chat("hi"), headers=auth)
         assert ok.json()["choices"][0]["message"]["content"] == "Answer: hi"

@@ -69,7 +69,8 @@ def test_the_agent_is_pointed_at_the_model_server(
     assert spec.argv[:1] == ["llama-server-x"]
     assert spec.argv[spec.argv.index("--port") + 1] == str(port)
     assert spec.argv[spec.argv.index("--model") + 1] == str(model_file)
-    assert spec.ready_path == "/v1/models" and spec.fixed_port
+    assert spec.ready_path == "/v1/models"
+    assert spec.fixed_port
     assert pointers == {
         "MODEL_ENDPOINT": f"http://127.0.0.1:{port}/v1",
         "MODEL_NAME": "qwen2.5-0.5b-instruct-q4",
@@ -78,8 +79,10 @@ def test_the_agent_is_pointed_at_the_model_server(
 
 def test_up_refuses_a_missing_model_before_starting_anything(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "zhongshu.cli", "up", "--data-dir", str(tmp_path / "d")]
-        + ["--local-model", str(tmp_path / "missing.gguf")],
+        [
+            *(sys.executable, "-m", "zhongshu.cli", "up", "--data-dir", str(tmp_path / "d")),
+            *("--local-model", str(tmp_path / "missing.gguf")),
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -6,11 +6,14 @@ nothing new."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from archiver_testing import (
     Bus,
     archived_lines,
+    envelope_bytes,
     publish_events,
     settings,
     start_archiver,
@@ -104,3 +107,36 @@ async def test_restored_messages_keep_their_headers_and_lose_server_ones(
     assert headers[H.MSG_ID] == "tasks-0000000"
     assert headers[H.TRACEPARENT].startswith("00-0af7651916cd43dd8448eb211c80319c")
     assert headers[H.CONTENT_TYPE] == H.CLOUDEVENTS_JSON
+
+
+async def test_months_follow_event_time_in_the_archive_time_zone_and_late_events_join_theirs(
+    bus: Bus, store: ObjectStore, archive_dir: Path
+) -> None:
+    def envelope(i: int, moment: datetime) -> bytes:
+        return envelope_bytes("EVENTS", i, moment)[1]
+
+    bodies = [
+        envelope(1, datetime(2025, 1, 31, 20, 0, tzinfo=UTC)),  # Feb 1, 04:00 in Shanghai
+        envelope(2, datetime(2025, 2, 1, 10, 0, tzinfo=UTC)),
+        envelope(3, datetime(2025, 1, 15, 9, 0, tzinfo=UTC)),  # late: back to January
+        b"\x00not an envelope",  # no event time: the publish time decides
+    ]
+    for i, body in enumerate(bodies):
+        await bus.js.publish("events.ops.late", body, headers={H.MSG_ID: f"late-{i}"})
+    service = await start_archiver(
+        settings(bus.url, archive_dir.as_uri(), ["EVENTS"], archive_tz="Asia/Shanghai")
+    )
+    try:
+        await wait_archived(bus.js, ["EVENTS"])
+    finally:
+        await stop_quietly(service)
+    by_month = {
+        str(s.month): [
+            seq for o in s.manifest.objects for seq in range(o.first_seq, o.last_seq + 1)
+        ]
+        for s in await catalog.months(store, "EVENTS")
+    }
+    now = Month.of(datetime.now(UTC), ZoneInfo("Asia/Shanghai"))
+    assert by_month == {"2025-01": [3], "2025-02": [1, 2], str(now): [4]}
+    lines = await archived_lines(store, "EVENTS")
+    assert [line.payload() for line in lines] == bodies

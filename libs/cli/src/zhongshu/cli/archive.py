@@ -79,13 +79,15 @@ def _archive_errors() -> Iterator[None]:
         from zhongshu.archiver.catalog import UnknownStream
         from zhongshu.archiver.layout import BadMonth
         from zhongshu.archiver.manifest import BadManifest
-        from zhongshu.archiver.restore import RestoreError
+        from zhongshu.archiver.restore import NoTargetStream, RestoreError
     except ImportError:  # pragma: no cover - the workspace installs it
         raise CliError(
             "`zhongshu archive` needs the zhongshu-archiver package (uv sync installs it)"
         ) from None
     try:
         yield
+    except NoTargetStream as exc:
+        raise CliError(str(exc)) from None
     except (BadMonth, RestoreError) as exc:
         raise CliError(str(exc), code=EXIT_USAGE) from None
     except (StoreError, UnknownStream, BadManifest) as exc:

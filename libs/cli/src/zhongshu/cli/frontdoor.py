@@ -106,7 +106,8 @@ def build_app(upstreams: Callable[[], Mapping[str, int]]) -> Starlette:
 
 def bind(port: int, host: str = "127.0.0.1") -> socket.socket:
     """Bind the front door's port now, so a port in use is a clear error before anything runs."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP: so asyncio turns Nagle off on accepted connections (see runtime.health).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

@@ -61,7 +61,10 @@ class HealthServer:
     """uvicorn in the service's own event loop, on a port chosen by settings (0 = any free)."""
 
     def __init__(self, app: Starlette, host: str, port: int) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only when
+        # the listening socket says TCP; with protocol 0 a response written in two parts waits
+        # ~40 ms for the client's delayed ACK (Nagle).
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             self._sock.bind((host, port))

@@ -32,6 +32,9 @@ BACKOFF_S = (1.0, 5.0, 15.0, 60.0, 120.0)
 # Inputs handled at once per replica: more than MAX_CONCURRENT, so cache hits and tool calls
 # go on while model calls wait for their slot.
 CONCURRENCY = 16
+# The replica computing an answer renews its cache lock every third of this; when it dies, the
+# others take over within this many seconds instead of waiting out a whole model budget.
+CACHE_LOCK_TTL_S = 5.0
 
 
 def build_service(*, config: ConfigSource | None = None) -> Service:
@@ -61,7 +64,7 @@ def build_service(*, config: ConfigSource | None = None) -> Service:
                 InferenceCache(
                     redis,
                     ttl_s=current.agent.cache.ttl_s,
-                    lock_ttl_s=models.setup.timeout_s if models.setup else 30.0,
+                    lock_ttl_s=CACHE_LOCK_TTL_S,
                 )
             ),
             memory=ConversationMemory(

@@ -15,6 +15,7 @@ import msgspec
 
 from zhongshu.agent.adapters.inference_cache import InferenceCache, fingerprint
 from zhongshu.agent.llm.client import LLMClient
+from zhongshu.agent.llm.errors import LLMError, LLMGaveUp
 from zhongshu.agent.llm.types import ChatMessage, ChatRequest, ChatResult
 from zhongshu.agent.metrics import INFERENCE_SECONDS, TOKENS, TOOL_CALLS
 from zhongshu.agent.models import ModelSetup
@@ -110,8 +111,14 @@ class Inference:
         if self._cache is None or not cacheable:
             return await self._upstream(client, request, on_text), False
         key = fingerprint(setup.signature, request)
-        deadline = time.monotonic() + setup.timeout_s
-        raw, how = await self._cache.get_or_compute(key, compute, deadline=deadline)
+        # No deadline on the cache: our own call is bounded by the client's budget, and another
+        # replica's call by its lock, which lapses within seconds if that replica dies.
+        started = time.monotonic()
+        try:
+            raw, how = await self._cache.get_or_compute(key, compute)
+        except TimeoutError as exc:  # never a bare timeout: the user must hear back
+            error = LLMError("timeout", "waiting for an identical call", retryable=False)
+            raise LLMGaveUp([error], attempts=0, elapsed_s=time.monotonic() - started) from exc
         return _decode_result(raw), how != "miss"
 
     @staticmethod

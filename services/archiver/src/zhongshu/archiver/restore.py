@@ -40,6 +40,10 @@ class RestoreError(Exception):
     """Bad input or a target that cannot take the messages; the text says which."""
 
 
+class NoTargetStream(RestoreError):
+    """No stream stores the target subject (the operator must create one)."""
+
+
 @dataclass(frozen=True)
 class Target:
     description: str
@@ -170,7 +174,7 @@ async def restore(
     try:
         report.target_stream = await js.find_stream_name_by_subject(target.probe_subject)
     except NotFoundError:
-        raise RestoreError(
+        raise NoTargetStream(
             f"no stream stores {target.probe_subject}: create one for the target first"
         ) from None
     started = time.perf_counter()

@@ -46,6 +46,8 @@ def _fail_fast_without_sniffio() -> None:
 
 _fail_fast_without_sniffio()
 
+__all__ = ["AttemptRecord", "Gate", "LLMClient", "OnAttempt", "OnText"]
+
 Gate = Callable[[], contextlib.AbstractAsyncContextManager[object]]
 OnText = Callable[[str], Awaitable[None]]
 OnAttempt = Callable[[AttemptRecord], None]
@@ -125,14 +127,15 @@ class LLMClient:
             stream=call.request.stream,
             on_text=call.on_text,
         )
-        code, hint = "aborted", None  # stays so when on_text raised or the call was cancelled
+        code: str | None = "aborted"  # stays so when on_text raised or the call was cancelled
+        hint: float | None = None
         try:
             result = await attempt.run(call.deadline - admitted)
         except LLMError as error:
             code, hint = error.code, error.retry_after_s
             raise
         else:
-            code = "ok"
+            code = None
             return result
         finally:
             self._record(
@@ -169,7 +172,7 @@ class LLMClient:
             ) from None
 
     def _record(self, record: AttemptRecord) -> None:
-        if record.code not in ("ok", "aborted"):
+        if record.code not in (None, "aborted"):
             log.info(
                 "LLM attempt %d on %s failed: %s", record.attempt, record.provider, record.code
             )

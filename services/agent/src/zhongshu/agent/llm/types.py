@@ -85,8 +85,9 @@ class AttemptRecord(msgspec.Struct, frozen=True, kw_only=True):
     model: str
     attempt: int
     """1 for the call's first attempt, counting across providers."""
-    code: str
-    """``ok`` or the error's code (``http_429``, ``timeout``…)."""
+    code: str | None
+    """None when the attempt answered; else the error's code (``http_429``, ``timeout``…), or
+    ``aborted`` when the caller's ``on_text`` raised or the call was cancelled."""
     status: int | None
     """The HTTP status, when one came."""
     duration_s: float

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final, Protocol, cast
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
@@ -95,8 +96,10 @@ def open_store(url: str) -> ObjectStore:
     Local: ``file://PATH`` or a bare path (created if missing). In memory: ``memory://``.
     Others: obstore's URLs, with store options as query parameters, e.g.
     ``s3://bucket/prefix?endpoint=http://127.0.0.1:9000&region=us-east-1``; an ``http://``
-    endpoint enables plain HTTP. Credentials come from the provider's environment variables
-    (``AWS_ACCESS_KEY_ID`` ...), which obstore reads, or from query parameters."""
+    endpoint enables plain HTTP; ``max_retries`` and ``retry_timeout`` (seconds) bound
+    obstore's own retries of a failed request (10 and 180 s by default). Credentials come
+    from the provider's environment variables (``AWS_ACCESS_KEY_ID`` ...), which obstore
+    reads, or from query parameters (hidden in every message)."""
     shown = redact_store_url(url)
     try:
         if url.startswith("memory://"):
@@ -109,11 +112,18 @@ def open_store(url: str) -> ObjectStore:
         client: dict[str, Any] = {
             k: _option(v) for k, v in options.items() if k.lower() in _CLIENT_OPTIONS
         }
+        retry: dict[str, Any] = {}
+        if "max_retries" in options:
+            retry["max_retries"] = int(options.pop("max_retries"))
+        if "retry_timeout" in options:
+            retry["retry_timeout"] = timedelta(seconds=float(options.pop("retry_timeout")))
         config = {k: v for k, v in options.items() if k.lower() not in _CLIENT_OPTIONS}
         if any(str(v).startswith("http://") for k, v in config.items() if "endpoint" in k):
             client.setdefault("allow_http", True)
         bare = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-        store = cast(Any, from_url)(bare, client_options=client or None, **config)
+        store = cast(Any, from_url)(
+            bare, client_options=client or None, retry_config=retry or None, **config
+        )
     except StoreError:
         raise
     except Exception as exc:
