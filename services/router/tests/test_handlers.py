@@ -31,11 +31,11 @@ from zhongshu.contracts.events import (
     ReplyGenerated,
 )
 from zhongshu.contracts.examples import example
+from zhongshu.contracts.hotcache import task_index_key as index_key
+from zhongshu.contracts.hotcache import task_status_key as status_key
 from zhongshu.contracts.ids import derive_msg_id
 from zhongshu.router import domain
 from zhongshu.router.adapters.config import StaticConfig
-from zhongshu.contracts.hotcache import task_index_key as index_key
-from zhongshu.contracts.hotcache import task_status_key as status_key
 from zhongshu.router.handlers import build_service
 from zhongshu.router.rules import AlertSource, RouterRules
 from zhongshu.router.settings import RouterSettings
