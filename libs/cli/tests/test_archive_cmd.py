@@ -147,8 +147,8 @@ def test_ls_lists_each_stream_month_and_the_objects_of_one_month(
 
     code, out = invoke(hub, "ls", "--month", "2025-02")
     assert code == 0, out
-    assert f"{EVENTS // 2 + 1:020d}-" in out
-    assert ".jsonl.zst" in out
+    assert f"{EVENTS // 2 + 1}-{EVENTS * 3 // 4}" in out
+    assert "2025-02-10 01:40" in out
 
 
 def test_ls_refuses_a_bad_month_and_an_unknown_stream_in_one_line(

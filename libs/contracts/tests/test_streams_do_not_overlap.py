@@ -35,7 +35,7 @@ def test_overlap_check_follows_nats_wildcards(first: str, second: str, expected:
 
 def test_every_stream_and_bucket_has_a_unique_name() -> None:
     names = [stream.name for stream in streams.STREAMS]
-    assert len(set(names)) == len(names) == 11
+    assert len(set(names)) == len(names) == 12
     buckets = [kv.bucket for kv in streams.KV_BUCKETS]
     assert len(set(buckets)) == len(buckets)
 

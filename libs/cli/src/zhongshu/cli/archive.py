@@ -205,20 +205,21 @@ def _months_table(summaries: list[MonthSummary]) -> Table:
 
 
 def _objects_table(summaries: list[MonthSummary]) -> Table:
+    """One row per object (``--json`` gives the full keys and every field)."""
     table = Table(box=None, header_style="bold")
-    for col in ("stream", "month", "object", "sequences", "lines", "stored", "sha256", "events"):
+    for col in ("stream", "month", "sequences", "lines", "stored", "sha256", "events from", "to"):
         table.add_column(col, justify="right" if col in ("lines", "stored") else "left")
     for s in summaries:
         for o in s.manifest.objects:
             table.add_row(
                 escape(s.stream),
                 str(s.month),
-                escape(o.key.rsplit("/", 1)[-1]),
                 f"{o.first_seq}-{o.last_seq}",
                 str(o.count),
                 _size(o.bytes),
                 o.sha256[:12],
-                f"{o.first_time[:19]} .. {o.last_time[:19]}",
+                o.first_time[:16].replace("T", " "),
+                o.last_time[:16].replace("T", " "),
             )
     return table
 

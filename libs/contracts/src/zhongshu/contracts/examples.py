@@ -10,6 +10,15 @@ from typing import Final, TypeVar, cast
 from zhongshu.contracts import subjects
 from zhongshu.contracts.envelope import Envelope, make_envelope
 from zhongshu.contracts.events import (
+    CallbackDelivered,
+    CallbackDeliveryFailed,
+    RunCompleted,
+    RunFailed,
+    RunStarted,
+    StepCompleted,
+    StepFailed,
+    StepRequested,
+    StepStarted,
     ALL_EVENTS,
     REPLY_HANDLE_DINGTALK_SESSION_WEBHOOK,
     REPLY_HANDLE_FEISHU_MESSAGE,
@@ -43,6 +52,7 @@ E = TypeVar("E", bound=Event)
 
 AT: Final = datetime(2025, 3, 21, 9, 30, 0, tzinfo=UTC)
 TENANT: Final = "acme"
+_RUN: Final = "0195b2a4c0e07e5a9d6f0c1b2a3d4e60"
 
 _FEISHU_SENDER = Sender(
     id="ou_7d8a6e6df7621556ce0d21922b676706",
@@ -228,6 +238,54 @@ _EXAMPLES: Final[dict[type[Event], Event]] = {
         tenant=TENANT,
         detail="sender not in access.users",
     ),
+    RunStarted: RunStarted(
+        run_id=_RUN,
+        tenant=TENANT,
+        workflow="incident-report",
+        version=3,
+        inputs={"incident": "INC-1024"},
+        requested_by="api:ops-portal",
+        steps=("fetch-logs", "fetch-metrics", "summarize", "notify"),
+    ),
+    StepRequested: StepRequested(
+        run_id=_RUN,
+        tenant=TENANT,
+        workflow="incident-report",
+        step="summarize",
+        kind="infer",
+        config={"prompt": "Summarize the incident from these logs: {{steps.fetch-logs.text}}"},
+        inputs={"fetch-logs": {"status": 200, "text": "..."}, "run": {"incident": "INC-1024"}},
+        timeout_s=60.0,
+        retries=2,
+    ),
+    StepStarted: StepStarted(run_id=_RUN, step="fetch-logs", attempt=1),
+    StepCompleted: StepCompleted(
+        run_id=_RUN, step="fetch-logs", output={"status": 200, "text": "..."}, duration_ms=240
+    ),
+    StepFailed: StepFailed(
+        run_id=_RUN, step="fetch-metrics", reason="HTTP 503", attempt=1, final=False
+    ),
+    RunCompleted: RunCompleted(
+        run_id=_RUN, outputs={"summarize": {"text": "Disk full on db-2."}}, duration_ms=5400
+    ),
+    RunFailed: RunFailed(run_id=_RUN, reason="step fetch-logs: HTTP 404", step="fetch-logs"),
+    CallbackDelivered: CallbackDelivered(
+        subscription_id="ops-portal",
+        tenant=TENANT,
+        event_id="0195b2a4c0e07e5a9d6f0c1b2a3d4e5f:completed",
+        event_type="zhongshu.task.task_completed.v1",
+        status_code=204,
+        delivered_at=datetime(2025, 3, 1, 8, 0, 6, tzinfo=UTC),
+    ),
+    CallbackDeliveryFailed: CallbackDeliveryFailed(
+        subscription_id="ops-portal",
+        tenant=TENANT,
+        event_id="0195b2a4c0e07e5a9d6f0c1b2a3d4e5f:completed",
+        event_type="zhongshu.task.task_completed.v1",
+        reason="HTTP 410 Gone: the subscriber refused",
+        status_code=410,
+        attempts=1,
+    ),
 }
 
 _WORKFLOW_TASK: Final = TaskRequested(
@@ -293,4 +351,19 @@ def example_subject(event: Event) -> str:
             return subjects.task_event(TENANT, event.task_id)
         case AuditRecorded():
             return subjects.audit(event.tenant, event.action)
+        case StepRequested():
+            return subjects.workflow_step(event.tenant, event.run_id, event.step)
+        case (
+            RunStarted()
+            | StepStarted()
+            | StepCompleted()
+            | StepFailed()
+            | RunCompleted()
+            | RunFailed()
+        ):
+            return subjects.workflow_run(TENANT, event.run_id)
+        case CallbackDelivered():
+            return subjects.delivery("delivered", "callback", event.tenant)
+        case CallbackDeliveryFailed():
+            return subjects.delivery("failed", "callback", event.tenant)
     raise KeyError(f"no example subject for {type(event).__name__}")

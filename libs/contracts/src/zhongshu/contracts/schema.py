@@ -250,6 +250,44 @@ CHANNELS: Final[tuple[_Channel, ...]] = (
         },
     ),
     _Channel(
+        "callbackDeliveries",
+        "delivery.{status}.callback.{tenant}",
+        streams.DELIVERIES,
+        "The delivery log of subscriptions: each signed callback POST and its outcome.",
+        ("CallbackDelivered", "CallbackDeliveryFailed"),
+        {
+            "status": {"description": "Outcome.", "enum": ["delivered", "failed"]},
+            "tenant": _TENANT,
+        },
+    ),
+    _Channel(
+        "workflowRuns",
+        "workflow.run.{tenant}.{runId}",
+        streams.WORKFLOWS,
+        "One workflow run's events in order: started, each step's start and end, the end.",
+        (
+            "RunStarted",
+            "StepStarted",
+            "StepCompleted",
+            "StepFailed",
+            "RunCompleted",
+            "RunFailed",
+        ),
+        {"tenant": _TENANT, "runId": {"description": "The run's id (= its task id)."}},
+    ),
+    _Channel(
+        "workflowSteps",
+        "workflow.step.{tenant}.{runId}.{step}",
+        streams.WORKFLOWS,
+        "The work of one step, taken by a step worker and acked when the step is done.",
+        ("StepRequested",),
+        {
+            "tenant": _TENANT,
+            "runId": {"description": "The run's id."},
+            "step": {"description": "The step's id in its workflow."},
+        },
+    ),
+    _Channel(
         "audit",
         "audit.{tenant}.{kind}",
         streams.AUDIT,
@@ -290,7 +328,10 @@ SERVICES: Final[Mapping[str, tuple[str, Mapping[str, Sequence[str]]]]] = {
     ),
     "notifier": (
         "Platform sends and HTTP callbacks, at most once; audits ambiguous sends.",
-        {"receive": ["chatReplies", "alerts", "taskEvents"], "send": ["deliveries", "audit"]},
+        {
+            "receive": ["chatReplies", "alerts", "taskEvents", "workflowRuns"],
+            "send": ["deliveries", "callbackDeliveries", "audit"],
+        },
     ),
     "archiver": (
         "Monthly cold archive of every stream.",
@@ -305,12 +346,21 @@ SERVICES: Final[Mapping[str, tuple[str, Mapping[str, Sequence[str]]]]] = {
                 "chatQueries",
                 "chatReplies",
                 "taskEvents",
+                "workflowRuns",
                 "deliveries",
+                "callbackDeliveries",
                 "audit",
             ]
         },
     ),
     "gateway": ("HTTP API and console.", {"send": ["taskRequested", "schedules"]}),
+    "taskengine": (
+        "Event triggers and workflow runs.",
+        {
+            "receive": ["events", "taskRequested", "taskEvents", "workflowRuns", "workflowSteps"],
+            "send": ["taskRequested", "taskEvents", "workflowRuns", "workflowSteps", "chatReplies"],
+        },
+    ),
     "watchdog": ("Heartbeats, metrics, three-level alerts.", {"send": ["alerts"]}),
     "runtime": (
         "The consume loop every service runs (libs/runtime): dead-letters and alerts.",

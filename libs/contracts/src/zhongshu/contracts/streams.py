@@ -215,6 +215,19 @@ DLQ: Final = StreamSpec(
     max_bytes=1 * _GIB,
 )
 
+WORKFLOWS: Final = StreamSpec(
+    name="WORKFLOWS",
+    subjects=(subjects.ALL_WORKFLOW,),
+    description=(
+        "Workflow runs: step work (workflow.step.<tenant>.<run>.<step>) and run events "
+        "(workflow.run.<tenant>.<run>)"
+    ),
+    # Run history lives in the warm tier (projector) and the archive; 30 d on the bus lets a
+    # crashed engine resume any run and the projector rebuild a month.
+    max_age_s=30 * _DAY,
+    max_bytes=5 * _GIB,
+)
+
 STREAMS: Final[tuple[StreamSpec, ...]] = (
     CHAT_INBOUND,
     CHAT_COMMANDS,
@@ -227,6 +240,7 @@ STREAMS: Final[tuple[StreamSpec, ...]] = (
     DELIVERIES,
     AUDIT,
     DLQ,
+    WORKFLOWS,
 )
 """Every stream, in provisioning order: SCHEDULES may exist before or after TASKS (a source
 that does not exist yet is retried by the server)."""
@@ -293,12 +307,37 @@ ARCHIVE_KV: Final = KeyValueSpec(
     max_bytes=16 * 1024**2,
 )
 
+WORKFLOWS_KV: Final = KeyValueSpec(
+    bucket="workflows",
+    description="Workflow definitions (JSON WorkflowDefinition) under <tenant>.<id>",
+    # A run records the revision it read; ten revisions let an operator see recent edits.
+    history=10,
+    max_bytes=256 * 1024**2,
+)
+
+TRIGGERS_KV: Final = KeyValueSpec(
+    bucket="triggers",
+    description="Event triggers (JSON TriggerDefinition) under <tenant>.<id>; the engine watches",
+    history=5,
+    max_bytes=64 * 1024**2,
+)
+
+SUBSCRIPTIONS_KV: Final = KeyValueSpec(
+    bucket="subscriptions",
+    description="Callback subscriptions (JSON Subscription) under <tenant>.<id>; no secrets",
+    history=5,
+    max_bytes=64 * 1024**2,
+)
+
 KV_BUCKETS: Final[tuple[KeyValueSpec, ...]] = (
     DEDUPE_KV,
     CONFIG_KV,
     LEASES_KV,
     DELIVERY_STATE_KV,
     ARCHIVE_KV,
+    WORKFLOWS_KV,
+    TRIGGERS_KV,
+    SUBSCRIPTIONS_KV,
 )
 
 TOTAL_RESERVED_BYTES: Final = sum(

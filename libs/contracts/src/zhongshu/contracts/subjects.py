@@ -95,6 +95,16 @@ def events(team: str, *path: str) -> str:
     return "events." + _join(team, *path)
 
 
+def workflow_run(tenant: str, run_id: str) -> str:
+    """`workflow.run.<tenant>.<run_id>`: one workflow run's events, in order."""
+    return "workflow.run." + _join(tenant, run_id)
+
+
+def workflow_step(tenant: str, run_id: str, step: str) -> str:
+    """`workflow.step.<tenant>.<run_id>.<step>`: the work of one step (a StepRequested)."""
+    return "workflow.step." + _join(tenant, run_id, step)
+
+
 def delivery(status: str, platform: str, tenant: str) -> str:
     """`delivery.<status>.<platform>.<tenant>`: what happened to an outgoing reply."""
     return "delivery." + _join(status, platform, tenant)
@@ -124,6 +134,9 @@ ALL_SCHEDULES: Final = "schedule.*.*"
 of each subject matching this."""
 ALL_SCHEDULE_FIRINGS: Final = "schedule.*.*.fired"
 ALL_EVENTS: Final = "events.>"
+ALL_WORKFLOW_RUNS: Final = "workflow.run.>"
+ALL_WORKFLOW_STEPS: Final = "workflow.step.>"
+ALL_WORKFLOW: Final = "workflow.>"
 ALL_DELIVERIES: Final = "delivery.>"
 ALL_AUDIT: Final = "audit.>"
 ALL_DLQ: Final = "dlq.>"
@@ -137,6 +150,11 @@ def chat_inbound_for(platform: str) -> str:
 def alerts_at(level: str) -> str:
     """Every alert of one level."""
     return f"alert.{sanitize_token(level)}.*"
+
+
+def workflow_runs_for(tenant: str) -> str:
+    """Every workflow run event of one tenant."""
+    return f"workflow.run.{sanitize_token(tenant)}.*"
 
 
 def task_events_for(tenant: str) -> str:

@@ -11,6 +11,7 @@ from zhongshu.contracts.events.audit import (
     AuditRecorded,
 )
 from zhongshu.contracts.events.base import AwareDatetime, Event
+from zhongshu.contracts.events.callbacks import CallbackDelivered, CallbackDeliveryFailed
 from zhongshu.contracts.events.chat import (
     MESSAGE_KINDS,
     REPLY_HANDLE_DINGTALK_ROBOT,
@@ -48,6 +49,16 @@ from zhongshu.contracts.events.tasks import (
     TaskToolCalled,
     WorkflowRef,
 )
+from zhongshu.contracts.events.workflows import (
+    RunCompleted,
+    RunFailed,
+    RunStarted,
+    StepCompleted,
+    StepFailed,
+    StepKind,
+    StepRequested,
+    StepStarted,
+)
 
 ALL_EVENTS: Final[tuple[type[Event], ...]] = (
     MessageReceived,
@@ -67,6 +78,15 @@ ALL_EVENTS: Final[tuple[type[Event], ...]] = (
     TaskCompleted,
     TaskFailed,
     AuditRecorded,
+    RunStarted,
+    StepRequested,
+    StepStarted,
+    StepCompleted,
+    StepFailed,
+    RunCompleted,
+    RunFailed,
+    CallbackDelivered,
+    CallbackDeliveryFailed,
 )
 
 
@@ -102,6 +122,8 @@ __all__ = [
     "AuditRecorded",
     "AwareDatetime",
     "BotMembershipChanged",
+    "CallbackDelivered",
+    "CallbackDeliveryFailed",
     "CardActionReceived",
     "ChatKind",
     "CommandRequested",
@@ -118,7 +140,15 @@ __all__ = [
     "ReplyGenerated",
     "ReplyHandle",
     "ReplyKind",
+    "RunCompleted",
+    "RunFailed",
+    "RunStarted",
     "Sender",
+    "StepCompleted",
+    "StepFailed",
+    "StepKind",
+    "StepRequested",
+    "StepStarted",
     "TaskCompleted",
     "TaskFailed",
     "TaskOrigin",
