@@ -7,6 +7,8 @@ Schedules are not here: a schedule is a message in the SCHEDULES stream (ADR 000
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from typing import Any, Final
 
@@ -25,6 +27,42 @@ def definition_key(tenant: str, definition_id: str) -> str:
         if not ID_PATTERN.fullmatch(value):
             raise ValueError(f"{name} {value!r} must match {ID_PATTERN.pattern}")
     return f"{tenant}.{definition_id}"
+
+
+TASK_CALLBACKS_ID: Final = "_tasks"
+"""The pseudo-subscription whose secret signs the callbacks a task request names itself
+(`TaskRequested.deliver_to` with `kind: callback`)."""
+
+SIGNATURE_HEADER: Final = "X-Zhongshu-Signature"
+"""`sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`."""
+TIMESTAMP_HEADER: Final = "X-Zhongshu-Timestamp"
+"""Unix seconds when the callback was signed; receivers reject old ones (replays)."""
+EVENT_ID_HEADER: Final = "X-Zhongshu-Event-Id"
+"""The posted envelope's id: the receiver's idempotency key (a retry posts it again)."""
+SUBSCRIPTION_HEADER: Final = "X-Zhongshu-Subscription"
+
+
+def subscription_secret(callback_key: bytes, tenant: str, subscription_id: str) -> str:
+    """The signing secret of one subscription, derived from the hub's callback key
+    (`ZHONGSHU_CALLBACK_KEY`) so it is never stored: the gateway shows it once when the
+    subscription is created, the notifier derives it again for every delivery."""
+    material = f"zhongshu-callback:{tenant}:{subscription_id}".encode()
+    return hmac.new(callback_key, material, hashlib.sha256).hexdigest()
+
+
+def sign_callback(secret: str, timestamp: int, body: bytes) -> str:
+    """The `X-Zhongshu-Signature` value of a callback body."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def verify_callback(
+    secret: str, timestamp: int, body: bytes, signature: str, *, now: float, max_skew_s: float = 300
+) -> bool:
+    """What a receiver checks: the signature (constant-time) and the timestamp's age."""
+    if abs(now - timestamp) > max_skew_s:
+        return False
+    return hmac.compare_digest(sign_callback(secret, timestamp, body), signature)
 
 
 class TaskTemplate(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
