@@ -73,7 +73,7 @@ def test_a_task_request_delivers_to_its_chats_and_names_them() -> None:
     assert plan.deliver_to_chats == (("acme-feishu", "oc_1"),)
 
 
-def test_a_workflow_task_is_refused_clearly_until_the_task_engine_exists() -> None:
+def test_a_workflow_task_is_left_to_the_task_engine() -> None:
     request = TaskRequested(
         task_id="t-1",
         tenant="acme",
@@ -81,9 +81,7 @@ def test_a_workflow_task_is_refused_clearly_until_the_task_engine_exists() -> No
         origin="api",
         workflow=WorkflowRef(name="daily"),
     )
-    plan = domain.plan_task(request, "t-1")
-    assert plan.mode == "notice"
-    assert "task engine" in plan.notice
+    assert domain.plan_task(request, "t-1").mode == "skip"
 
 
 def test_the_system_prompt_never_carries_a_configured_secret() -> None:

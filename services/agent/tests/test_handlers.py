@@ -23,7 +23,7 @@ from zhongshu.agent.handlers import build_service
 from zhongshu.agent.settings import AgentSettings
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import headers as H
-from zhongshu.contracts import subjects
+from zhongshu.contracts import streams, subjects
 from zhongshu.contracts.envelope import Envelope
 from zhongshu.contracts.events import (
     CommandRequested,
@@ -36,6 +36,7 @@ from zhongshu.contracts.events import (
     TaskRequested,
     TaskStarted,
     TaskToolCalled,
+    WorkflowRef,
 )
 from zhongshu.contracts.examples import example
 from zhongshu.contracts.hotcache import task_status_key
@@ -347,3 +348,28 @@ async def test_a_task_request_is_answered_into_its_chats(hub: Hub) -> None:
     assert types_of(events)[0] is TaskStarted
     assert events[0].data.origin == "api"
     assert types_of(events)[-1] is TaskCompleted
+
+
+async def test_a_workflow_task_is_left_to_the_task_engine(hub: Hub) -> None:
+    await hub.start()
+    request = TaskRequested(
+        task_id="wf-" + uuid.uuid4().hex[:8],
+        tenant=hub.tenant,
+        requested_by="api:ops",
+        origin="api",
+        workflow=WorkflowRef(name="daily"),
+    )
+    env = wire.make_envelope(request, id=request.task_id, source="test", tenant=hub.tenant)
+    await hub.js.publish(
+        subjects.task_requested(hub.tenant), wire.encode(env), headers={H.MSG_ID: env.id}
+    )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while True:  # acked (handled), and nothing published for it
+        info = await hub.js.consumer_info(streams.TASKS.name, "agent-tasks")
+        if info.num_pending == 0 and info.num_ack_pending == 0:
+            break
+        assert loop.time() < deadline, info
+        await asyncio.sleep(0.1)
+    assert await hub.task_events() == []
+    assert hub.llm.calls == []

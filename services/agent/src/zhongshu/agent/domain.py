@@ -27,7 +27,7 @@ RESULT_EXCERPT_LENGTH: Final = 500
 STAGE_TASK: Final = "task"
 STAGE_REPLY: Final = "reply"
 
-Mode = Literal["converse", "once", "reset", "notice"]
+Mode = Literal["converse", "once", "reset", "notice", "skip"]
 
 NO_MODEL_TEXT: Final = (
     "No language model is configured, so I cannot answer yet. An operator can set "
@@ -118,14 +118,8 @@ def plan_task(request: TaskRequested, task_id: str) -> Plan:
         for target in request.deliver_to
         if target.kind == "chat" and target.app and target.chat_id
     )
-    if request.workflow is not None:
-        return Plan(
-            mode="notice",
-            task_id=task_id,
-            title=f"workflow {request.workflow.name}",
-            notice="workflow tasks are run by the task engine, which is not installed",
-            deliver_to_chats=chats,
-        )
+    if request.workflow is not None:  # the task engine runs workflows (its infer steps come
+        return Plan(mode="skip", task_id=task_id)  # back here as prompt tasks)
     if request.prompt is not None:
         prompt = request.prompt
     else:

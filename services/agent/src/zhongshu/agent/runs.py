@@ -161,6 +161,8 @@ class Agent:
         if fired:  # every firing of a schedule carries the same body: name each one apart
             task_id = schedule_fire_id(task_id, fired)
         plan = domain.plan_task(request, task_id)
+        if plan.mode == "skip":
+            return
         outbox = Outbox(
             delivery,
             tenant=request.tenant,
@@ -209,10 +211,6 @@ class Agent:
         """Run the task; returns the text the users should see (answer or failure notice), or
         None when there is nothing to deliver."""
         await task.started(self.settings.agent_worker)
-        if plan.mode == "notice":  # e.g. a workflow task, which needs the task engine
-            await task.failed(plan.notice, "unsupported", retryable=False)
-            TASKS.labels("unsupported").inc()
-            return None
         config = self.config.current
         if config is not self._setup_for:  # a new revision of the live configuration
             self.models.refresh(effective_setup(config, self.settings))
