@@ -373,3 +373,28 @@ async def test_a_workflow_task_is_left_to_the_task_engine(hub: Hub) -> None:
         await asyncio.sleep(0.1)
     assert await hub.task_events() == []
     assert hub.llm.calls == []
+
+
+async def test_fetch_url_reads_only_allow_listed_addresses(hub: Hub) -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from tests.fakes.local_server import LocalServer
+
+    async def status(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("all systems green")
+
+    async with LocalServer(Starlette(routes=[Route("/status", status)])) as site:
+        allowed = f"{site.base_url}/status"
+        agent = f"agent:\n  tools:\n    fetch_allow: ['{allowed}']\n"
+        await hub.start(agent=agent)
+        await hub.send(hub.command("task", f'[[tool:fetch_url {{"url": "{allowed}"}}]]'))
+        finals = await hub.finals(1)
+        assert finals[0].text == "Answer: HTTP 200\nall systems green"
+        other = f"{site.base_url}/admin"
+        await hub.send(hub.command("task", f'[[tool:fetch_url {{"url": "{other}"}}]]'))
+        finals = await hub.finals(2)
+    assert finals[-1].text == "Answer: error: that URL is not on the allow-list"
+    tools = [e.data for e in await hub.task_events() if isinstance(e.data, TaskToolCalled)]
+    assert [t.ok for t in tools] == [True, False]
