@@ -335,3 +335,36 @@ async def test_a_config_change_pushed_to_kv_is_applied_without_restart(hub: Hub)
             await bucket.delete(CONFIG_KEY)
         else:
             await bucket.put(CONFIG_KEY, previous)
+
+
+async def test_routing_rules_in_the_live_configuration_apply_without_restart(hub: Hub) -> None:
+    from nats.js.errors import KeyNotFoundError
+
+    from zhongshu.contracts.streams import CONFIG_KV
+    from zhongshu.runtime.liveconfig import CONFIG_KEY, push
+
+    bucket = await hub.js.key_value(CONFIG_KV.bucket)
+    try:
+        previous: bytes | None = (await bucket.get(CONFIG_KEY)).value
+    except KeyNotFoundError:
+        previous = None
+    try:
+        await push(hub.js, hub.yaml())
+        await hub.start(live=True)
+        await hub.send(hub.message("please ship it now"))
+        await hub.settle()
+        assert [c.command for c in await hub.commands()] == ["chat"]
+
+        rules = "routing:\n  rules: [{command: deploy, keyword: ship it}]\n"
+        await push(hub.js, hub.yaml() + rules)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while [c.command for c in await hub.commands()][-1:] != ["deploy"]:
+            assert loop.time() < deadline, "the pushed routing rule was not applied"
+            await hub.send(hub.message("please ship it now"))
+            await hub.settle()
+    finally:
+        if previous is None:
+            await bucket.delete(CONFIG_KEY)
+        else:
+            await bucket.put(CONFIG_KEY, previous)

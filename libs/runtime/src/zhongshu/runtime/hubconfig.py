@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from zhongshu.runtime.errors import ConfigurationError
+from zhongshu.runtime.routing import RoutingRules
 
 CONFIG_ENV = "ZHONGSHU_CONFIG"
 DEFAULT_PATH = Path("config/zhongshu.yaml")
@@ -202,6 +203,7 @@ class HubConfig(_Model):
     alerts: dict[Literal["warning", "error", "critical"], tuple[AlertRoute, ...]] = {}
     model: ModelConfig = ModelConfig()
     agent: AgentConfig = AgentConfig()
+    routing: RoutingRules = RoutingRules()
 
     @model_validator(mode="after")
     def _apps_name_known_tenants(self) -> HubConfig:

@@ -34,12 +34,21 @@ class InboundRouter:
     """Handles one inbound chat event; holds the configuration and the Redis adapters."""
 
     def __init__(
-        self, config: ConfigSource, rules: RouterRules, limiter: RateLimiter, cache: TaskCache
+        self,
+        config: ConfigSource,
+        rules: RouterRules | None,
+        limiter: RateLimiter,
+        cache: TaskCache,
     ) -> None:
         self.config = config
-        self.rules = rules
+        self._pinned_rules = rules
         self.limiter = limiter
         self.cache = cache
+
+    @property
+    def rules(self) -> RouterRules:
+        """Pinned rules (a file or a test), else the live configuration's ``routing``."""
+        return self._pinned_rules or self.config.current.routing
 
     async def handle(self, env: Envelope[Any], delivery: Delivery) -> None:
         event = env.data
@@ -162,7 +171,7 @@ def build_service(
             svc.state["owned_config"] = source
         svc.state["router"] = InboundRouter(
             source,
-            rules or load_rules(settings.router_rules),
+            rules or (load_rules(settings.router_rules) if settings.router_rules else None),
             RedisRateLimiter(redis, memo_ttl_s=settings.router_memo_ttl_s),
             RedisTaskCache(redis),
         )
