@@ -36,6 +36,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -323,17 +324,20 @@ def measure(a: argparse.Namespace, sync: str, dl: Deadline) -> None:
                 try:
                     if impl == "archiver":
                         d = measured(
-                            lambda: drain_archiver(server.url, root, a), a.loop, server.pid, a.count
+                            partial(drain_archiver, server.url, root, a),
+                            a.loop,
+                            server.pid,
+                            a.count,
                         )
                         r = measured(
-                            lambda: restore_archiver(server.url, root), a.loop, server.pid, a.count
+                            partial(restore_archiver, server.url, root), a.loop, server.pid, a.count
                         )
                     else:
                         d = measured(
-                            lambda: drain_raw(server.url, root, a), a.loop, server.pid, a.count
+                            partial(drain_raw, server.url, root, a), a.loop, server.pid, a.count
                         )
                         r = measured(
-                            lambda: restore_raw(server.url, root), a.loop, server.pid, a.count
+                            partial(restore_raw, server.url, root), a.loop, server.pid, a.count
                         )
                 finally:
                     shutil.rmtree(root, ignore_errors=True)

@@ -74,11 +74,12 @@ STREAM_IN = streams.CHAT_INBOUND.name
 STREAM_OUT = streams.CHAT_COMMANDS.name
 DURABLE = "router"
 STAGE = "router"
+ROUTER_STAGE = "router.command"  # zhongshu.router.domain.STAGE_COMMAND
 PLATFORM = "feishu"
 TENANT = "acme"
 SOURCE_IN = "zhongshu/ingress-feishu"
 SOURCE_OUT = "zhongshu/router"
-IMPLS = ("raw", "runtime", "faststream")
+IMPLS = ("raw", "runtime", "faststream", "router")
 P2_MIN_RATIO = 0.5
 P2_MAX_P99_MS = 10.0
 MB = 1024 * 1024
@@ -291,6 +292,72 @@ async def worker_runtime(w: Worker) -> None:
         await asyncio.wait_for(service.stop(), 15)
 
 
+async def worker_router(w: Worker) -> None:
+    """The real router service (whitelist, group rules, classification, then the command),
+    with its own Redis. No rate limits are configured, so the hop makes no Redis call: the
+    figure is the router's own work on top of the runtime (a per-user limit adds one Redis
+    round trip per message)."""
+    import tempfile
+
+    from zhongshu.router.handlers import build_service
+    from zhongshu.router.settings import RouterSettings
+    from zhongshu.runtime.hubconfig import HubConfig
+    from zhongshu.runtime.liveconfig import StaticConfig
+    from zhongshu.runtime.routing import DEFAULT_COMMANDS, CommandSpec, RoutingRules
+    from zhongshu.runtime.stack import RedisServer, free_port
+
+    a = w.a
+    message = example(MessageReceived)
+    config = HubConfig.model_validate(
+        {
+            "apps": {
+                message.app: {
+                    "tenant": message.tenant,
+                    "platform": "feishu",
+                    "feishu": {"app_id": "cli_bench", "app_secret": "s"},
+                    "group": {"require_mention": False, "prefixes": []},
+                }
+            }
+        }
+    )
+    rules = RoutingRules(
+        commands=(*DEFAULT_COMMANDS, CommandSpec(name="summarize"), CommandSpec(name="todo"))
+    )
+    with tempfile.TemporaryDirectory(prefix="zhongshu-bench-router-") as tmp:
+        redis = RedisServer(Path(tmp), port=free_port()).start()
+        try:
+            service = build_service(config=StaticConfig(config), rules=rules)
+            await service.start(
+                RouterSettings(
+                    nats_url=a.url,
+                    redis_url=redis.url,
+                    health_host="127.0.0.1",
+                    health_port=0,
+                    drain_timeout_s=5,
+                )
+            )
+            w.ready()
+            await progress_from_stream(w, service.js)
+            await w.finish(service.js)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(service.stop(), 15)
+        finally:
+            redis.stop()
+
+
+async def progress_from_stream(w: Worker, js: JetStreamContext) -> None:
+    """For a service whose handler the bench does not own: progress is the outputs stored."""
+    first = True
+    while not w.progress.done.is_set():
+        stored = (await js.stream_info(STREAM_OUT)).state.messages
+        if stored and first:
+            w.progress.first()
+            first = False
+        if stored > w.progress.n:
+            w.progress.tick(stored - w.progress.n)
+        await asyncio.sleep(0.01)
+
+
 async def worker_faststream(w: Worker) -> None:
     """FastStream 0.7.8, per-message pull subscriber, tuned (``tuned-async`` of the reference)."""
     from faststream.nats import JStream, NatsBroker, PullSub
@@ -337,6 +404,7 @@ async def worker_faststream(w: Worker) -> None:
 WORKERS: dict[str, Callable[[Worker], Coroutine[Any, Any, None]]] = {
     "raw": worker_raw,
     "runtime": worker_runtime,
+    "router": worker_router,
     "faststream": worker_faststream,
 }
 
@@ -525,7 +593,13 @@ def measure_throughput(
 def latencies(prefix: str, sent_ns: list[int], received: list[list[Any]]) -> dict[str, Any]:
     """Join producer send times and sink receipts by id: p50/p90/p99/max after warm-up, and the
     number of events lost (never seen by the sink) and duplicated (seen twice)."""
-    index = {derive_msg_id(inbound_id(prefix, i), STAGE): i for i in range(len(sent_ns))}
+    # The bench's own workers derive their output id with STAGE, the router service with its
+    # own stage name: join on either.
+    index = {
+        derive_msg_id(inbound_id(prefix, i), stage): i
+        for i in range(len(sent_ns))
+        for stage in (STAGE, ROUTER_STAGE)
+    }
     lat: list[float | None] = [None] * len(sent_ns)
     duplicates = unknown = 0
     for out_id, ns in received:
