@@ -1,5 +1,6 @@
-"""notifier: consumes ``chat.reply.>`` and ``alert.>``, delivers to DingTalk and Feishu once,
-publishes ``delivery.<status>.<platform>.<tenant>``. Wiring only."""
+"""notifier: consumes ``chat.reply.>`` and ``alert.>``, delivers to DingTalk and Feishu once;
+posts task and run events to callback URLs; publishes ``delivery.<status>.<platform>.<tenant>``.
+Wiring only."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from zhongshu.notifier.adapters.ledger import Ledger
 from zhongshu.notifier.adapters.ratelimit import SlidingWindowLimiter
 from zhongshu.notifier.adapters.streamstate import StreamState
 from zhongshu.notifier.adapters.tokens import TokenCache
+from zhongshu.notifier.callbacks import CallbackFlow, CallbackRetry
 from zhongshu.notifier.channels import Adapters
 from zhongshu.notifier.flows import Notifier
 from zhongshu.notifier.settings import NotifierSettings
@@ -25,11 +27,16 @@ from zhongshu.runtime.hubconfig import HubConfig
 from zhongshu.runtime.liveconfig import LiveConfig
 
 
-def build_service(*, config: HubConfig | None = None, concurrency: int | None = None) -> Service:
+def build_service(
+    *,
+    config: HubConfig | None = None,
+    concurrency: int | None = None,
+    callback_retry: CallbackRetry | None = None,
+) -> Service:
     """A fresh service (tests run several in one process); ``config`` replaces the live
-    configuration (tests)."""
+    configuration and ``callback_retry`` the hours-long callback retry schedule (tests)."""
     service = Service("notifier", NotifierSettings)
-    handlers.register(service, concurrency or 8)
+    handlers.register(service, concurrency or 8, callback_retry)
 
     @service.on_startup
     async def open_resources(svc: Service) -> None:
@@ -72,6 +79,9 @@ def build_service(*, config: HubConfig | None = None, concurrency: int | None = 
             window=AlertWindow(redis),
             streams=StreamState(redis),
         )
+        svc.state[handlers.CALLBACKS] = await CallbackFlow.open(
+            svc.js, settings, redis, callback_retry or CallbackRetry()
+        )
 
     @service.readiness("redis")
     async def redis_ready() -> bool:
@@ -85,6 +95,8 @@ def build_service(*, config: HubConfig | None = None, concurrency: int | None = 
     async def close_resources(svc: Service) -> None:
         if "live" in svc.state:
             await svc.state["live"].close()
+        if handlers.CALLBACKS in svc.state:
+            await svc.state[handlers.CALLBACKS].close()
         if "http" in svc.state:
             await svc.state["http"].aclose()
         if "redis" in svc.state:

@@ -1,11 +1,11 @@
 """The notifier's settings: the runtime's, the platform base URLs (tests and the sandbox point
-them at fakes), Redis for tokens and rate limits, and the delivery limits."""
+them at fakes), Redis for tokens and rate limits, the delivery limits, and the callback key."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from zhongshu.runtime.settings import ServiceSettings
@@ -52,3 +52,12 @@ class NotifierSettings(ServiceSettings):
     session_webhook_margin_s: float = Field(
         default=30.0, ge=0, description="treat a sessionWebhook as expired this much early"
     )
+    callback_key: SecretStr | None = Field(
+        default=None,
+        description="derives every subscription's signing secret (ZHONGSHU_CALLBACK_KEY, the "
+        "gateway's too); unset = callbacks disabled, nothing is posted",
+    )
+    callback_timeout_s: float = Field(
+        default=10.0, gt=0, description="a callback POST's whole exchange, answer included"
+    )
+    callback_connect_timeout_s: float = Field(default=5.0, gt=0)
