@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import nats.errors
+import nats.js.errors
 import pytest_asyncio
 from nats.js.client import JetStreamContext
 
@@ -201,10 +202,11 @@ class Hub:
         assert delivery.acknowledged, delivery.response.text
         return message_id
 
-    async def say_in_dingtalk(self, text: str) -> str:
-        """A user @-mentions the robot in a DingTalk group; returns the conversation id."""
+    async def say_in_dingtalk(self, text: str, *, webhook_valid_s: float = 90 * 60) -> str:
+        """A user @-mentions the robot in a DingTalk group; returns the conversation id. The
+        callback's sessionWebhook expires after ``webhook_valid_s``."""
         conversation = "cid" + uuid.uuid4().hex
-        url, expires = self.dingtalk.session_webhook(conversation)
+        url, expires = self.dingtalk.session_webhook(conversation, expires_in_s=webhook_valid_s)
         secret = self.dingtalk.app_secret
         async with DingTalkCallbackSender(self.dingtalk_ingress, self.dingtalk_app, secret) as s:
             payload = s.message(
@@ -235,7 +237,11 @@ class Hub:
         deadline = loop.time() + WAIT_S
         for stream, durable in CONSUMERS:
             while True:
-                info = await self.js.consumer_info(stream, durable)
+                try:
+                    info = await self.js.consumer_info(stream, durable)
+                except nats.js.errors.NotFoundError:
+                    break  # no such consumer yet: nothing started it in this session
+
                 if info.num_pending == 0 and info.num_ack_pending == 0:
                     break
                 assert loop.time() < deadline, f"{durable} did not settle: {info}"
@@ -465,3 +471,31 @@ async def test_an_agent_killed_mid_answer_is_replaced_and_the_user_gets_one_answ
     assert hub.feishu.errors == []
     assert len(hub.llm.calls) >= 2  # the killed call, and the survivor's
     assert survivor.proc.returncode is None, survivor.log_tail()
+
+
+async def test_a_dingtalk_status_query_is_answered_through_the_session_webhook(hub: Hub) -> None:
+    """/status goes no further than the router (answered from the hot cache), and the answer
+    goes back through the callback's own sessionWebhook: one message, no model call."""
+    conversation = await hub.say_in_dingtalk("/status")
+    delivered = await hub.delivered("dingtalk")
+    await hub.settle()
+    sent = hub.dingtalk.delivered_to("session")
+    assert [(d.target, d.text) for d in sent] == [(conversation, "No recent tasks.")]
+    assert len(delivered) == 1
+    assert hub.dingtalk.delivered_to("group") == []
+    assert hub.llm.calls == []
+
+
+async def test_after_the_session_webhook_expired_the_answer_goes_through_the_openapi(
+    hub: Hub,
+) -> None:
+    """A sessionWebhook about to expire is not used: the reply goes to the group through the
+    robot OpenAPI (with an access token), once."""
+    conversation = await hub.say_in_dingtalk("/help", webhook_valid_s=5)
+    await hub.delivered("dingtalk")
+    await hub.settle()
+    assert hub.dingtalk.delivered_to("session") == []
+    sent = hub.dingtalk.delivered_to("group")
+    assert [d.target for d in sent] == [conversation]
+    assert "/status" in sent[0].text
+    assert hub.dingtalk.errors == []
