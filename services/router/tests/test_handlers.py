@@ -4,6 +4,7 @@ outputs it should, once, and limits hold across replicas."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -304,11 +305,13 @@ async def test_a_redelivered_message_yields_no_second_reply_and_counts_once(hub:
     assert len(await hub.commands()) == 1  # the redelivery did not use up the limit
 
 
-async def test_a_config_change_pushed_to_kv_is_applied_without_restart(hub: Hub) -> None:
+@contextlib.asynccontextmanager
+async def live_config(hub: Hub) -> AsyncIterator[None]:
+    """The session's ``config`` bucket is shared: put back what it held before the test."""
     from nats.js.errors import KeyNotFoundError
 
     from zhongshu.contracts.streams import CONFIG_KV
-    from zhongshu.runtime.liveconfig import CONFIG_KEY, push
+    from zhongshu.runtime.liveconfig import CONFIG_KEY
 
     bucket = await hub.js.key_value(CONFIG_KV.bucket)
     try:
@@ -316,6 +319,18 @@ async def test_a_config_change_pushed_to_kv_is_applied_without_restart(hub: Hub)
     except KeyNotFoundError:
         previous = None
     try:
+        yield
+    finally:
+        if previous is None:
+            await bucket.delete(CONFIG_KEY)
+        else:
+            await bucket.put(CONFIG_KEY, previous)
+
+
+async def test_a_config_change_pushed_to_kv_is_applied_without_restart(hub: Hub) -> None:
+    from zhongshu.runtime.liveconfig import push
+
+    async with live_config(hub):
         await push(hub.js, hub.yaml())
         await hub.start(live=True)
         await hub.send(hub.message("before", user="ou_dave"))
@@ -330,25 +345,12 @@ async def test_a_config_change_pushed_to_kv_is_applied_without_restart(hub: Hub)
             await hub.send(hub.message("after", user="ou_dave"))
             await hub.settle()
         assert [r.text for r in await hub.replies()][:1] == [RouterRules().refusal_text]
-    finally:
-        if previous is None:
-            await bucket.delete(CONFIG_KEY)
-        else:
-            await bucket.put(CONFIG_KEY, previous)
 
 
 async def test_routing_rules_in_the_live_configuration_apply_without_restart(hub: Hub) -> None:
-    from nats.js.errors import KeyNotFoundError
+    from zhongshu.runtime.liveconfig import push
 
-    from zhongshu.contracts.streams import CONFIG_KV
-    from zhongshu.runtime.liveconfig import CONFIG_KEY, push
-
-    bucket = await hub.js.key_value(CONFIG_KV.bucket)
-    try:
-        previous: bytes | None = (await bucket.get(CONFIG_KEY)).value
-    except KeyNotFoundError:
-        previous = None
-    try:
+    async with live_config(hub):
         await push(hub.js, hub.yaml())
         await hub.start(live=True)
         await hub.send(hub.message("please ship it now"))
@@ -363,8 +365,3 @@ async def test_routing_rules_in_the_live_configuration_apply_without_restart(hub
             assert loop.time() < deadline, "the pushed routing rule was not applied"
             await hub.send(hub.message("please ship it now"))
             await hub.settle()
-    finally:
-        if previous is None:
-            await bucket.delete(CONFIG_KEY)
-        else:
-            await bucket.put(CONFIG_KEY, previous)
