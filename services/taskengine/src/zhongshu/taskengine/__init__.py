@@ -1,0 +1,1 @@
+"""zhongshu-taskengine: event triggers and DAG workflow runs (see the README)."""
