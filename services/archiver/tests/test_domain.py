@@ -26,8 +26,10 @@ from zhongshu.archiver.layout import (
 from zhongshu.archiver.lines import PublishTimes, decode_lines, encode_line, event_time
 from zhongshu.archiver.manifest import Manifest, decode, encode
 from zhongshu.archiver.restore import RestoreError, into, projections
+from zhongshu.archiver.runner import stream_names
 from zhongshu.archiver.settings import ArchiverSettings
 from zhongshu.archiver.writer import Chunk, decompress, prepare
+from zhongshu.runtime.errors import ConfigurationError
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -259,3 +261,10 @@ def test_store_urls_lose_their_secrets_and_local_paths_become_absolute(tmp_path:
     assert "endpoint=http://h:9" in shown
     resolved = resolve_local_url("file://./data/archive", base=__import__("pathlib").Path("/srv"))
     assert resolved == "file:///srv/data/archive"
+
+
+def test_unknown_streams_are_refused_by_name() -> None:
+    with pytest.raises(ConfigurationError, match=r"unknown stream\(s\) NOPE; known: CHAT_INBOUND"):
+        stream_names(ArchiverSettings(archive_streams=["TASKS", "NOPE"]))
+    assert stream_names(ArchiverSettings(archive_streams=["TASKS", "TASKS"])) == ["TASKS"]
+    assert "DLQ" in stream_names(ArchiverSettings())

@@ -9,6 +9,7 @@ import asyncio
 import time
 
 import msgspec
+import pytest
 from archiver_testing import Bus, settings, start_archiver, stop_quietly
 from nats.js.api import StreamConfig
 from prometheus_client import REGISTRY
@@ -16,10 +17,13 @@ from prometheus_client import REGISTRY
 from zhongshu.archiver.adapters.statekv import StateStore
 from zhongshu.archiver.alerts import Alerts
 from zhongshu.archiver.lag import LagMonitor
+from zhongshu.archiver.main import build_service
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts.envelope import Envelope
 from zhongshu.contracts.events import AlertRaised
 from zhongshu.runtime.bus import Publisher
+from zhongshu.runtime.errors import RuntimeFailure
+from zhongshu.runtime.stack import NatsServer
 from zhongshu.runtime.testing import collect
 
 MAX_AGE_S = 60.0
@@ -80,7 +84,7 @@ async def test_stopped_archiver_raises_warning_then_error_before_events_age_out(
     assert len(await alerts_raised(bus)) == 2
 
 
-async def test_archived_events_are_not_lag(bus: Bus, archive_dir: object) -> None:
+async def test_archived_events_are_not_lag(bus: Bus) -> None:
     await bus.js.add_stream(
         StreamConfig(name="TINY2", subjects=["tiny2.>"], max_age=MAX_AGE_S, duplicate_window=1)
     )
@@ -101,9 +105,7 @@ async def test_archived_events_are_not_lag(bus: Bus, archive_dir: object) -> Non
     assert await alerts_raised(bus) == []
 
 
-async def test_monitor_only_service_exports_the_lag_of_every_stream(
-    bus: Bus, archive_dir: object
-) -> None:
+async def test_monitor_only_service_exports_the_lag_of_every_stream(bus: Bus) -> None:
     for i in range(5):
         await bus.js.publish("events.ops.x", msgspec.json.encode({"i": i}))
     service = await start_archiver(
@@ -126,3 +128,13 @@ async def test_monitor_only_service_exports_the_lag_of_every_stream(
         assert value == 5
     finally:
         await stop_quietly(service)
+
+
+async def test_a_stream_that_was_never_provisioned_stops_the_start_with_the_fix(
+    fast_nats_server: NatsServer,
+) -> None:
+    # A bare server: no stream, no bucket.
+    service = build_service()
+    with pytest.raises(RuntimeFailure, match="run `zhongshu provision`"):
+        await service.start(settings(fast_nats_server.url, "memory://", ["TASKS"]))
+    await stop_quietly(service)

@@ -71,7 +71,7 @@ async def test_100k_events_archive_verify_clean_and_restore_in_order(
         prefix = f"restored.{stream.lower()}"
         await bus.js.add_stream(StreamConfig(name=f"RESTORED_{stream}", subjects=[f"{prefix}.>"]))
         plan = await restore.plan(store, stream, JAN, FEB)
-        result = await restore.restore(bus.js, store, plan, restore.into(f"{prefix}.>"))
+        result = await restore.restore(bus.nc, bus.js, store, plan, restore.into(f"{prefix}.>"))
         assert (result.read, result.published, result.failed) == (COUNTS[stream], COUNTS[stream], 0)
         original = await stream_payloads(bus.js, stream)
         restored = await stream_payloads(bus.js, f"RESTORED_{stream}")
@@ -83,7 +83,7 @@ async def test_100k_events_archive_verify_clean_and_restore_in_order(
 
     # Replaying again changes nothing: every message is dropped by its original Nats-Msg-Id.
     plan = await restore.plan(store, "EVENTS", JAN, FEB)
-    again = await restore.restore(bus.js, store, plan, restore.into("restored.events.>"))
+    again = await restore.restore(bus.nc, bus.js, store, plan, restore.into("restored.events.>"))
     assert (again.published, again.duplicates) == (0, COUNTS["EVENTS"])
     info = await bus.js.stream_info("RESTORED_EVENTS")
     assert info.state.messages == COUNTS["EVENTS"]
@@ -100,7 +100,7 @@ async def test_restored_messages_keep_their_headers_and_lose_server_ones(
         await stop_quietly(service)
     await bus.js.add_stream(StreamConfig(name="ONE_SUBJECT", subjects=["restored.one"]))
     plan = await restore.plan(store, "TASKS", JAN, FEB)
-    result = await restore.restore(bus.js, store, plan, restore.into("restored.one"))
+    result = await restore.restore(bus.nc, bus.js, store, plan, restore.into("restored.one"))
     assert result.published == 10
     msg = await bus.js.get_msg("ONE_SUBJECT", 1)
     headers = msg.headers or {}

@@ -68,7 +68,7 @@ async def test_s3_round_trip_archives_verifies_and_restores(bus: Bus, s3_endpoin
 
     await bus.js.add_stream(StreamConfig(name="FROM_S3", subjects=["from-s3.>"]))
     plan = await restore.plan(store, "TASKS", Month(2025, 1), Month(2025, 2))
-    result = await restore.restore(bus.js, store, plan, restore.into("from-s3.>"))
+    result = await restore.restore(bus.nc, bus.js, store, plan, restore.into("from-s3.>"))
     assert result.published == EVENTS
     restored = await stream_payloads(bus.js, "FROM_S3")
     assert [data for _, data, _ in restored] == payloads

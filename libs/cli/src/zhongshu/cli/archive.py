@@ -411,7 +411,7 @@ async def _restore(
         with _progress() as progress:
             task = progress.add_task(f"restoring {stream}", total=the_plan.events)
             report = await restore.restore(
-                js, store, the_plan, target, progress=lambda n: progress.advance(task, n)
+                nc, js, store, the_plan, target, progress=lambda n: progress.advance(task, n)
             )
         console.print(
             f"{stream} {the_plan.months[0]}..{the_plan.months[-1]} → {escape(target.description)}"

@@ -53,6 +53,10 @@ class Resync(Exception):
     """The consumer delivered out of order: start again from the resume point."""
 
 
+class SequenceReset(Exception):
+    """The stream's sequences restarted below the resume point (it was recreated)."""
+
+
 @dataclass(frozen=True)
 class DrainOptions:
     stream: str
@@ -60,9 +64,9 @@ class DrainOptions:
     time_zone: str
     batch: int = 5_000
     expires_s: float = 1.0
-    max_events: int = 50_000
-    max_bytes: int = 32 * 1024**2
-    max_age_s: float = 300.0
+    max_events: int = 20_000
+    max_bytes: int = 16 * 1024**2
+    max_age_s: float = 600.0
     zstd_level: int = 3
     crash_at: tuple[str, int] | None = None
     """Testing only: SIGKILL this process at that step of the Nth commit."""
@@ -133,7 +137,7 @@ class StreamDrain:
                     self.o.stream,
                     delay,
                     exc,
-                    exc_info=not isinstance(exc, StoreError | Resync),
+                    exc_info=not isinstance(exc, StoreError | Resync | SequenceReset),
                 )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
@@ -178,7 +182,7 @@ class StreamDrain:
                     self._collect(chunk, msg, seq, published_ns)
                     last_msg, next_seq = msg, seq + 1
                 if until is not None:
-                    if next_seq > until or not msgs:
+                    if next_seq > until or (not msgs and await self._read_all(next_seq, until)):
                         # All of the pending range that still exists has been read.
                         chunk.cover(until)
                         await self._hand_over(chunk, book, last_msg)
@@ -190,11 +194,14 @@ class StreamDrain:
                 await self._hand_over(chunk, book, last_msg)  # a clean stop writes what it holds
             await self._wait_commit()
         finally:
-            if self._commit is not None and not self._commit.done():
-                self._commit.cancel()
-                with contextlib.suppress(BaseException):
-                    await self._commit
-            self._commit = None
+            # Leaving on an error: a chunk being written is still valid work, let it finish
+            # (a cancellation of this task cancels it too, which a restart repairs).
+            if self._commit is not None:
+                task, self._commit = self._commit, None
+                try:
+                    await task
+                except Exception as exc:
+                    log.warning("%s: the last commit failed too: %s", o.stream, exc)
             await puller.close()
 
     def _collect(self, chunk: Chunk, msg: Msg, seq: int, published_ns: int) -> None:
@@ -221,6 +228,28 @@ class StreamDrain:
             info = await self.js.stream_info(self.o.stream)
             state = await self.states.start_at(state, max(0, int(info.state.first_seq) - 1))
             log.info("%s: first run, archiving from sequence %d", self.o.stream, state.archived + 1)
+            return state
+        last = int((await self.js.stream_info(self.o.stream)).state.last_seq)
+        if last < state.archived:
+            # The stream was deleted and created again: its new sequences would collide with
+            # archived ones. An operator decides (archive elsewhere, or start over).
+            detail = (
+                f"{self.o.stream} ends at sequence {last} but the archive already holds up to "
+                f"{state.archived}: the stream was recreated. Point ZHONGSHU_OBJECT_STORE_URL at "
+                f"a new location and delete key {self.o.stream} of KV bucket `archive` to start "
+                "over"
+            )
+            if self.alerts is not None:
+                with contextlib.suppress(Exception):
+                    await self.alerts.raise_once(
+                        f"reset:{self.o.stream}",
+                        "error",
+                        f"archiving {self.o.stream} stopped: its sequences restarted",
+                        detail,
+                        {"stream": self.o.stream},
+                        time.time(),
+                    )
+            raise SequenceReset(detail)
         return state
 
     async def _check_hole(self, expected: int, seq: int) -> None:
@@ -241,6 +270,15 @@ class StreamDrain:
                         f"{self.o.stream}: got sequence {seq} while {found.seq} is still in the "
                         "stream"
                     )
+
+    async def _read_all(self, next_seq: int, until: int) -> bool:
+        """True when no message from ``next_seq`` to ``until`` is left in the stream (an empty
+        pull alone could also be a connection that dropped the answer)."""
+        try:
+            found = await self.js.get_msg(self.o.stream, next_seq, subject=">", next=True)
+        except NotFoundError:
+            return True
+        return found.seq is None or found.seq > until
 
     async def _report_lost(self, first: int, last: int) -> None:
         count = last - first + 1

@@ -13,7 +13,7 @@ import base64
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 
@@ -112,12 +112,3 @@ def encode_line(
 def decode_lines(text: bytes) -> list[ArchivedMessage]:
     """Every line of one decompressed object, in order."""
     return _DECODER.decode_lines(text)
-
-
-def published_at(line: ArchivedMessage) -> datetime:
-    return datetime.fromisoformat(line.published)
-
-
-def to_json(line: ArchivedMessage) -> dict[str, Any]:
-    """A plain dict (for tests and ``--json`` output)."""
-    return msgspec.to_builtins(line)  # type: ignore[no-any-return]

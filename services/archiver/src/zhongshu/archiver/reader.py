@@ -17,6 +17,8 @@ from zhongshu.archiver.lines import ArchivedMessage, decode_lines
 from zhongshu.archiver.manifest import ObjectEntry
 from zhongshu.archiver.writer import decompress
 
+_END = 1 << 64  # past any stream sequence
+
 
 class CorruptObject(Exception):
     """An object missing, or not matching its manifest entry; the text says how."""
@@ -57,6 +59,15 @@ async def in_sequence(
         if not heap:
             continue
         _, index, position, lines = heapq.heappop(heap)
-        yield lines[position]
-        if position + 1 < len(lines):
-            heapq.heappush(heap, (lines[position + 1].seq, index, position + 1, lines))
+        # Yield this object's lines up to the next sequence another object starts at: usually
+        # the whole object, as months rarely interleave.
+        limit = heap[0][0] if heap else _END
+        if opened < len(pending):
+            limit = min(limit, pending[opened].first_seq)
+        end = position + 1
+        while end < len(lines) and lines[end].seq < limit:
+            end += 1
+        for line in lines[position:end]:
+            yield line
+        if end < len(lines):
+            heapq.heappush(heap, (lines[end].seq, index, end, lines))

@@ -14,17 +14,18 @@ Two kinds of target:
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from nats.js.api import PubAck, RetentionPolicy, StorageType, StreamConfig, SubjectTransform
+from nats.aio.client import Client as NatsClient
+from nats.js.api import RetentionPolicy, StorageType, StreamConfig, SubjectTransform
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from zhongshu.archiver import catalog
 from zhongshu.archiver.adapters.objectstore import ObjectStore
+from zhongshu.archiver.adapters.publisher import PipelinedPublisher
 from zhongshu.archiver.layout import Month
 from zhongshu.archiver.lines import ArchivedMessage
 from zhongshu.archiver.manifest import ObjectEntry
@@ -32,7 +33,8 @@ from zhongshu.archiver.reader import in_sequence
 from zhongshu.contracts import headers as H
 from zhongshu.contracts.subjects import sanitize_token
 
-WINDOW = 5_000  # publishes in flight before their PubAcks are gathered
+WINDOW = 5_000  # publishes waiting for their PubAck at most
+PROGRESS_EVERY = 1_000
 REPLAY_MAX_AGE_S = 7 * 24 * 3600.0  # a replay stream is scratch space: it cleans itself up
 
 
@@ -154,13 +156,16 @@ class RestoreReport:
 def republish_headers(stream: str, line: ArchivedMessage) -> dict[str, str]:
     """The original headers, minus those the server set or would act on again (expectations,
     schedules, TTLs), keeping ``Nats-Msg-Id`` (or giving one, so a replay dedupes)."""
-    headers = {k: v for k, v in line.headers.items() if not k.lower().startswith("nats-")}
-    msg_id = line.headers.get(H.MSG_ID)
-    headers[H.MSG_ID] = msg_id or f"archive:{stream}:{line.seq}"
+    headers = line.headers
+    if any(k[:5].lower() == "nats-" and k != H.MSG_ID for k in headers):
+        headers = {k: v for k, v in headers.items() if k == H.MSG_ID or k[:5].lower() != "nats-"}
+    if H.MSG_ID not in headers:
+        headers = {**headers, H.MSG_ID: f"archive:{stream}:{line.seq}"}
     return headers
 
 
 async def restore(
+    nc: NatsClient,
     js: JetStreamContext,
     store: ObjectStore,
     the_plan: Plan,
@@ -169,7 +174,7 @@ async def restore(
     progress: Callable[[int], None] | None = None,
 ) -> RestoreReport:
     """Publish every message of ``the_plan`` to ``target`` in stream order; every PubAck is
-    awaited before this returns."""
+    awaited before this returns. ``progress(n)`` is told every few thousand messages sent."""
     report = RestoreReport()
     try:
         report.target_stream = await js.find_stream_name_by_subject(target.probe_subject)
@@ -178,39 +183,22 @@ async def restore(
             f"no stream stores {target.probe_subject}: create one for the target first"
         ) from None
     started = time.perf_counter()
-    futures: list[asyncio.Future[PubAck]] = []
-    async for line in in_sequence(store, the_plan.objects):
-        futures.append(
-            await js.publish_async(
+    told = 0
+    async with PipelinedPublisher(nc, window=WINDOW) as publisher:
+        async for line in in_sequence(store, the_plan.objects):
+            await publisher.publish(
                 target.subject_for(line.subject),
                 line.payload(),
-                headers=republish_headers(the_plan.stream, line),
+                republish_headers(the_plan.stream, line),
             )
-        )
-        report.read += 1
-        if len(futures) >= WINDOW:
-            await _settle(futures, report, progress)
-    await _settle(futures, report, progress)
+            report.read += 1
+            if progress is not None and report.read - told >= PROGRESS_EVERY:
+                progress(report.read - told)
+                told = report.read
+    if progress is not None and report.read > told:
+        progress(report.read - told)
+    tally = publisher.tally
+    report.published, report.duplicates = tally.stored, tally.duplicates
+    report.failed, report.first_error = tally.failed, tally.first_error
     report.seconds = time.perf_counter() - started
     return report
-
-
-async def _settle(
-    futures: list[asyncio.Future[PubAck]],
-    report: RestoreReport,
-    progress: Callable[[int], None] | None,
-) -> None:
-    results: Sequence[PubAck | BaseException] = await asyncio.gather(
-        *futures, return_exceptions=True
-    )
-    for result in results:
-        if isinstance(result, BaseException):
-            report.failed += 1
-            report.first_error = report.first_error or f"{type(result).__name__}: {result}"
-        elif result.duplicate:
-            report.duplicates += 1
-        else:
-            report.published += 1
-    if progress is not None and futures:
-        progress(len(futures))
-    futures.clear()

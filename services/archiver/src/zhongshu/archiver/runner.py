@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import logging
 
+from nats.js.errors import NotFoundError
+
 from zhongshu.archiver.adapters.objectstore import (
     ObjectStore,
     StoreError,
@@ -20,7 +22,7 @@ from zhongshu.archiver.lag import LagMonitor
 from zhongshu.archiver.settings import ArchiverSettings
 from zhongshu.contracts.streams import STREAMS
 from zhongshu.runtime import Service
-from zhongshu.runtime.errors import ConfigurationError
+from zhongshu.runtime.errors import ConfigurationError, RuntimeFailure
 
 log = logging.getLogger("zhongshu.archiver")
 
@@ -62,6 +64,13 @@ class Archiver:
         except ValueError as exc:
             raise ConfigurationError(f"ZHONGSHU_ARCHIVE_CRASH_AT: {exc}") from None
         states = await StateStore.open(svc.js)
+        for stream in self.streams:
+            try:
+                await svc.js.stream_info(stream)
+            except NotFoundError:
+                raise RuntimeFailure(
+                    f"stream {stream} does not exist: run `zhongshu provision`"
+                ) from None
         alerts = Alerts(svc.publisher, s.archive_alert_window_s)
         await self.check_store()
         if s.archive_drain:

@@ -39,12 +39,15 @@ class ArchiverSettings(ServiceSettings):
     archive_fetch_expires_s: float = Field(
         default=1.0, gt=0, description="how long one pull waits for a full batch"
     )
-    archive_chunk_max_events: int = Field(default=50_000, gt=0)
-    archive_chunk_max_bytes: int = Field(default=32 * 1024**2, gt=0)
+    # Two chunks per stream may be in memory (one collected, one being written): the byte
+    # bound keeps a first run over a dozen backlogged streams within a few hundred MB.
+    archive_chunk_max_events: int = Field(default=20_000, gt=0)
+    archive_chunk_max_bytes: int = Field(default=16 * 1024**2, gt=0)
     archive_chunk_max_age_s: float = Field(
-        default=300.0,
+        default=600.0,
         gt=0,
-        description="a chunk is written at the latest this long after its first event",
+        description="a chunk is written at the latest this long after its first event (a quiet "
+        "stream gets one object per this period: its manifest lists each)",
     )
     archive_zstd_level: int = Field(default=3, ge=1, le=22)
     archive_lag_check_interval_s: float = Field(default=30.0, gt=0)

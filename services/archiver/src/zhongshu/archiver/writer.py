@@ -72,10 +72,6 @@ class Chunk:
     def age_s(self) -> float:
         return time.monotonic() - self.started
 
-    @property
-    def empty_range(self) -> bool:
-        return self.last_seq < self.first_seq
-
 
 @dataclass(frozen=True)
 class PreparedObject:
