@@ -29,6 +29,7 @@ from zhongshu.runtime.provision import refused
 from zhongshu.runtime.stack import EmbeddedStack, free_port
 
 HTTP_PORT_ENV = "ZHONGSHU_HTTP_PORT"
+OBJECT_STORE_ENV = "ZHONGSHU_OBJECT_STORE_URL"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -79,6 +80,8 @@ def _child_specs(
     names: list[str], stack: EmbeddedStack, local_model: Path | None = None
 ) -> list[ChildSpec]:
     env = {**os.environ, **stack.env(), "PYTHONUNBUFFERED": "1"}
+    # The cold archive lives with the rest of the hub's data unless an object store is given.
+    env.setdefault(OBJECT_STORE_ENV, (stack.data_dir / "archive").absolute().as_uri())
     extra: list[ChildSpec] = []
     if local_model is not None:
         model_spec, pointers = localmodel.child_spec(local_model, env)
