@@ -13,11 +13,19 @@ runner = CliRunner()
 @pytest.mark.parametrize(
     ("command", "options"),
     [
-        ([], ["up", "run", "provision", "status", "dlq"]),
+        (
+            [],
+            ["up", "run", "provision", "status", "dlq", "config", "archive", "token", "projections"],
+        ),
         (
             ["up"],
-            ["--data-dir", "--only", "--no-services", "--log-format", "--replicas", "--ready-file"],
+            [
+                *("--data-dir", "--only", "--no-services", "--log-format", "--replicas"),
+                *("--ready-file", "--local-model"),
+            ],
         ),
+        (["archive"], ["ls", "verify", "restore"]),
+        (["archive", "restore"], ["--stream", "--from", "--to", "--into", "--projections"]),
         (["run"], ["NAME"]),
         (["provision"], ["--replicas", "--allow-data-loss"]),
         (["status"], ["--json"]),

@@ -10,6 +10,8 @@ import typer
 from zhongshu.cli import runstate, services
 from zhongshu.cli.archive import app as archive_app
 from zhongshu.cli.console import EXIT_USAGE, fail, quiet_client_logs, reported_errors
+from zhongshu.cli.projections_cmd import app as projections_app
+from zhongshu.cli.token_cmd import app as token_app
 
 app = typer.Typer(
     name="zhongshu",
@@ -29,6 +31,8 @@ config_app = typer.Typer(
 )
 app.add_typer(config_app, name="config")
 app.add_typer(archive_app, name="archive")
+app.add_typer(token_app, name="token")
+app.add_typer(projections_app, name="projections")
 
 ConfigFile = Annotated[
     Path | None,

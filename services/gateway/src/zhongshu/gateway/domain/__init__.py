@@ -1,0 +1,1 @@
+"""Pure decisions (no I/O): schedule cadences, workflow graphs, trigger filters, cursors."""

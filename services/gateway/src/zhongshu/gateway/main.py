@@ -1,0 +1,38 @@
+"""gateway: the public OpenAPI HTTP API (tasks, schedules, triggers, workflows, subscriptions,
+quotas) with JWT bearer auth, served on the service's HTTP port next to /healthz (`zhongshu up`
+routes `/api/`, `/openapi.json`, `/docs` and `/` of port 8000 here). Wiring only; `zhongshu up`
+finds ``service`` through the ``zhongshu.services`` entry point."""
+
+from __future__ import annotations
+
+from starlette.routing import Mount
+
+from zhongshu.gateway import lifecycle
+from zhongshu.gateway.app import build_app
+from zhongshu.gateway.settings import GatewaySettings
+from zhongshu.runtime.service import Service
+
+
+def build_service() -> Service:
+    """A fresh service and its app (tests run several in one process)."""
+    service = Service("gateway", GatewaySettings)
+    app = build_app()
+
+    async def start(s: Service) -> None:
+        await lifecycle.open_gateway(s, app)
+
+    async def stop(s: Service) -> None:
+        await lifecycle.close_gateway(s, app)
+
+    service.on_startup(start)
+    service.on_shutdown(stop)
+    lifecycle.readiness(service, app)
+    # After /healthz, /readyz and /metrics, everything else is the API.
+    service.routes.append(Mount("/", app=app))
+    return service
+
+
+service = build_service()
+
+if __name__ == "__main__":
+    service.main()

@@ -1,0 +1,1 @@
+"""The API's request and response shapes (they generate the OpenAPI document)."""
