@@ -15,7 +15,17 @@ runner = CliRunner()
     [
         (
             [],
-            ["up", "run", "provision", "status", "dlq", "config", "archive", "token", "projections"],
+            [
+                "up",
+                "run",
+                "provision",
+                "status",
+                "dlq",
+                "config",
+                "archive",
+                "token",
+                "projections",
+            ],
         ),
         (
             ["up"],

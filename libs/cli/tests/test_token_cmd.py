@@ -4,6 +4,7 @@ the gateway does), and refuses clearly when it cannot sign one."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import jwt
 import pytest
@@ -96,3 +97,33 @@ def test_a_short_secret_is_refused() -> None:
     code, output = create("--tenant", "acme", "--scope", "admin", ZHONGSHU_JWT_SECRET="short")
     assert code == 1
     assert "shorter than 32" in output
+
+
+def test_without_the_variable_the_secret_up_generated_signs_the_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from zhongshu.cli import localsecrets
+
+    monkeypatch.delenv("ZHONGSHU_JWT_SECRET", raising=False)
+    values = localsecrets.ensure(tmp_path, {})
+    assert set(values) == {"ZHONGSHU_JWT_SECRET", "ZHONGSHU_CALLBACK_KEY"}
+    assert localsecrets.ensure(tmp_path, {}) == values  # kept: tokens survive restarts
+    assert (localsecrets.secrets_dir(tmp_path) / "jwt_secret").stat().st_mode & 0o777 == 0o600
+    result = CliRunner().invoke(
+        app,
+        [
+            "token",
+            "create",
+            "--tenant",
+            "acme",
+            "--scope",
+            "tasks:read",
+            "--data-dir",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    token = result.output.strip()
+    claims = jwt.decode(token, values["ZHONGSHU_JWT_SECRET"], algorithms=["HS256"])
+    assert claims["tenant"] == "acme"
+    assert values["ZHONGSHU_JWT_SECRET"] not in result.output

@@ -15,10 +15,12 @@ import os
 import re
 import time
 import uuid
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from zhongshu.cli import localsecrets, runstate
 from zhongshu.cli.console import EXIT_USAGE, CliError, console, fail
 
 SECRET_ENV = "ZHONGSHU_JWT_SECRET"
@@ -94,21 +96,37 @@ def create(
     subject: Annotated[
         str, typer.Option("--subject", help="Who holds it (`sub`; tasks show `api:<subject>`).")
     ] = "operator",
+    data_dir: Annotated[
+        Path,
+        typer.Option(
+            "--data-dir",
+            help="Where `zhongshu up` keeps the secret it generated when ZHONGSHU_JWT_SECRET "
+            "is not set.",
+        ),
+    ] = runstate.DEFAULT_DATA_DIR,
 ) -> None:
     """Print an HS256 token signed with ZHONGSHU_JWT_SECRET (with `iss`/`aud` from
-    ZHONGSHU_JWT_ISSUER/ZHONGSHU_JWT_AUDIENCE when set), for `Authorization: Bearer <token>`."""
+    ZHONGSHU_JWT_ISSUER/ZHONGSHU_JWT_AUDIENCE when set), for `Authorization: Bearer <token>`.
+    Without the variable, the secret `zhongshu up` generated in its data directory is used."""
     try:
-        print_token(tenant=tenant, scopes=scope, ttl=ttl, subject=subject)
+        secret = os.environ.get(SECRET_ENV, "")
+        generated = localsecrets.secrets_dir(data_dir) / localsecrets.GENERATED[SECRET_ENV]
+        if not secret and generated.exists():
+            secret = generated.read_text().strip()
+        print_token(tenant=tenant, scopes=scope, ttl=ttl, subject=subject, secret=secret)
     except CliError as exc:
         fail(str(exc), code=exc.code)
 
 
-def print_token(*, tenant: str, scopes: list[str], ttl: str, subject: str) -> None:
-    secret = os.environ.get(SECRET_ENV, "")
+def print_token(
+    *, tenant: str, scopes: list[str], ttl: str, subject: str, secret: str | None = None
+) -> None:
+    if secret is None:
+        secret = os.environ.get(SECRET_ENV, "")
     if not secret:
         raise CliError(
-            f"{SECRET_ENV} is not set: set it to the gateway's HS256 key (the same value the "
-            "gateway runs with) to sign tokens"
+            f"{SECRET_ENV} is not set (and no hub data directory has a generated one): set it "
+            "to the gateway's HS256 key (the same value the gateway runs with) to sign tokens"
         )
     if len(secret) < MIN_SECRET_LENGTH:
         raise CliError(f"{SECRET_ENV} is shorter than {MIN_SECRET_LENGTH} characters")

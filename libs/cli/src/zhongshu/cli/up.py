@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 from starlette.applications import Starlette
 
-from zhongshu.cli import config_cmd, frontdoor, localmodel, runstate, services
+from zhongshu.cli import config_cmd, frontdoor, localmodel, localsecrets, runstate, services
 from zhongshu.cli.console import CliError, console, safe_url
 from zhongshu.cli.provision_cmd import outcomes_table, provision_url, refusal_message, summary
 from zhongshu.cli.runstate import RunState
@@ -82,6 +82,7 @@ def _child_specs(
     env = {**os.environ, **stack.env(), "PYTHONUNBUFFERED": "1"}
     # The cold archive lives with the rest of the hub's data unless an object store is given.
     env.setdefault(OBJECT_STORE_ENV, (stack.data_dir / "archive").absolute().as_uri())
+    env.update(localsecrets.ensure(stack.data_dir, env))
     extra: list[ChildSpec] = []
     if local_model is not None:
         model_spec, pointers = localmodel.child_spec(local_model, env)
@@ -123,7 +124,13 @@ def urls_table(stack: EmbeddedStack, state: RunState, data_dir: Path, port: int)
     for prefix, name in frontdoor.ROUTES:
         if name in running and prefix != "/":
             grid.add_row("", f"{origin}{prefix}… → {name}")
-    if "gateway" not in running:
+    if "gateway" in running:
+        grid.add_row(
+            "API token",
+            "[dim]uv run zhongshu token create --tenant <tenant> --scope tasks:write "
+            "--scope tasks:read[/]",
+        )
+    else:
         grid.add_row("", "[dim]/api/… arrives with the gateway service[/]")
     grid.add_row("data", escape(f"{data_dir} (server logs in {data_dir / 'logs'})"))
     return grid
