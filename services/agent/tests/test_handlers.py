@@ -398,3 +398,31 @@ async def test_fetch_url_reads_only_allow_listed_addresses(hub: Hub) -> None:
     assert finals[-1].text == "Answer: error: that URL is not on the allow-list"
     tools = [e.data for e in await hub.task_events() if isinstance(e.data, TaskToolCalled)]
     assert [t.ok for t in tools] == [True, False]
+
+
+async def test_a_task_cancelled_before_it_started_is_not_run(hub: Hub, redis_url: str) -> None:
+    from zhongshu.contracts.hotcache import TaskStatus
+
+    task_id = "t-" + uuid.uuid4().hex[:8]
+    redis = Redis.from_url(redis_url)
+    cancelled = TaskStatus(task_id=task_id, status="cancelled", updated_at=1.0)
+    await redis.set(task_status_key(hub.tenant, task_id), msgspec.json.encode(cancelled))
+    await redis.aclose()
+    await hub.start()
+    request = TaskRequested(
+        task_id=task_id, tenant=hub.tenant, requested_by="api:ops", origin="api", prompt="x"
+    )
+    env = wire.make_envelope(request, id=task_id, source="test", tenant=hub.tenant)
+    await hub.js.publish(
+        subjects.task_requested(hub.tenant), wire.encode(env), headers={H.MSG_ID: env.id}
+    )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while True:
+        info = await hub.js.consumer_info(streams.TASKS.name, "agent-tasks")
+        if info.num_pending == 0 and info.num_ack_pending == 0:
+            break
+        assert loop.time() < deadline, info
+        await asyncio.sleep(0.1)
+    assert await hub.task_events() == []
+    assert hub.llm.calls == []

@@ -163,6 +163,10 @@ class Agent:
         plan = domain.plan_task(request, task_id)
         if plan.mode == "skip":
             return
+        status = await self.statuses.get(request.tenant, task_id)
+        if status is not None and status.status == "cancelled":  # by the API before it ran
+            log.info("task %s was cancelled before it started; not run", task_id)
+            return
         outbox = Outbox(
             delivery,
             tenant=request.tenant,
