@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from zhongshu.gateway.domain import cadence, cursor, dag, filters
+from zhongshu.gateway.domain import cadence, cursor, filters
 
 NOW = datetime(2026, 3, 7, 12, 0, 0, tzinfo=UTC)
 
@@ -60,31 +60,6 @@ def test_cron_fires_next_in_its_own_zone_across_daylight_saving() -> None:
 def test_unusable_cadences_say_why(given: str, zone: str | None, says: str) -> None:
     with pytest.raises(cadence.InvalidSchedule, match=says):
         cadence.parse(given, zone)
-
-
-def test_a_dag_with_parallel_branches_and_a_join_is_accepted_in_order() -> None:
-    needs = {
-        "collect": (),
-        "summarize": ("collect",),
-        "count": ("collect",),
-        "notify": ("summarize", "count"),
-    }
-    assert dag.problems([dag.Node(k, v) for k, v in needs.items()]) == []
-    assert dag.topological_order(needs) == ["collect", "summarize", "count", "notify"]
-
-
-def test_graph_problems_are_named() -> None:
-    cyclic = [
-        dag.Node("a", ("b",)),
-        dag.Node("b", ("c",)),
-        dag.Node("c", ("a",)),
-        dag.Node("d", ()),
-    ]
-    assert dag.problems(cyclic) == ["the steps form a cycle (each needs the next): a → b → c → a"]
-    assert dag.problems([dag.Node("a", ("a",))]) == ["step 'a' needs itself"]
-    assert dag.problems([]) == ["a workflow needs at least one step"]
-    deep = [dag.Node(f"s{i}", (f"s{i + 1}",) if i < 5000 else ()) for i in range(5001)]
-    assert dag.problems(deep) == []  # no recursion limit on long chains
 
 
 def test_trigger_filters_stay_under_events_and_conditions_must_compile() -> None:

@@ -7,8 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from zhongshu.gateway.domain import dag
+from zhongshu.contracts.definitions import StepDefinition, WorkflowDefinition
 from zhongshu.gateway.models.common import ApiModel, CallbackTarget, ChatTarget, DefinitionId, Page
+from zhongshu.taskengine import dag  # the engine owns what "runnable" means
 
 StepKind = Literal["collect", "infer", "notify"]
 
@@ -34,8 +35,25 @@ class WorkflowBody(ApiModel):
     steps: list[Step] = Field(min_length=1, max_length=200)
 
     @model_validator(mode="after")
-    def _is_a_dag(self) -> WorkflowBody:
-        found = dag.problems([dag.Node(s.id, tuple(s.needs)) for s in self.steps])
+    def _is_runnable(self) -> WorkflowBody:
+        """The task engine's own check (graph, step configs, placeholders), so a workflow
+        the API accepts is one the engine can run."""
+        definition = WorkflowDefinition(
+            id="w",
+            tenant="t",
+            steps=tuple(
+                StepDefinition(
+                    id=s.id,
+                    kind=s.kind,
+                    needs=tuple(s.needs),
+                    config=s.config,
+                    retries=s.retries,
+                    timeout_s=s.timeout_s,
+                )
+                for s in self.steps
+            ),
+        )
+        found = dag.problems(definition)
         if found:
             raise ValueError("; ".join(found))
         return self
