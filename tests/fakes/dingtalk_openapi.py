@@ -1,13 +1,19 @@
 """A fake DingTalk open platform for what the notifier calls (protocols §2.4): the OAuth2
-access token, the enterprise robot OpenAPI (group and one-to-one), sessionWebhooks and signed
+access token, the enterprise robot OpenAPI (group and one-to-one), AI cards
+(``card/instances/createAndDeliver`` and ``card/streaming``), sessionWebhooks and signed
 custom-robot webhooks. It checks credentials, tokens and signatures, answers with the real
 error codes (HTTP 200 + errcode for webhooks), enforces the per-robot rate limit (20/min by
-default → errcode 130101, then a block) and records every accepted message in ``deliveries``::
+default → errcode 130101, then a block) and a per-card streaming rate, records every accepted
+message in ``deliveries`` and every AI card, with each of its updates, in ``ai_cards``::
 
     async with FakeDingTalkOpenAPI(app_key="ding-app", app_secret="s", robot_code="ding-robot",
                                    robots={"robot-token": "SECxxx"}) as fake:
         # DINGTALK_API_URL = DINGTALK_OAPI_URL = fake.base_url
         url, expires_at = fake.session_webhook("cid-group")
+
+The AI-card answers follow the OpenAPI's shape (``{"success": true, "result": …}``, errors as
+HTTP 4xx with a ``code``); DingTalk publishes no per-card streaming limit, so ``card_rate``
+(10 updates/s, CardKit's number) is the fake's assumption.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -31,6 +38,8 @@ from tests.fakes.base_openapi import FakeServer, Injected, SlidingWindow
 
 MAX_TEXT_BYTES = 20_000
 SIGN_MAX_SKEW_MS = 60 * 60 * 1000
+OPEN_SPACE = re.compile(r"^dtv1\.card//(IM_GROUP|IM_ROBOT)\.(.+)$", re.IGNORECASE)
+QPS_LIMIT_CODE = "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi"
 
 
 def robot_sign(secret: str, timestamp_ms: int | str) -> str:
@@ -41,7 +50,8 @@ def robot_sign(secret: str, timestamp_ms: int | str) -> str:
 @dataclass
 class DingTalkDelivery:
     channel: str
-    """``session``, ``group``, ``oto`` or ``robot``."""
+    """``session``, ``group``, ``oto``, ``robot``, or ``card-group`` / ``card-oto`` (an AI
+    card created and delivered; its updates are in ``ai_cards``)."""
     target: str
     """Conversation id, session id, staff ids (comma-joined) or robot access token."""
     msgtype: str
@@ -52,6 +62,36 @@ class DingTalkDelivery:
     def text(self) -> str:
         c = self.content
         return str(c.get("content") or c.get("text") or "")
+
+
+@dataclass
+class AICardUpdate:
+    """One accepted ``PUT /v1.0/card/streaming``."""
+
+    guid: str
+    key: str
+    content: str
+    is_full: bool
+    is_finalize: bool
+    is_error: bool
+    at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class AICard:
+    """A card instance: where it was delivered, its variables now, and every update."""
+
+    template_id: str
+    space_type: str
+    """``IM_GROUP`` or ``IM_ROBOT``."""
+    space_id: str
+    """The group's conversation id or the user's staff id."""
+    params: dict[str, str]
+    updates: list[AICardUpdate] = field(default_factory=list)
+
+    @property
+    def finalized(self) -> bool:
+        return any(u.is_finalize for u in self.updates)
 
 
 class FakeDingTalkOpenAPI(FakeServer):
@@ -66,8 +106,17 @@ class FakeDingTalkOpenAPI(FakeServer):
         robot_window_s: float = 60.0,
         block_s: float = 600.0,
         token_lifetime_s: int = 7200,
+        card_templates: dict[str, tuple[str, ...]] | None = None,
+        card_rate: int = 10,
+        card_window_s: float = 1.0,
     ) -> None:
         self.app_key, self.app_secret, self.robot_code = app_key, app_secret, robot_code
+        # template id → its variables (what cardParamMap and streaming keys may name)
+        self.card_templates = dict(
+            card_templates or {"ai-card-template.schema": ("content", "flowStatus")}
+        )
+        self.card_limit = SlidingWindow(card_rate, card_window_s)
+        self.ai_cards: dict[str, AICard] = {}  # outTrackId → card
         self.robots = dict(robots or {})  # access token → secret (None: no signing)
         self.robot_limit = SlidingWindow(robot_limit, robot_window_s)
         self.block_s = block_s
@@ -83,6 +132,8 @@ class FakeDingTalkOpenAPI(FakeServer):
                 Route("/v1.0/oauth2/accessToken", self._token, methods=["POST"]),
                 Route("/v1.0/robot/groupMessages/send", self._group, methods=["POST"]),
                 Route("/v1.0/robot/oToMessages/batchSend", self._oto, methods=["POST"]),
+                Route("/v1.0/card/instances/createAndDeliver", self._create_card, methods=["POST"]),
+                Route("/v1.0/card/streaming", self._stream_card, methods=["PUT"]),
                 Route("/robot/send", self._robot, methods=["POST"]),
                 Route("/robot/sendBySession", self._session, methods=["POST"]),
             ]
@@ -156,6 +207,106 @@ class FakeDingTalkOpenAPI(FakeServer):
 
     async def _oto(self, request: Request) -> Response:
         return await self._api_send(request, "oto")
+
+    # --- AI cards -------------------------------------------------------------------------
+
+    async def _create_card(self, request: Request) -> Response:
+        if not self._token_ok(request):
+            return self._api_err(request, 401, "InvalidAuthentication", "不合法的access_token")
+        body = await request.json()
+        template = body.get("cardTemplateId")
+        if template not in self.card_templates:
+            return self._api_err(request, 400, "param.cardTemplateId", "卡片模板不存在")
+        out_track_id = body.get("outTrackId")
+        if not isinstance(out_track_id, str) or not out_track_id:
+            return self._api_err(request, 400, "param.outTrackId", "outTrackId 不能为空")
+        if out_track_id in self.ai_cards:
+            return self._api_err(request, 400, "param.outTrackId.duplicate", "outTrackId 重复")
+        params = (body.get("cardData") or {}).get("cardParamMap")
+        if not isinstance(params, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in params.items()
+        ):
+            return self._api_err(request, 400, "param.cardParamMap", "参数值必须是字符串")
+        unknown = set(params) - set(self.card_templates[template])
+        if unknown:
+            return self._api_err(request, 400, "param.cardParamMap", f"未知变量 {unknown}")
+        space = OPEN_SPACE.match(str(body.get("openSpaceId", "")))
+        if space is None:
+            return self._api_err(request, 400, "param.openSpaceId", "openSpaceId 格式错误")
+        space_type, space_id = space.group(1).upper(), space.group(2)
+        if space_type == "IM_GROUP":
+            deliver = body.get("imGroupOpenDeliverModel") or {}
+            if deliver.get("robotCode") != self.robot_code:
+                return self._api_err(request, 400, "param.robotCode", "robot 不存在")
+        else:
+            deliver = body.get("imRobotOpenDeliverModel") or {}
+            if deliver.get("spaceType") != "IM_ROBOT":
+                return self._api_err(request, 400, "param.spaceType", "spaceType 必须是 IM_ROBOT")
+        injected = self.next_injected()
+        if injected and not injected.after_effect:
+            return await self._answer(injected)
+        self.ai_cards[out_track_id] = AICard(str(template), space_type, space_id, dict(params))
+        channel = "card-group" if space_type == "IM_GROUP" else "card-oto"
+        self._record(channel, space_id, "aiCard", dict(params))
+        if injected:
+            return await self._answer(injected)
+        await asyncio.sleep(self.answer_delay_s)
+        carrier = uuid.uuid4().hex
+        return JSONResponse(
+            {
+                "success": True,
+                "result": {
+                    "outTrackId": out_track_id,
+                    "deliverResults": [
+                        {
+                            "spaceType": space_type,
+                            "spaceId": space_id,
+                            "success": True,
+                            "carrierId": carrier,
+                        }
+                    ],
+                },
+            }
+        )
+
+    async def _stream_card(self, request: Request) -> Response:
+        if not self._token_ok(request):
+            return self._api_err(request, 401, "InvalidAuthentication", "不合法的access_token")
+        body = await request.json()
+        card = self.ai_cards.get(str(body.get("outTrackId", "")))
+        if card is None:
+            return self._api_err(request, 404, "cardInstance.notFound", "卡片实例不存在")
+        guid, key, content = body.get("guid"), body.get("key"), body.get("content")
+        if not isinstance(guid, str) or not guid:
+            return self._api_err(request, 400, "param.guid", "guid 不能为空")
+        if key not in self.card_templates[card.template_id]:
+            return self._api_err(request, 400, "param.key", f"模板没有变量 {key}")
+        if not isinstance(content, str):
+            return self._api_err(request, 400, "param.content", "content 必须是字符串")
+        flags = {name: body.get(name) for name in ("isFull", "isFinalize", "isError")}
+        if not all(isinstance(flag, bool) for flag in flags.values()):
+            return self._api_err(request, 400, "param.flags", "isFull/isFinalize/isError")
+        if not self.card_limit.allow(str(body["outTrackId"])):
+            return self._api_err(request, 403, QPS_LIMIT_CODE, "请求太频繁")
+        injected = self.next_injected()
+        if injected and not injected.after_effect:
+            return await self._answer(injected)
+        full, finalize, error = flags["isFull"], flags["isFinalize"], flags["isError"]
+        card.params[key] = content if full else card.params.get(key, "") + content
+        card.updates.append(
+            AICardUpdate(guid, key, content, bool(full), bool(finalize), bool(error))
+        )
+        self._notify()
+        if injected:
+            return await self._answer(injected)
+        await asyncio.sleep(self.answer_delay_s)
+        return JSONResponse({"success": True, "result": True})
+
+    def _api_err(self, request: Request, status: int, code: str, message: str) -> Response:
+        self.errors.append((request.url.path, code))
+        return JSONResponse({"code": code, "message": message}, status_code=status)
+
+    # --- webhooks ---------------------------------------------------------------------------
 
     async def _robot(self, request: Request) -> Response:
         token = request.query_params.get("access_token", "")

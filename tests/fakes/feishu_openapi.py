@@ -1,13 +1,15 @@
 """A fake Feishu open platform for what the notifier calls (protocols §1.4): the
-``tenant_access_token``, sending to a chat, replying to a message (in its thread), and signed
+``tenant_access_token``, sending to a chat, replying to a message (in its thread), updating a
+card the app sent (``PATCH /im/v1/messages/{id}``), CardKit streaming cards, and signed
 custom-bot webhooks. It checks credentials, tokens and signatures, deduplicates by request
 ``uuid`` for an hour like the platform, enforces 5 QPS per chat (HTTP 429, code 99991400 with
-``x-ogw-ratelimit-reset``), refuses over-long content (230025) and records every message in
-``deliveries``::
+``x-ogw-ratelimit-reset``) and 5 updates/s per message (230020), refuses over-long content
+(230025), records every message in ``deliveries`` and every card update in ``updates``::
 
     async with FakeFeishuOpenAPI(app_id="cli_x", app_secret="s") as fake:
         # FEISHU_BASE_URL = fake.base_url
         message_id = fake.user_message("oc_chat")   # something to reply to
+        card_id = fake.bot_card("oc_chat", {"config": {"update_multi": True}, ...})
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from tests.fakes.base_openapi import FakeServer, Injected, SlidingWindow
 UUID_TTL_S = 3600.0
 MAX_TEXT_BYTES = 150 * 1024
 MAX_CARD_BYTES = 30 * 1024
+UPDATABLE_FOR_S = 14 * 24 * 3600.0  # a card can be updated up to 14 days after it was sent
 
 
 def custom_bot_sign(secret: str, timestamp: int | str) -> str:
@@ -54,6 +57,27 @@ class FeishuDelivery:
     @property
     def text(self) -> str:
         return json.dumps(self.content, ensure_ascii=False)
+
+
+@dataclass
+class Message:
+    """What the fake knows of a message: who sent it, when (wall clock), its type and content."""
+
+    chat_id: str
+    msg_type: str
+    content: dict[str, Any]
+    by_app: bool
+    sent_at: float = field(default_factory=time.time)
+    recalled: bool = False
+
+
+@dataclass
+class CardUpdate:
+    """One accepted ``PATCH /open-apis/im/v1/messages/{message_id}``."""
+
+    message_id: str
+    card: dict[str, Any]
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -84,7 +108,9 @@ class FakeFeishuOpenAPI(FakeServer):
         self.token_lifetime_s = token_lifetime_s
         self.tokens: dict[str, float] = {}
         self.token_requests = 0
-        self.messages: dict[str, str] = {}  # message id → chat id
+        self.messages: dict[str, Message] = {}
+        self.updates: list[CardUpdate] = []
+        self.message_limit = SlidingWindow(5, 1.0)  # card updates: 5 QPS per message
         self.uuids: dict[str, tuple[str, float]] = {}  # uuid → (message id, when)
         self.deduplicated = 0
         self.deliveries: list[FeishuDelivery] = []
@@ -99,6 +125,9 @@ class FakeFeishuOpenAPI(FakeServer):
                 Route("/open-apis/im/v1/messages", self._send, methods=["POST"]),
                 Route(
                     "/open-apis/im/v1/messages/{message_id}/reply", self._reply, methods=["POST"]
+                ),
+                Route(
+                    "/open-apis/im/v1/messages/{message_id}", self._update_card, methods=["PATCH"]
                 ),
                 Route("/open-apis/bot/v2/hook/{token}", self._bot, methods=["POST"]),
                 Route("/open-apis/cardkit/v1/cards", self._create_card, methods=["POST"]),
@@ -118,7 +147,14 @@ class FakeFeishuOpenAPI(FakeServer):
     def user_message(self, chat_id: str) -> str:
         """A message a user sent in ``chat_id`` (what a reply answers)."""
         message_id = f"om_{uuid.uuid4().hex}"
-        self.messages[message_id] = chat_id
+        self.messages[message_id] = Message(chat_id, "text", {"text": "hi"}, by_app=False)
+        return message_id
+
+    def bot_card(self, chat_id: str, card: dict[str, Any], *, sent_days_ago: float = 0) -> str:
+        """An interactive card the app sent to ``chat_id`` earlier (what a user clicks)."""
+        message_id = f"om_{uuid.uuid4().hex}"
+        sent_at = time.time() - sent_days_ago * 24 * 3600
+        self.messages[message_id] = Message(chat_id, "interactive", card, True, sent_at)
         return message_id
 
     @property
@@ -146,11 +182,55 @@ class FakeFeishuOpenAPI(FakeServer):
 
     async def _reply(self, request: Request) -> Response:
         parent = request.path_params["message_id"]
-        chat_id = self.messages.get(parent)
-        if chat_id is None:
+        original = self.messages.get(parent)
+        if original is None or original.recalled:
             return self._err(request, 230011, "the message was withdrawn or does not exist", 400)
         body = await request.json()
-        return await self._im(request, "reply", chat_id, body, parent)
+        return await self._im(request, "reply", original.chat_id, body, parent)
+
+    async def _update_card(self, request: Request) -> Response:
+        if not self._token_ok(request):
+            return self._err(request, 99991663, "Invalid access token for authorization", 400)
+        message_id = request.path_params["message_id"]
+        message = self.messages.get(message_id)
+        if message is None or message.recalled:
+            return self._err(request, 230011, "The message is recalled.", 400)
+        if not message.by_app:
+            return self._err(request, 230001, "only the sender can update a message", 400)
+        if message.msg_type != "interactive":
+            return self._err(request, 230001, "only interactive messages can be updated", 400)
+        if time.time() - message.sent_at > UPDATABLE_FOR_S:
+            return self._err(
+                request, 230031, "Message can only be modified within 14 days after sending.", 400
+            )
+        body = await request.json()
+        raw = body.get("content")
+        if not isinstance(raw, str):
+            return self._err(request, 230001, "content must be a JSON string", 400)
+        if len(raw.encode()) > MAX_CARD_BYTES:
+            return self._err(
+                request, 230025, "The length of the message content reaches its limit.", 400
+            )
+        try:
+            card = json.loads(raw)
+        except ValueError:
+            return self._err(request, 230001, "content is not JSON", 400)
+        if not (_shared(message.content) and _shared(card)):
+            return self._err(
+                request, 230001, "update_multi must be true before and after the update", 400
+            )
+        if not self.message_limit.allow(message_id):
+            return self._err(request, 230020, "This operation triggers the frequency limit.", 400)
+        injected = self.next_injected()
+        if injected and not injected.after_effect:
+            return await self._answer(injected)
+        message.content = card
+        self.updates.append(CardUpdate(message_id, card))
+        self._notify()
+        if injected:
+            return await self._answer(injected)
+        await asyncio.sleep(self.answer_delay_s)
+        return JSONResponse({"code": 0, "msg": "success", "data": {}})
 
     async def _im(
         self, request: Request, kind: str, chat_id: str, body: dict[str, Any], parent: str | None
@@ -195,7 +275,7 @@ class FakeFeishuOpenAPI(FakeServer):
         if injected and not injected.after_effect:
             return await self._answer(injected)
         message_id = f"om_{uuid.uuid4().hex}"
-        self.messages[message_id] = chat_id
+        self.messages[message_id] = Message(chat_id, msg_type, content, by_app=True)
         if request_uuid:
             self.uuids[request_uuid] = (message_id, time.monotonic())
         self.deliveries.append(
@@ -327,3 +407,12 @@ class FakeFeishuOpenAPI(FakeServer):
         return JSONResponse(
             injected.body or {"code": 0, "msg": "success", "data": {}}, status_code=injected.status
         )
+
+
+def _shared(card: dict[str, Any]) -> bool:
+    """A shared card (``config.update_multi: true``); CardKit and template references count as
+    shared (their config lives in the card entity or the template)."""
+    if card.get("type") in ("template", "card"):
+        return True
+    config = card.get("config")
+    return isinstance(config, dict) and config.get("update_multi") is True

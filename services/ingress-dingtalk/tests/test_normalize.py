@@ -79,6 +79,28 @@ def test_a_payload_without_its_ids_is_malformed(change: dict[str, Any], missing:
         normalize.robot_message(payload, app="a", tenant="t")
 
 
+@pytest.mark.parametrize(
+    ("golden", "chat_kind", "user_id"),
+    [
+        ("text_p2p", "p2p", "manager4521"),
+        ("text_group_at_bot", "group", None),
+        # An external sender has no staff id: nothing can address them once the webhook expired.
+        ("external_sender_no_webhook", "p2p", None),
+    ],
+)
+def test_the_reply_handle_says_whom_a_one_to_one_answer_goes_to(
+    golden: str, chat_kind: str, user_id: str | None
+) -> None:
+    # Both kinds of chat have `cid…` conversation ids: only these tell the notifier which
+    # robot OpenAPI to use after the sessionWebhook expired.
+    payload = load(Path(__file__).parent / "golden" / f"{golden}.json")["payload"]
+    event = normalize.robot_message(payload, app="a", tenant="t").event
+    assert isinstance(event, MessageReceived)
+    handle = event.reply_handle
+    assert (handle.chat_id or "").startswith("cid")
+    assert (handle.chat_kind, handle.user_id) == (chat_kind, user_id)
+
+
 @pytest.mark.parametrize("raw", [b"{", b"[1, 2]", b"\xff\xfe", b'"text"', b""])
 def test_a_body_that_is_not_a_json_object_is_malformed(raw: bytes) -> None:
     with pytest.raises(MalformedPayload):

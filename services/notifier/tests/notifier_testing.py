@@ -1,4 +1,5 @@
-"""What the notifier's tests share: the fixtures' types."""
+"""What the notifier's tests share: the fixtures' types, publishing replies and reading what
+the notifier reported about them."""
 
 from __future__ import annotations
 
@@ -12,8 +13,13 @@ from nats.js.client import JetStreamContext
 
 from tests.fakes.dingtalk_openapi import FakeDingTalkOpenAPI
 from tests.fakes.feishu_openapi import FakeFeishuOpenAPI
+from zhongshu.contracts import envelope as wire
+from zhongshu.contracts import headers as H
+from zhongshu.contracts import subjects
+from zhongshu.contracts.events import ReplyGenerated
 from zhongshu.runtime import Service
 from zhongshu.runtime.hubconfig import HubConfig
+from zhongshu.runtime.testing import collect
 
 
 @dataclass
@@ -32,23 +38,25 @@ class Platforms:
     feishu_hook: str
     feishu_hook_secret: str
 
-    def config(self, **alerts: Any) -> HubConfig:
-        """Two apps (one per platform) whose credentials match the fakes."""
-        return HubConfig.model_validate(self.config_dict(**alerts))
+    def config(self, *, card_template_id: str | None = None, **alerts: Any) -> HubConfig:
+        """Two apps (one per platform) whose credentials match the fakes; the DingTalk app
+        streams into AI cards of ``card_template_id`` when given."""
+        return HubConfig.model_validate(
+            self.config_dict(card_template_id=card_template_id, **alerts)
+        )
 
-    def config_dict(self, **alerts: Any) -> dict[str, Any]:
+    def config_dict(self, *, card_template_id: str | None = None, **alerts: Any) -> dict[str, Any]:
+        dingtalk: dict[str, Any] = {
+            "app_key": self.dingtalk.app_key,
+            "app_secret": self.dingtalk.app_secret,
+            "robot_code": self.dingtalk.robot_code,
+        }
+        if card_template_id:
+            dingtalk["card_template_id"] = card_template_id
         return {
             "tenants": {"acme": {}},
             "apps": {
-                "ding": {
-                    "tenant": "acme",
-                    "platform": "dingtalk",
-                    "dingtalk": {
-                        "app_key": self.dingtalk.app_key,
-                        "app_secret": self.dingtalk.app_secret,
-                        "robot_code": self.dingtalk.robot_code,
-                    },
-                },
+                "ding": {"tenant": "acme", "platform": "dingtalk", "dingtalk": dingtalk},
                 "lark": {
                     "tenant": "acme",
                     "platform": "feishu",
@@ -74,3 +82,24 @@ async def drained(bus: Bus, durable: str, stream: str, within_s: float = 30) -> 
             return
         assert loop.time() < deadline, f"{durable} still has work: {info}"
         await asyncio.sleep(0.1)
+
+
+async def publish(bus: Bus, *replies: ReplyGenerated) -> None:
+    for reply in replies:
+        env = wire.make_envelope(
+            reply, id=f"{reply.reply_id}:{reply.chunk_index}", source="test", tenant=reply.tenant
+        )
+        await bus.js.publish(
+            subjects.chat_reply(reply.platform, reply.tenant),
+            wire.encode(env),
+            headers={H.MSG_ID: env.id},
+        )
+
+
+async def outcomes(
+    bus: Bus, status: str, platform: str, count: int, within_s: float = 15
+) -> list[Any]:
+    msgs = await collect(
+        bus.js, subjects.delivery(status, platform, "acme"), count=count, within_s=within_s
+    )
+    return [wire.decode_any(m.data).data for m in msgs]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from zhongshu.contracts.events import AlertRaised
 from zhongshu.notifier import domain
 from zhongshu.notifier.adapters import dingtalk, feishu
+from zhongshu.notifier.adapters.results import Rejected
 from zhongshu.notifier.domain import DeliveryRecord
 
 
@@ -26,6 +29,35 @@ def test_a_redelivered_message_acts_on_the_record_it_finds(
     state: domain.RecordState, idempotent: bool, step: str
 ) -> None:
     assert domain.next_step(DeliveryRecord(state=state), idempotent=idempotent) == step
+
+
+@pytest.mark.parametrize(("claimed_s_ago", "step"), [(3, "wait"), (30, "mark_ambiguous")])
+def test_a_send_that_may_still_await_its_answer_is_waited_for_not_called_ambiguous(
+    claimed_s_ago: float, step: str
+) -> None:
+    # The chunks of a streamed reply share their card's record: one chunk's worker may find
+    # another's send of the card in flight.
+    now = datetime.now(UTC)
+    record = DeliveryRecord(state="sending", claimed_at=now - timedelta(seconds=claimed_s_ago))
+    assert domain.next_step(record, idempotent=False, now=now, in_flight_s=25) == step
+
+
+def test_a_feishu_card_update_keeps_the_card_shared_and_refuses_one_that_is_not() -> None:
+    # Only shared cards (update_multi, before and after) can be updated for everyone.
+    card = {"elements": [{"tag": "markdown", "content": "approved"}]}
+    assert feishu.shared_card(card) == {**card, "config": {"update_multi": True}}
+    refused = feishu.shared_card({**card, "config": {"update_multi": False}})
+    assert isinstance(refused, Rejected)
+    template = {"type": "template", "data": {"template_id": "ctp_1"}}
+    assert feishu.shared_card(template) == template
+
+
+def test_an_ai_card_goes_to_a_group_or_to_one_user_s_chat_with_the_robot() -> None:
+    group = dingtalk.CardSpace(conversation_id="cidGroup==")
+    assert group.open_space_id == "dtv1.card//IM_GROUP.cidGroup=="
+    assert dingtalk.CardSpace(staff_id="manager4521").open_space_id == (
+        "dtv1.card//IM_ROBOT.manager4521"
+    )
 
 
 def test_over_long_text_is_split_on_utf8_boundaries_within_the_byte_limit() -> None:

@@ -10,11 +10,10 @@ from typing import Any
 
 import httpx
 import msgspec
-from notifier_testing import Bus, Platforms, StartNotifier, drained
+from notifier_testing import Bus, Platforms, StartNotifier, drained, outcomes, publish
 
 from tests.fakes.base_openapi import Injected
 from zhongshu.contracts import envelope as wire
-from zhongshu.contracts import headers as H
 from zhongshu.contracts import streams, subjects
 from zhongshu.contracts.events import ReplyDelivered, ReplyDeliveryFailed, ReplyGenerated
 from zhongshu.contracts.events.chat import (
@@ -51,27 +50,6 @@ def feishu_reply(message_id: str, text: str = "pong", **kw: Any) -> ReplyGenerat
         text=text,
         **kw,
     )
-
-
-async def publish(bus: Bus, *replies: ReplyGenerated) -> None:
-    for reply in replies:
-        env = wire.make_envelope(
-            reply, id=f"{reply.reply_id}:{reply.chunk_index}", source="test", tenant=reply.tenant
-        )
-        await bus.js.publish(
-            subjects.chat_reply(reply.platform, reply.tenant),
-            wire.encode(env),
-            headers={H.MSG_ID: env.id},
-        )
-
-
-async def outcomes(
-    bus: Bus, status: str, platform: str, count: int, within_s: float = 15
-) -> list[Any]:
-    msgs = await collect(
-        bus.js, subjects.delivery(status, platform, "acme"), count=count, within_s=within_s
-    )
-    return [wire.decode_any(m.data).data for m in msgs]
 
 
 async def test_a_dingtalk_reply_goes_through_the_session_webhook_while_it_is_valid(
@@ -327,6 +305,51 @@ async def test_a_dingtalk_reply_to_a_person_uses_the_one_to_one_openapi(
     await outcomes(bus, "delivered", "dingtalk", 1)
     [sent] = platforms.dingtalk.deliveries
     assert (sent.channel, sent.target, sent.msgtype) == ("oto", "staff-alice", "sampleMarkdown")
+
+
+def expired_handle(platforms: Platforms, conversation_id: str, **fields: Any) -> ReplyHandle:
+    url, _ = platforms.dingtalk.session_webhook(conversation_id, expires_in_s=-1)
+    return ReplyHandle(
+        kind=REPLY_HANDLE_DINGTALK_SESSION_WEBHOOK,
+        url=url,
+        chat_id=conversation_id,
+        expires_at=datetime.now(UTC) - timedelta(minutes=1),
+        **fields,
+    )
+
+
+async def test_a_one_to_one_answer_after_the_webhook_expired_goes_to_the_user_s_staff_id(
+    bus: Bus, platforms: Platforms, start_notifier: StartNotifier
+) -> None:
+    # A one-to-one conversation id starts with "cid" too: only the handle tells them apart.
+    handle = expired_handle(platforms, "cidP2pAlice==", chat_kind="p2p", user_id="manager4521")
+    group = expired_handle(platforms, "cidNotAGroup==", chat_kind="group")
+    one, two = (
+        dingtalk_reply(handle, "just you", chat_id="cidP2pAlice=="),
+        dingtalk_reply(group, "everyone", chat_id="cidNotAGroup=="),
+    )
+    await start_notifier()
+    await publish(bus, one, two)
+    await outcomes(bus, "delivered", "dingtalk", 2)
+    sent = {d.text: (d.channel, d.target) for d in platforms.dingtalk.deliveries}
+    assert sent == {
+        "just you": ("oto", "manager4521"),
+        "everyone": ("group", "cidNotAGroup=="),
+    }
+
+
+async def test_a_one_to_one_chat_without_a_staff_id_fails_fast_after_the_webhook_expired(
+    bus: Bus, platforms: Platforms, start_notifier: StartNotifier
+) -> None:
+    # An external user has no staff id: no API can reach them, and guessing sends nowhere.
+    handle = expired_handle(platforms, "cidP2pGuest==", chat_kind="p2p")
+    reply = dingtalk_reply(handle, "hello", chat_id="cidP2pGuest==")
+    await start_notifier()
+    await publish(bus, reply)
+    [failed] = await outcomes(bus, "failed", "dingtalk", 1)
+    assert failed.code == "no_route"
+    assert "staff id" in failed.reason
+    assert platforms.dingtalk.deliveries == []
 
 
 async def test_readiness_covers_the_bus_and_redis(

@@ -97,7 +97,10 @@ _DINGTALK_MESSAGE = MessageReceived(
     reply_handle=ReplyHandle(
         kind=REPLY_HANDLE_DINGTALK_SESSION_WEBHOOK,
         url="https://oapi.dingtalk.com/robot/sendBySession?session=c5b1ea2b",
+        chat_id="cidPeZ8fAkQ0Xk4Yi+Jc8LM0w==",
         expires_at=datetime(2025, 3, 21, 11, 0, 0, tzinfo=UTC),
+        chat_kind="p2p",
+        user_id="manager4220",
     ),
     text="what failed in last night's deploy?",
     attachments=(AttachmentRef(kind="file", key="dl_code_1", name="deploy.log", size=20480),),

@@ -60,6 +60,7 @@ class DingTalkCredentials(_Model):
     app_secret: SecretStr
     robot_code: str | None = None
     receive: tuple[Literal["http", "stream"], ...] = ("http",)
+    card_template_id: str | None = None  # an AI card template: streamed replies type into one card
 
 
 class AccessRules(_Model):

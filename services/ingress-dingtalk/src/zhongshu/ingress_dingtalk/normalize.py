@@ -86,16 +86,18 @@ def robot_message(payload: dict[str, Any], *, app: str, tenant: str) -> Inbound:
     text, attachments = _content(msgtype, payload)
     sent_at = _from_ms(payload.get("createAt"))
     mentions = tuple(_mentions(payload))
+    sender = _sender(payload)
+    chat_kind = _chat_kind(payload.get("conversationType"))
     event = MessageReceived(
         platform=PLATFORM,
         app=app,
         tenant=tenant,
         chat_id=conversation_id,
-        chat_kind=_chat_kind(payload.get("conversationType")),
-        sender=_sender(payload),
+        chat_kind=chat_kind,
+        sender=sender,
         platform_event_id=msg_id,
         platform_message_id=msg_id,
-        reply_handle=_reply_handle(payload, conversation_id),
+        reply_handle=_reply_handle(payload, conversation_id, chat_kind, sender),
         text=text,
         message_kind=_KINDS.get(msgtype, msgtype),
         mentions=mentions,
@@ -240,15 +242,29 @@ def _sender(payload: dict[str, Any]) -> Sender:
     )
 
 
-def _reply_handle(payload: dict[str, Any], conversation_id: str) -> ReplyHandle:
+def _reply_handle(
+    payload: dict[str, Any], conversation_id: str, chat_kind: ChatKind, sender: Sender
+) -> ReplyHandle:
+    """The sessionWebhook while it lasts; after that the notifier needs the robot OpenAPI,
+    which addresses a group by its conversation id but a one-to-one chat by the user's staff
+    id (its conversation id also starts with ``cid``), so both are kept here."""
+    # Only a staff id addresses a user: senderId is encrypted and no send API takes it.
+    user_id = sender.staff_id if chat_kind == "p2p" else None
     url = _str(payload.get("sessionWebhook"))
     if not url:
-        return ReplyHandle(kind=REPLY_HANDLE_DINGTALK_ROBOT, chat_id=conversation_id)
+        return ReplyHandle(
+            kind=REPLY_HANDLE_DINGTALK_ROBOT,
+            chat_id=conversation_id,
+            chat_kind=chat_kind,
+            user_id=user_id,
+        )
     return ReplyHandle(
         kind=REPLY_HANDLE_DINGTALK_SESSION_WEBHOOK,
         url=url,
         chat_id=conversation_id,
         expires_at=_from_ms(payload.get("sessionWebhookExpiredTime")),
+        chat_kind=chat_kind,
+        user_id=user_id,
     )
 
 

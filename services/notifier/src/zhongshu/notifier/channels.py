@@ -5,6 +5,7 @@ one place that looks at the platform; the delivery flow is the same for both."""
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -12,15 +13,17 @@ from datetime import UTC, datetime, timedelta
 from zhongshu.contracts.events import ReplyGenerated
 from zhongshu.contracts.events.chat import (
     REPLY_HANDLE_DINGTALK_SESSION_WEBHOOK,
+    REPLY_HANDLE_FEISHU_CARD_UPDATE,
     REPLY_HANDLE_FEISHU_MESSAGE,
+    ReplyHandle,
 )
 from zhongshu.notifier.adapters import feishu
-from zhongshu.notifier.adapters.dingtalk import DingTalkAdapter
+from zhongshu.notifier.adapters.dingtalk import AI_CARD_PROCESSING, CardSpace, DingTalkAdapter
 from zhongshu.notifier.adapters.feishu import FeishuAdapter
-from zhongshu.notifier.adapters.results import SendResult
+from zhongshu.notifier.adapters.results import Delivered, SendResult
 from zhongshu.notifier.message import Outgoing
 from zhongshu.notifier.settings import NotifierSettings
-from zhongshu.runtime.hubconfig import AlertRoute, HubConfig
+from zhongshu.runtime.hubconfig import AlertRoute, DingTalkCredentials, HubConfig
 
 
 class NoRoute(Exception):
@@ -36,16 +39,26 @@ class Limit:
 
 @dataclass(frozen=True)
 class CardStream:
-    """Updating one card in place while a reply streams (Feishu CardKit)."""
+    """Updating one card in place while a reply streams (Feishu CardKit, DingTalk AI cards).
 
-    create: Callable[[str, str | None], Awaitable[tuple[str | None, SendResult]]]
+    ``create`` makes the card, or only names it, and gives its id; ``message`` is what shows
+    it in the chat, sent once through ``show`` and recorded in the ledger; ``update`` replaces
+    its text with the text so far; ``finish`` writes the final text and ends the stream."""
+
+    create: Callable[[str, str, str | None], Awaitable[tuple[str | None, SendResult]]]
+    """(reply id, text so far, title) → (card id or None, result)."""
+    message: Callable[[str, str, str | None], Outgoing]
+    """(card id, text so far, title) → the message that shows the card."""
+    show: Callable[[Outgoing], Awaitable[SendResult]]
     update: Callable[[str, str, int], Awaitable[SendResult]]
-    close: Callable[[str, int], Awaitable[SendResult]]
-
-    @staticmethod
-    def message(card_id: str) -> Outgoing:
-        """What shows a streaming card in the chat."""
-        return Outgoing(kind="card", card={"type": "card", "data": {"card_id": card_id}})
+    """(card id, text so far, sequence)."""
+    finish: Callable[[str, str, int], Awaitable[SendResult]]
+    """(card id, final text, sequence)."""
+    show_idempotent: bool
+    """Showing the card again after a crash is harmless (Feishu's request ``uuid``)."""
+    ordered: bool
+    """The platform itself refuses an update older than the last one (CardKit's ``sequence``);
+    if not, the flow sends one update of a card at a time, and only the newest."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +78,13 @@ class Adapters:
     feishu: FeishuAdapter
 
 
+# A card update replaces the card whole: its text is never cut into parts.
+NEVER_SPLIT = sys.maxsize
+
+# Only a card replaces a card; anything else answering a card action is threaded under it.
+_FEISHU_REPLY_HANDLES = frozenset({REPLY_HANDLE_FEISHU_MESSAGE, REPLY_HANDLE_FEISHU_CARD_UPDATE})
+
+
 def _digest(secret: str) -> str:
     # Rate-limit keys name a robot without putting its access token into Redis.
     return hashlib.sha256(secret.encode()).hexdigest()[:16]
@@ -73,97 +93,251 @@ def _digest(secret: str) -> str:
 def reply_channel(
     reply: ReplyGenerated, config: HubConfig, adapters: Adapters, settings: NotifierSettings
 ) -> Channel:
+    if reply.platform == "dingtalk":
+        return _dingtalk_channel(reply, config, adapters, settings)
+    return _feishu_channel(reply, config, adapters, settings)
+
+
+def _dingtalk_channel(
+    reply: ReplyGenerated, config: HubConfig, adapters: Adapters, settings: NotifierSettings
+) -> Channel:
     app = config.apps.get(reply.app)
     handle = reply.reply_handle
     chat_id = (handle.chat_id if handle else None) or reply.chat_id
-    if reply.platform == "dingtalk":
-        dingtalk_limit = Limit(
-            f"dingtalk:{reply.app}:{chat_id}",
-            settings.dingtalk_robot_per_window,
-            settings.dingtalk_robot_window_s,
-        )
-        margin = timedelta(seconds=settings.session_webhook_margin_s)
-        if (
-            handle is not None
-            and handle.kind == REPLY_HANDLE_DINGTALK_SESSION_WEBHOOK
-            and handle.url
-            and handle.expires_at is not None
-            and handle.expires_at - margin > datetime.now(UTC)
-        ):
-            url = handle.url
+    creds = app.dingtalk if app is not None else None
+    dingtalk_limit = Limit(
+        f"dingtalk:{reply.app}:{chat_id}",
+        settings.dingtalk_robot_per_window,
+        settings.dingtalk_robot_window_s,
+    )
+    stream = _dingtalk_stream(adapters.dingtalk, creds, handle, chat_id, settings)
+    margin = timedelta(seconds=settings.session_webhook_margin_s)
+    if (
+        handle is not None
+        and handle.kind == REPLY_HANDLE_DINGTALK_SESSION_WEBHOOK
+        and handle.url
+        and handle.expires_at is not None
+        and handle.expires_at - margin > datetime.now(UTC)
+    ):
+        url = handle.url
 
-            async def via_webhook(message: Outgoing) -> SendResult:
-                return await adapters.dingtalk.send_session_webhook(url, message)
-
-            return Channel(
-                "dingtalk sessionWebhook", "dingtalk", False, 20_000, (dingtalk_limit,), via_webhook
-            )
-        if app is None or app.dingtalk is None:
-            raise NoRoute(f"no DingTalk app {reply.app!r} configured to send through the OpenAPI")
-        creds = app.dingtalk
-        robot_code = creds.robot_code or creds.app_key
-        # Group conversation ids start with "cid"; anything else is taken as a staff id.
-        group = chat_id.startswith("cid")
-
-        async def via_openapi(message: Outgoing) -> SendResult:
-            return await adapters.dingtalk.send_robot(
-                app_key=creds.app_key,
-                app_secret=creds.app_secret.get_secret_value(),
-                robot_code=robot_code,
-                conversation_id=chat_id if group else None,
-                user_ids=() if group else (chat_id,),
-                message=message,
-            )
+        async def via_webhook(message: Outgoing) -> SendResult:
+            return await adapters.dingtalk.send_session_webhook(url, message)
 
         return Channel(
-            "dingtalk robot OpenAPI", "dingtalk", False, 15_000, (dingtalk_limit,), via_openapi
+            "dingtalk sessionWebhook",
+            "dingtalk",
+            False,
+            20_000,
+            (dingtalk_limit,),
+            via_webhook,
+            stream,
         )
+    if creds is None:
+        raise NoRoute(f"no DingTalk app {reply.app!r} configured to send through the OpenAPI")
+    conversation_id, staff_id = _dingtalk_addressee(handle, chat_id)
+    app_key, app_secret = creds.app_key, creds.app_secret.get_secret_value()
+    robot_code = creds.robot_code or creds.app_key
+
+    async def via_openapi(message: Outgoing) -> SendResult:
+        return await adapters.dingtalk.send_robot(
+            app_key=app_key,
+            app_secret=app_secret,
+            robot_code=robot_code,
+            conversation_id=conversation_id,
+            user_ids=(staff_id,) if staff_id else (),
+            message=message,
+        )
+
+    return Channel(
+        "dingtalk robot OpenAPI" + (" (one-to-one)" if staff_id else ""),
+        "dingtalk",
+        False,
+        15_000,
+        (dingtalk_limit,),
+        via_openapi,
+        stream,
+    )
+
+
+def _dingtalk_addressee(handle: ReplyHandle | None, chat_id: str) -> tuple[str | None, str | None]:
+    """(group conversation id, staff id) for the robot OpenAPI. A one-to-one chat's
+    conversation id starts with ``cid`` like a group's, but only ``oToMessages/batchSend``
+    with the user's staff id reaches it: ingress says which kind of chat it is."""
+    chat_kind = handle.chat_kind if handle is not None else None
+    user_id = handle.user_id if handle is not None else None
+    if chat_kind == "group":
+        return chat_id, None
+    if chat_kind == "p2p" or user_id:
+        if not user_id:
+            raise NoRoute(
+                "a one-to-one DingTalk chat without the user's staff id (an external user?) "
+                "cannot be answered once its sessionWebhook expired"
+            )
+        return None, user_id
+    # Handles that do not say (alert routes naming a chat, events from before chat_kind):
+    # group conversation ids start with "cid", anything else is taken as a staff id.
+    return (chat_id, None) if chat_id.startswith("cid") else (None, chat_id)
+
+
+def _card_space(handle: ReplyHandle | None, chat_id: str) -> CardSpace | None:
+    """Where an AI card for this chat goes, when the handle says which kind of chat it is."""
+    if handle is None:
+        return None
+    if handle.chat_kind == "group" and chat_id:
+        return CardSpace(conversation_id=chat_id)
+    if handle.chat_kind == "p2p" and handle.user_id:
+        return CardSpace(staff_id=handle.user_id)
+    return None
+
+
+def _dingtalk_stream(
+    adapter: DingTalkAdapter,
+    creds: DingTalkCredentials | None,
+    handle: ReplyHandle | None,
+    chat_id: str,
+    settings: NotifierSettings,
+) -> CardStream | None:
+    """AI-card streaming, for apps with a card template and chats we can address a card to;
+    None keeps the final-only path."""
+    space = _card_space(handle, chat_id)
+    if creds is None or not creds.card_template_id or space is None:
+        return None
+    template_id = creds.card_template_id
+    app_key, app_secret = creds.app_key, creds.app_secret.get_secret_value()
+    robot_code = creds.robot_code or creds.app_key
+    key = settings.dingtalk_card_content_key
+
+    async def create(reply_id: str, text: str, title: str | None) -> tuple[str, SendResult]:
+        # The card's id (outTrackId) is ours to choose: the reply id, so every chunk and every
+        # retry name the same card. Nothing exists on the platform before it is shown.
+        return reply_id, Delivered(None)
+
+    def message(card_id: str, text: str, title: str | None) -> Outgoing:
+        params = {key: text, "flowStatus": AI_CARD_PROCESSING}
+        return Outgoing(kind="card", title=title, card={"outTrackId": card_id, "params": params})
+
+    async def show(message: Outgoing) -> SendResult:
+        card = message.card or {}
+        return await adapter.create_ai_card(
+            app_key=app_key,
+            app_secret=app_secret,
+            robot_code=robot_code,
+            template_id=template_id,
+            out_track_id=str(card["outTrackId"]),
+            space=space,
+            params=dict(card["params"]),
+        )
+
+    async def stream_text(card_id: str, text: str, finalize: bool) -> SendResult:
+        return await adapter.stream_ai_card(
+            app_key=app_key,
+            app_secret=app_secret,
+            out_track_id=card_id,
+            key=key,
+            content=text,
+            finalize=finalize,
+        )
+
+    async def update(card_id: str, text: str, sequence: int) -> SendResult:
+        return await stream_text(card_id, text, False)
+
+    async def finish(card_id: str, text: str, sequence: int) -> SendResult:
+        return await stream_text(card_id, text, True)
+
+    # No idempotency key for createAndDeliver, and no sequence for streaming updates.
+    return CardStream(create, message, show, update, finish, show_idempotent=False, ordered=False)
+
+
+def _feishu_channel(
+    reply: ReplyGenerated, config: HubConfig, adapters: Adapters, settings: NotifierSettings
+) -> Channel:
+    app = config.apps.get(reply.app)
+    handle = reply.reply_handle
+    chat_id = (handle.chat_id if handle else None) or reply.chat_id
     if app is None or app.feishu is None:
         raise NoRoute(f"no Feishu app {reply.app!r} configured")
-    fcreds = app.feishu
-    secret = fcreds.app_secret.get_secret_value()
+    app_id, secret = app.feishu.app_id, app.feishu.app_secret.get_secret_value()
+    feishu_adapter = adapters.feishu
     limit = Limit(
         f"feishu:chat:{chat_id}", settings.feishu_chat_per_window, settings.feishu_chat_window_s
     )
     max_bytes = feishu.MAX_TEXT_BYTES if reply.kind == "text" else feishu.MAX_CARD_BYTES
-    stream = _feishu_stream(adapters.feishu, fcreds.app_id, secret)
-    if handle is not None and handle.kind == REPLY_HANDLE_FEISHU_MESSAGE and handle.message_id:
-        message_id = handle.message_id
+    message_id = handle.message_id if handle is not None else None
+    if (
+        handle is not None
+        and handle.kind == REPLY_HANDLE_FEISHU_CARD_UPDATE
+        and message_id
+        and reply.kind == "card"
+    ):
+        card_message = message_id
+        # 5 updates/s per message (the chat's limit is for new messages).
+        per_message = Limit(
+            f"feishu:message:{card_message}",
+            settings.feishu_chat_per_window,
+            settings.feishu_chat_window_s,
+        )
 
-        async def as_reply(message: Outgoing) -> SendResult:
-            return await adapters.feishu.reply(
-                app_id=fcreds.app_id, app_secret=secret, message_id=message_id, message=message
+        async def update_card(message: Outgoing) -> SendResult:
+            return await feishu_adapter.update_card(
+                app_id=app_id, app_secret=secret, message_id=card_message, message=message
             )
 
+        # Setting the same card again is harmless: a resend after a crash is safe.
+        return Channel(
+            "feishu card update", "feishu", True, NEVER_SPLIT, (per_message,), update_card
+        )
+    if handle is not None and handle.kind in _FEISHU_REPLY_HANDLES and message_id:
+        parent = message_id
+
+        async def as_reply(message: Outgoing) -> SendResult:
+            return await feishu_adapter.reply(
+                app_id=app_id, app_secret=secret, message_id=parent, message=message
+            )
+
+        stream = _feishu_stream(feishu_adapter, app_id, secret, as_reply)
         return Channel("feishu reply", "feishu", True, max_bytes, (limit,), as_reply, stream)
     if not chat_id:
         raise NoRoute("a Feishu reply without a message id or chat id")
 
     async def to_chat(message: Outgoing) -> SendResult:
-        return await adapters.feishu.send_to_chat(
-            app_id=fcreds.app_id, app_secret=secret, chat_id=chat_id, message=message
+        return await feishu_adapter.send_to_chat(
+            app_id=app_id, app_secret=secret, chat_id=chat_id, message=message
         )
 
+    stream = _feishu_stream(feishu_adapter, app_id, secret, to_chat)
     return Channel("feishu chat", "feishu", True, max_bytes, (limit,), to_chat, stream)
 
 
-def _feishu_stream(adapter: FeishuAdapter, app_id: str, app_secret: str) -> CardStream:
-    async def create(text: str, title: str | None) -> tuple[str | None, SendResult]:
+def _feishu_stream(
+    adapter: FeishuAdapter,
+    app_id: str,
+    app_secret: str,
+    show: Callable[[Outgoing], Awaitable[SendResult]],
+) -> CardStream:
+    async def create(reply_id: str, text: str, title: str | None) -> tuple[str | None, SendResult]:
         return await adapter.create_streaming_card(
             app_id=app_id, app_secret=app_secret, text=text, title=title
         )
+
+    def message(card_id: str, text: str, title: str | None) -> Outgoing:
+        # The card holds the text; the message only references it (with the reply's uuid).
+        return Outgoing(kind="card", card={"type": "card", "data": {"card_id": card_id}})
 
     async def update(card_id: str, text: str, sequence: int) -> SendResult:
         return await adapter.stream_text(
             app_id=app_id, app_secret=app_secret, card_id=card_id, text=text, sequence=sequence
         )
 
-    async def close(card_id: str, sequence: int) -> SendResult:
+    async def finish(card_id: str, text: str, sequence: int) -> SendResult:
+        result = await update(card_id, text, sequence - 1)
+        if not isinstance(result, Delivered):
+            return result
         return await adapter.close_stream(
             app_id=app_id, app_secret=app_secret, card_id=card_id, sequence=sequence
         )
 
-    return CardStream(create, update, close)
+    return CardStream(create, message, show, update, finish, show_idempotent=True, ordered=True)
 
 
 def alert_channel(

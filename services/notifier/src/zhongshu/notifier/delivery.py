@@ -54,15 +54,19 @@ async def deliver_once(
     max_bytes: int,
     send_part: SendPart,
     wait_slot: WaitSlot,
+    in_flight_s: float = 0.0,
 ) -> DeliveryRecord:
     """Drive one record to a terminal state and return it; raise :class:`RetryLater` for
     transient trouble (the record is left ``pending``, never ``sending``, when nothing went
-    out) and ``Fenced`` when another worker owns the send."""
+    out, or another worker may still be sending it) and ``Fenced`` when another worker owns
+    the send. ``in_flight_s`` bounds how long a send can wait for the platform's answer."""
     replace = msgspec.structs.replace
     record, revision = await ledger.open(key)
-    step = domain.next_step(record, idempotent=idempotent)
+    step = domain.next_step(record, idempotent=idempotent, now=_now(), in_flight_s=in_flight_s)
     if step == "republish":
         return record
+    if step == "wait":
+        raise RetryLater(f"delivery record {key} is being sent by another worker")
     if step == "mark_ambiguous":
         record = replace(
             record,
@@ -78,7 +82,7 @@ async def deliver_once(
         offset = record.sent_chars
         part = domain.split_utf8(text[offset:], limit)
         confirm = await wait_slot()
-        record = replace(record, state="sending", attempts=record.attempts + 1)
+        record = replace(record, state="sending", attempts=record.attempts + 1, claimed_at=_now())
         try:
             revision = await ledger.write(key, record, revision)
             result = await send_part(part, offset)

@@ -4,7 +4,7 @@ over-long text, and how an alert reads."""
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 import msgspec
@@ -30,20 +30,38 @@ class DeliveryRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     reason: str | None = None
     code: str | None = None
     at: datetime | None = None
+    claimed_at: datetime | None = None
+    """When the last ``sending`` was written: a ``sending`` record this young may belong to a
+    worker that is still waiting for the platform's answer, not to one that died."""
 
 
-Step = Literal["send", "republish", "mark_ambiguous"]
+Step = Literal["send", "republish", "mark_ambiguous", "wait"]
 
 
-def next_step(record: DeliveryRecord, *, idempotent: bool) -> Step:
+def next_step(
+    record: DeliveryRecord,
+    *,
+    idempotent: bool,
+    now: datetime | None = None,
+    in_flight_s: float = 0.0,
+) -> Step:
     """What a (re)delivered message does with the record it finds.
 
     ``sending`` means a worker crashed, or stalled past ``ack_wait``, between claiming the send
     and recording its outcome: the platform may or may not have the message. Only a platform
-    that deduplicates the request (Feishu's ``uuid``) may be asked again."""
+    that deduplicates the request (Feishu's ``uuid``) may be asked again. A ``sending`` claimed
+    less than ``in_flight_s`` ago may still be waiting for the platform's answer (the chunks
+    of a streamed reply share the record of their card): ``wait`` for it to be recorded."""
     if record.state in TERMINAL:
         return "republish"
     if record.state == "sending" and not idempotent:
+        claimed = record.claimed_at
+        if (
+            now is not None
+            and claimed is not None
+            and now - claimed < timedelta(seconds=in_flight_s)
+        ):
+            return "wait"
         return "mark_ambiguous"
     return "send"
 

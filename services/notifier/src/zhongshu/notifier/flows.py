@@ -49,6 +49,8 @@ from zhongshu.runtime.hubconfig import HubConfig
 
 log = logging.getLogger("zhongshu.notifier")
 SOURCE = "zhongshu/notifier"
+# How often a final chunk looks whether the card update in flight before it has finished.
+TURN_POLL_S = 0.05
 
 OUTCOMES = Counter(
     "zhongshu_notifier_deliveries_total",
@@ -135,6 +137,7 @@ class Notifier:
                     max_bytes=channel.max_bytes,
                     send_part=send_part,
                     wait_slot=wait_slot,
+                    in_flight_s=self._in_flight_s,
                 )
         except Fenced as exc:
             raise RetryLater(str(exc)) from exc
@@ -263,14 +266,10 @@ class Notifier:
             SKIPPED_CHUNKS.inc()
             return
         if not reply.final:
-            result = await stream.update(card.card_id, reply.text, seq)
-            if not isinstance(result, Delivered):
-                log.info("stream update of %s skipped: %s", reply.reply_id, result)
+            await self._update_card(reply, stream, card.card_id, seq)
             return
         async with delivery.keepalive():
-            result = await stream.update(card.card_id, reply.text, seq - 1)
-            if isinstance(result, Delivered):
-                result = await stream.close(card.card_id, seq)
+            result = await self._finish_card(reply, stream, card.card_id, seq)
         record, revision = await self.ledger.open(final_key)
         now = datetime.now(UTC)
         if isinstance(result, Delivered):
@@ -299,18 +298,65 @@ class Notifier:
         OUTCOMES.labels(channel.platform, "stream", record.state).inc()
         await self._publish_outcome(env, delivery, record)
 
+    @property
+    def _in_flight_s(self) -> float:
+        """How long one send or card update can be waiting for the platform: it may fetch a
+        token first, so two HTTP exchanges, and some slack. Under ``ack_wait`` (30 s) with the
+        default timeout, so a dead worker's send is found stale when its message returns."""
+        return 2 * self.settings.http_timeout_s + 5
+
+    async def _update_card(
+        self, reply: ReplyGenerated, stream: CardStream, card_id: str, seq: int
+    ) -> None:
+        """A non-final update: skipped when another update of the card is in flight on a
+        platform that would not refuse it for being older."""
+        if stream.ordered:
+            result = await stream.update(card_id, reply.text, seq)
+        else:
+            if await self.streams.take_turn(reply.reply_id, seq, self._in_flight_s) != "go":
+                SKIPPED_CHUNKS.inc()
+                return
+            try:
+                result = await stream.update(card_id, reply.text, seq)
+            finally:
+                await self.streams.end_turn(reply.reply_id, seq)
+        if not isinstance(result, Delivered):
+            log.info("stream update of %s skipped: %s", reply.reply_id, result)
+
+    async def _finish_card(
+        self, reply: ReplyGenerated, stream: CardStream, card_id: str, seq: int
+    ) -> SendResult:
+        """The final text, sent after any update still in flight, so it is never overwritten
+        by an older one."""
+        if stream.ordered:
+            return await stream.finish(card_id, reply.text, seq)
+        while True:
+            # Polled: the update in flight ends within its HTTP timeout, or its turn expires.
+            turn = await self.streams.take_turn(reply.reply_id, seq, self._in_flight_s)
+            if turn != "busy":
+                break
+            await asyncio.sleep(TURN_POLL_S)
+        if turn == "stale":
+            # The final chunk was claimed again (redelivered): that handling sends it.
+            raise RetryLater(f"final chunk of {reply.reply_id} claimed again")
+        try:
+            return await stream.finish(card_id, reply.text, seq)
+        finally:
+            await self.streams.end_turn(reply.reply_id, seq)
+
     async def _open_card(
         self, reply: ReplyGenerated, channel: Channel, stream: CardStream, delivery: Delivery
     ) -> DeliveryRecord:
         """The streaming card of a reply, created and shown once (the card id is recorded
-        before the message showing it is sent, so a retry shows the same card)."""
+        before the message showing it is sent, so a retry shows the same card). A chunk that
+        comes while another is showing the card is skipped (a final one retried later)."""
         key = domain.record_key("stream", reply.reply_id)
         record, revision = await self.ledger.open(key)
         if record.state in domain.TERMINAL:
             return record
         card_id = record.card_id
         if card_id is None:
-            card_id, result = await stream.create(reply.text, reply.title)
+            card_id, result = await stream.create(reply.reply_id, reply.text, reply.title)
             if card_id is None:
                 if isinstance(result, Rejected):
                     failed = msgspec.structs.replace(
@@ -332,8 +378,10 @@ class Notifier:
                 )
             except Fenced as exc:
                 raise RetryLater(str(exc)) from exc
-        message = dataclasses.replace(CardStream.message(card_id), idempotency_key=reply.reply_id)
-        return await self._deliver(key, channel, message, delivery, kind="stream")
+        message = stream.message(card_id, reply.text, reply.title)
+        message = dataclasses.replace(message, idempotency_key=reply.reply_id)
+        showing = dataclasses.replace(channel, send=stream.show, idempotent=stream.show_idempotent)
+        return await self._deliver(key, showing, message, delivery, kind="stream")
 
     # --- alerts ---------------------------------------------------------------------------
 

@@ -49,6 +49,11 @@ class NotifierSettings(ServiceSettings):
     stream_min_interval_s: float = Field(
         default=0.2, gt=0, description="at most one streaming-card update per this per card"
     )
+    dingtalk_card_content_key: str = Field(
+        default="content",
+        description="the markdown variable of the apps' AI card templates that replies stream "
+        "into (ZHONGSHU_DINGTALK_CARD_CONTENT_KEY)",
+    )
     session_webhook_margin_s: float = Field(
         default=30.0, ge=0, description="treat a sessionWebhook as expired this much early"
     )

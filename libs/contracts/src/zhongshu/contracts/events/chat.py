@@ -44,6 +44,12 @@ REPLY_HANDLE_FEISHU_MESSAGE: Final = "feishu_message"
 """Reply to Feishu message `message_id` in `chat_id`."""
 REPLY_HANDLE_FEISHU_CHAT: Final = "feishu_chat"
 """Send a new Feishu message to `chat_id`."""
+REPLY_HANDLE_FEISHU_CARD_UPDATE: Final = "feishu_card_update"
+"""Replace the interactive card of Feishu message `message_id` (in `chat_id`) instead of sending
+a new message: for a reply of kind `card` to a `CardActionReceived` (its `message_id`). The card
+must declare `config.update_multi: true`, like the one it replaces; the message must be an
+interactive card the app sent within the last 14 days. Replies of other kinds are threaded
+under that message instead."""
 
 
 class Sender(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -85,6 +91,12 @@ class ReplyHandle(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     message_id: str | None = None
     chat_id: str | None = None
     expires_at: AwareDatetime | None = None
+    chat_kind: ChatKind | None = None
+    """One-to-one or group, when the producer knows: DingTalk's robot OpenAPI has a different
+    call for each, and a one-to-one `chat_id` looks like a group's (`cid…`)."""
+    user_id: str | None = None
+    """Whom to address in a one-to-one chat (DingTalk: the sender's `senderStaffId`, which
+    `oToMessages/batchSend` needs once the `sessionWebhook` expired, and AI cards always)."""
 
 
 class MessageReceived(Event, frozen=True, kw_only=True, omit_defaults=True):

@@ -1,6 +1,7 @@
 """DingTalk sends (protocols §2.4): the per-conversation sessionWebhook, the enterprise robot
-OpenAPI (group and one-to-one, with a cached access token) and signed custom-robot webhooks.
-A 200 with ``errcode`` != 0 is an error; every outcome becomes a :mod:`results` value."""
+OpenAPI (group and one-to-one, with a cached access token), AI cards streamed in place, and
+signed custom-robot webhooks. A 200 with ``errcode`` != 0 is an error; every outcome becomes a
+:mod:`results` value."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import hmac
 import json
 import time
 import urllib.parse
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -33,6 +36,21 @@ ERR_TOO_LONG = 460101
 # A blocked robot stays blocked for 10 minutes: waiting less only extends the block.
 BLOCK_S = 600.0
 _COLOURS = {"yellow": "#D4A017", "orange": "#FF8C00", "red": "#E02020"}
+AI_CARD_PROCESSING = "1"  # flowStatus: 1 processing, 2 inputting, 3 finished (set by isFinalize)
+
+
+@dataclass(frozen=True)
+class CardSpace:
+    """Where an AI card is delivered: a group conversation, or one user's chat with the robot."""
+
+    conversation_id: str | None = None
+    staff_id: str | None = None
+
+    @property
+    def open_space_id(self) -> str:
+        if self.conversation_id:
+            return f"dtv1.card//IM_GROUP.{self.conversation_id}"
+        return f"dtv1.card//IM_ROBOT.{self.staff_id}"
 
 
 def robot_sign(secret: str, timestamp_ms: int) -> str:
@@ -160,21 +178,105 @@ class DingTalkAdapter:
         else:
             path = "/v1.0/robot/oToMessages/batchSend"
             body["userIds"] = list(user_ids)
+        result, _ = await self._api_call(app_key, app_secret, "POST", path, body)
+        return result
+
+    # --- AI cards (streamed in place) -------------------------------------------------
+
+    async def create_ai_card(
+        self,
+        *,
+        app_key: str,
+        app_secret: str,
+        robot_code: str,
+        template_id: str,
+        out_track_id: str,
+        space: CardSpace,
+        params: dict[str, str],
+    ) -> SendResult:
+        """Create a card from ``template_id`` and deliver it to ``space`` in one call. The
+        card is known by ``out_track_id`` from then on (streaming addresses it by that)."""
+        body: dict[str, Any] = {
+            "cardTemplateId": template_id,
+            "outTrackId": out_track_id,
+            "cardData": {"cardParamMap": params},
+            "openSpaceId": space.open_space_id,
+            "userIdType": 1,  # user ids are staff ids
+        }
+        if space.conversation_id:
+            body["imGroupOpenSpaceModel"] = {"supportForward": True}
+            body["imGroupOpenDeliverModel"] = {"robotCode": robot_code}
+        else:
+            body["imRobotOpenSpaceModel"] = {"supportForward": True}
+            body["imRobotOpenDeliverModel"] = {"spaceType": "IM_ROBOT", "robotCode": robot_code}
+        path = "/v1.0/card/instances/createAndDeliver"
+        result, payload = await self._api_call(app_key, app_secret, "POST", path, body)
+        if not isinstance(result, Delivered):
+            return result
+        refused = _card_refusal(payload)
+        if refused is not None:
+            return refused
+        # The card is created even when delivering it fails: each space reports on its own.
+        answer = payload.get("result") if isinstance(payload, dict) else None
+        spaces = answer.get("deliverResults") if isinstance(answer, dict) else None
+        carrier: str | None = None
+        for space_result in spaces if isinstance(spaces, list) else ():
+            if not isinstance(space_result, dict):
+                continue
+            if space_result.get("success") is False:
+                reason = f"AI card not delivered: {space_result.get('errorMsg', '')}"
+                return Rejected(reason, "deliver")
+            if carrier is None and space_result.get("carrierId"):
+                carrier = str(space_result["carrierId"])
+        return Delivered(carrier or out_track_id)
+
+    async def stream_ai_card(
+        self,
+        *,
+        app_key: str,
+        app_secret: str,
+        out_track_id: str,
+        key: str,
+        content: str,
+        finalize: bool,
+    ) -> SendResult:
+        """Replace the card's ``key`` variable with the full text so far (``isFull``), so a
+        skipped update costs nothing; ``finalize`` ends the typing (the card shows finished)."""
+        body = {
+            "outTrackId": out_track_id,
+            "guid": uuid.uuid4().hex,  # one per update
+            "key": key,
+            "content": content,
+            "isFull": True,
+            "isFinalize": finalize,
+            "isError": False,
+        }
+        result, payload = await self._api_call(
+            app_key, app_secret, "PUT", "/v1.0/card/streaming", body
+        )
+        if isinstance(result, Delivered):
+            return _card_refusal(payload) or Delivered(out_track_id)
+        return result
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    async def _api_call(
+        self, app_key: str, app_secret: str, method: str, path: str, body: dict[str, Any]
+    ) -> tuple[SendResult, Any]:
+        """One OpenAPI call with the app's access token, fetched again once if refused."""
         for attempt in range(2):
             try:
                 token = await self._access_token(app_key, app_secret)
             except httpx.HTTPError as exc:
-                return Unreachable(f"DingTalk token request failed: {exc!r}")
+                return Unreachable(f"DingTalk token request failed: {exc!r}"), None
             except _TokenRefused as exc:
-                return Rejected(str(exc), exc.code)
-            result, expired = await self._post_api(path, body, token)
+                return Rejected(str(exc), exc.code), None
+            result, expired, payload = await self._call_api(method, path, body, token)
             if expired and attempt == 0:
                 await self._tokens.invalidate(f"dingtalk:{app_key}", token)
                 continue
-            return result
-        return Rejected("access token refused twice", "token")
-
-    # --- plumbing ---------------------------------------------------------------------
+            return result, payload
+        return Rejected("access token refused twice", "token"), None
 
     async def _post_webhook(self, url: str, body: dict[str, Any]) -> SendResult:
         try:
@@ -197,17 +299,21 @@ class DingTalkAdapter:
             return Ambiguous("DingTalk answered a body that is not JSON")
         return classify_errcode(payload)
 
-    async def _post_api(
-        self, path: str, body: dict[str, Any], token: str
-    ) -> tuple[SendResult, bool]:
+    async def _call_api(
+        self, method: str, path: str, body: dict[str, Any], token: str
+    ) -> tuple[SendResult, bool, Any]:
+        """(result, whether the token was refused, the answer's JSON)."""
         try:
-            response = await self._http.post(
-                self._api_url + path, json=body, headers={"x-acs-dingtalk-access-token": token}
+            response = await self._http.request(
+                method,
+                self._api_url + path,
+                json=body,
+                headers={"x-acs-dingtalk-access-token": token},
             )
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            return Unreachable(f"cannot connect: {exc!r}"), False
+            return Unreachable(f"cannot connect: {exc!r}"), False, None
         except httpx.HTTPError as exc:
-            return Ambiguous(f"no answer from DingTalk: {exc!r}"), False
+            return Ambiguous(f"no answer from DingTalk: {exc!r}"), False, None
         try:
             payload = response.json()
         except ValueError:
@@ -215,15 +321,17 @@ class DingTalkAdapter:
         code = str(payload.get("code", "")) if isinstance(payload, dict) else ""
         if response.status_code == 200:
             key = payload.get("processQueryKey") if isinstance(payload, dict) else None
-            return Delivered(str(key) if key else None), False
+            return Delivered(str(key) if key else None), False, payload
         if response.status_code == 401 or "token" in code.lower():
-            return Rejected(f"access token refused: {code}", code), True
+            return Rejected(f"access token refused: {code}", code), True, payload
         if response.status_code == 429 or "QpsLimit" in code or "Throttling" in code:
-            return RateLimited(float(response.headers.get("retry-after", "1")), code), False
+            wait = float(response.headers.get("retry-after", "1"))
+            return RateLimited(wait, code), False, payload
         if response.status_code >= 500:
-            return Ambiguous(f"DingTalk answered HTTP {response.status_code} {code}"), False
+            return Ambiguous(f"DingTalk answered HTTP {response.status_code} {code}"), False, None
         message = payload.get("message", "") if isinstance(payload, dict) else ""
-        return Rejected(f"HTTP {response.status_code} {code}: {message}", code or None), False
+        rejected = Rejected(f"HTTP {response.status_code} {code}: {message}", code or None)
+        return rejected, False, payload
 
     async def _access_token(self, app_key: str, app_secret: str) -> str:
         async def fetch() -> tuple[str, float]:
@@ -241,6 +349,14 @@ class DingTalkAdapter:
             return str(payload["accessToken"]), float(payload.get("expireIn", 7200))
 
         return await self._tokens.get(f"dingtalk:{app_key}", fetch)
+
+
+def _card_refusal(payload: Any) -> Rejected | None:
+    """The card APIs may answer 200 with ``success: false``."""
+    if isinstance(payload, dict) and payload.get("success") is False:
+        code = str(payload.get("code") or "card")
+        return Rejected(f"AI card refused: {code} {payload.get('message', '')}".strip(), code)
+    return None
 
 
 class _TokenRefused(Exception):

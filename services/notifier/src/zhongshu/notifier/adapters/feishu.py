@@ -1,7 +1,8 @@
 """Feishu sends (protocols §1.4): the app bot API (reply in thread under the original message,
-or send to a chat) with a cached ``tenant_access_token``, and signed custom-bot webhooks.
-Every app send carries the reply id as ``uuid``, which Feishu deduplicates for an hour: a
-resend after a crash is safe."""
+send to a chat, replace a card the app sent) with a cached ``tenant_access_token``, CardKit
+streaming cards, and signed custom-bot webhooks. Every app send carries the reply id as
+``uuid``, which Feishu deduplicates for an hour, and a card update sets the same content
+again: a resend after a crash is safe."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import hashlib
 import hmac
 import json
 import time
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -68,6 +70,21 @@ def card_json(message: Outgoing) -> dict[str, Any]:
             }
         )
     return card
+
+
+def shared_card(card: dict[str, Any]) -> dict[str, Any] | Rejected:
+    """The card to put in place of another with ``PATCH /im/v1/messages/{id}``: only shared
+    cards (``config.update_multi: true``, before and after) can be updated for everyone, so the
+    flag is added when the producer left it out; a card that asks for ``false`` is refused
+    here rather than by the platform. Template and CardKit references carry no config."""
+    if card.get("type") in ("template", "card"):
+        return card
+    config = card.get("config")
+    config = dict(config) if isinstance(config, dict) else {}
+    if config.get("update_multi") is False:
+        return Rejected("a card update needs config.update_multi: true", "update_multi")
+    config["update_multi"] = True
+    return {**card, "config": config}
 
 
 def render(message: Outgoing) -> tuple[str, dict[str, Any]]:
@@ -144,6 +161,24 @@ class FeishuAdapter:
         return await self._app_post(
             app_id, app_secret, "/open-apis/im/v1/messages?receive_id_type=chat_id", body
         )
+
+    async def update_card(
+        self, *, app_id: str, app_secret: str, message_id: str, message: Outgoing
+    ) -> SendResult:
+        """Replace the card of interactive message ``message_id`` (sent by this app within 14
+        days, 5 updates/s per message). The card is replaced whole, so an over-long one is
+        refused, never split into parts that would overwrite each other."""
+        card = shared_card(card_json(message))
+        if isinstance(card, Rejected):
+            return card
+        body = {"content": json.dumps(card, ensure_ascii=False)}
+        path = f"/open-apis/im/v1/messages/{message_id}"
+        result, _ = await self._app_call(app_id, app_secret, "PATCH", path, body)
+        if isinstance(result, Delivered):
+            return Delivered(message_id)  # the answer names no message: it is the same one
+        if isinstance(result, Rejected) and result.too_long:
+            return replace(result, too_long=False)
+        return result
 
     async def send_custom_bot(
         self, hook_token: str, secret: str | None, message: Outgoing
