@@ -1,0 +1,164 @@
+"""The ``triggers`` and ``subscriptions`` KV buckets → tables of the same names, for SQL reporting
+and joins (the buckets stay the source of truth, which the task engine and the notifier watch).
+
+A KV entry's revision is its sequence in the bucket's stream, so the revision plays the part
+``last_seq`` plays elsewhere: an entry applies only when its revision is newer. A delete or purge
+keeps the last definition and sets ``deleted``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, Final, cast
+
+import asyncpg
+import msgspec
+from nats.js.client import JetStreamContext
+from nats.js.kv import KeyValue
+
+from zhongshu.contracts import streams
+from zhongshu.projector import metrics
+from zhongshu.projector.db import connection
+from zhongshu.projector.jobs import stop_task
+from zhongshu.projector.projections import written
+from zhongshu.projector.records import to_json
+from zhongshu.projector.writer import LOCK_SHARED, advance, retrying
+
+log = logging.getLogger("zhongshu.projector.definitions")
+
+_DELETES: Final = frozenset({"DEL", "PURGE"})
+RESTART_DELAY_S = 2.0
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """One bucket mirrored into one table."""
+
+    bucket: str
+    table: str
+    id_column: str
+
+    @property
+    def stream(self) -> str:
+        """The bucket's stream: the key of its row in ``projection_offsets``."""
+        return f"KV_{self.bucket}"
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        return (self.table,)
+
+    @property
+    def upsert(self) -> str:
+        return f"""
+INSERT INTO {self.table} AS d (tenant, {self.id_column}, definition, deleted, revision, updated_at)
+VALUES ($1, $2, $3::jsonb, $4, $5, $6)
+ON CONFLICT (tenant, {self.id_column}) DO UPDATE SET
+    definition = CASE WHEN EXCLUDED.deleted THEN d.definition ELSE EXCLUDED.definition END,
+    deleted = EXCLUDED.deleted,
+    revision = EXCLUDED.revision,
+    updated_at = EXCLUDED.updated_at
+WHERE d.revision < EXCLUDED.revision
+"""
+
+
+TRIGGERS: Final = Mirror(streams.TRIGGERS_KV.bucket, "triggers", "trigger_id")
+SUBSCRIPTIONS: Final = Mirror(streams.SUBSCRIPTIONS_KV.bucket, "subscriptions", "subscription_id")
+MIRRORS: Final = (TRIGGERS, SUBSCRIPTIONS)
+
+
+@dataclass(frozen=True, slots=True)
+class DefinitionChange:
+    tenant: str
+    definition_id: str
+    revision: int
+    at: datetime
+    definition: str
+    deleted: bool
+
+
+def plan(entry: KeyValue.Entry) -> DefinitionChange | None:
+    """The row an entry asks for; None for a key that is not ``<tenant>.<id>`` or a value that
+    is not JSON (logged: the bucket's writers validate, so this is somebody else's key)."""
+    tenant, _, definition_id = entry.key.partition(".")
+    if not tenant or not definition_id:
+        log.warning("%s: key %r is not <tenant>.<id>; skipped", entry.bucket, entry.key)
+        return None
+    deleted = entry.operation in _DELETES
+    definition = "{}"
+    if not deleted:
+        try:
+            value: Any = msgspec.json.decode(entry.value or b"")
+        except msgspec.DecodeError:
+            log.warning("%s: %s is not JSON; skipped", entry.bucket, entry.key)
+            return None
+        definition = to_json(value)
+    at = entry.created if isinstance(entry.created, datetime) else datetime.now(UTC)
+    return DefinitionChange(
+        tenant, definition_id, int(entry.revision or 0), at, definition, deleted
+    )
+
+
+async def apply(conn: asyncpg.Connection, mirror: Mirror, change: DefinitionChange) -> int:
+    """Write one change and advance the bucket's offset, in the caller's transaction."""
+    status = await conn.execute(
+        mirror.upsert, change.tenant, change.definition_id, change.definition, change.deleted,
+        change.revision, change.at,
+    )  # fmt: skip
+    await advance(conn, mirror.stream, change.revision)
+    return written(status)
+
+
+class MirrorWatcher:
+    """Keeps one table in step with its bucket: the current entries first, then every change.
+    A broken watch starts over (the revision guard makes that harmless)."""
+
+    def __init__(self, js: JetStreamContext, pool: asyncpg.Pool, mirror: Mirror) -> None:
+        self.mirror = mirror
+        self._js = js
+        self._pool = pool
+        self.synced = asyncio.Event()
+        """Set once the entries present at the start of a watch are written."""
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"mirror:{self.mirror.bucket}")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        await stop_task(self._task)
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self._watch()
+            except asyncio.CancelledError:
+                if self._stopping.is_set():
+                    return
+                raise
+            except Exception as exc:
+                log.warning("watch of %s failed: %r; restarting", self.mirror.bucket, exc)
+            await asyncio.sleep(RESTART_DELAY_S)
+
+    async def _watch(self) -> None:
+        kv = await self._js.key_value(self.mirror.bucket)
+        watcher = await kv.watchall(include_history=True)
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    self.synced.set()
+                    continue
+                change = plan(entry)
+                if change is not None:
+                    await retrying(f"mirror {self.mirror.bucket}", partial(self._write, change))
+        finally:
+            await cast(Any, watcher).stop()  # untyped in nats-py
+
+    async def _write(self, change: DefinitionChange) -> None:
+        async with connection(self._pool) as conn, conn.transaction():
+            await conn.execute(LOCK_SHARED, self.mirror.stream)
+            rows = await apply(conn, self.mirror, change)
+        metrics.record_applied(self.mirror.stream, change.revision, {self.mirror.table: rows})
