@@ -499,3 +499,31 @@ async def test_after_the_session_webhook_expired_the_answer_goes_through_the_ope
     assert [d.target for d in sent] == [conversation]
     assert "/status" in sent[0].text
     assert hub.dingtalk.errors == []
+
+
+async def test_a_retried_feishu_help_is_answered_once_threaded_under_the_users_message(
+    hub: Hub,
+) -> None:
+    """Feishu pushes the same event twice (it thought the first was lost): the router answers
+    /help itself, and the fake Feishu sees one reply, threaded under the user's message."""
+    chat_id = "oc_" + uuid.uuid4().hex
+    message_id = hub.feishu.user_message(chat_id)
+    async with FeishuEventSender(
+        hub.feishu_ingress,
+        hub.feishu_app,
+        encrypt_key=ENCRYPT_KEY,
+        verification_token=TOKEN,
+        app_id=hub.feishu.app_id,
+        bot=BOT,
+    ) as sender:
+        payload = sender.message(
+            text="/help", chat_type="group", mentions=[BOT], chat_id=chat_id, message_id=message_id
+        )
+        assert (await sender.send(payload)).acknowledged
+        assert (await sender.send(payload)).acknowledged
+    await hub.delivered("feishu")
+    await hub.settle()
+    replies = [d for d in hub.feishu.deliveries if d.chat_id == chat_id]
+    assert [(d.kind, d.parent_id) for d in replies] == [("reply", message_id)]
+    assert "/status" in replies[0].text
+    assert hub.llm.calls == []
