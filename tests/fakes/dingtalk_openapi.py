@@ -1,7 +1,10 @@
 """A fake DingTalk open platform for what the notifier calls (protocols §2.4): the OAuth2
 access token, the enterprise robot OpenAPI (group and one-to-one), AI cards
-(``card/instances/createAndDeliver`` and ``card/streaming``), sessionWebhooks and signed
-custom-robot webhooks. It checks credentials, tokens and signatures, answers with the real
+(``card/instances/createAndDeliver`` and ``card/streaming``), sessionWebhooks, signed
+custom-robot webhooks, and the old-style oapi user look-up (``GET /gettoken`` and ``POST
+/topapi/v2/user/get``, for the router's department whitelist: ``set_departments``; an unknown
+user answers errcode 60121, more than ``contact_limit`` calls a second errcode 90018).
+It checks credentials, tokens and signatures, answers with the real
 error codes (HTTP 200 + errcode for webhooks), enforces the per-robot rate limit (20/min by
 default → errcode 130101, then a block) and a per-card streaming rate, records every accepted
 message in ``deliveries`` and every AI card, with each of its updates, in ``ai_cards``::
@@ -10,6 +13,7 @@ message in ``deliveries`` and every AI card, with each of its updates, in ``ai_c
                                    robots={"robot-token": "SECxxx"}) as fake:
         # DINGTALK_API_URL = DINGTALK_OAPI_URL = fake.base_url
         url, expires_at = fake.session_webhook("cid-group")
+        fake.set_departments("staff-1", 1, 42)  # what /topapi/v2/user/get answers
 
 The AI-card answers follow the OpenAPI's shape (``{"success": true, "result": …}``, errors as
 HTTP 4xx with a ``code``); DingTalk publishes no per-card streaming limit, so ``card_rate``
@@ -109,8 +113,14 @@ class FakeDingTalkOpenAPI(FakeServer):
         card_templates: dict[str, tuple[str, ...]] | None = None,
         card_rate: int = 10,
         card_window_s: float = 1.0,
+        contact_limit: int = 20,
     ) -> None:
         self.app_key, self.app_secret, self.robot_code = app_key, app_secret, robot_code
+        self.contacts: dict[str, tuple[int, ...]] = {}  # staff id → dept_id_list
+        self.contact_requests: list[str] = []  # staff ids asked for, refused calls included
+        # DingTalk limits an internal app to about 20 calls/s per API (assumed, UNCONFIRMED).
+        self.contact_limit = SlidingWindow(contact_limit, 1.0)
+        self.oapi_tokens: dict[str, float] = {}  # old-style access_token → expiry (monotonic)
         # template id → its variables (what cardParamMap and streaming keys may name)
         self.card_templates = dict(
             card_templates or {"ai-card-template.schema": ("content", "flowStatus")}
@@ -136,6 +146,8 @@ class FakeDingTalkOpenAPI(FakeServer):
                 Route("/v1.0/card/streaming", self._stream_card, methods=["PUT"]),
                 Route("/robot/send", self._robot, methods=["POST"]),
                 Route("/robot/sendBySession", self._session, methods=["POST"]),
+                Route("/gettoken", self._oapi_token, methods=["GET"]),
+                Route("/topapi/v2/user/get", self._user_get, methods=["POST"]),
             ]
         )
 
@@ -149,6 +161,10 @@ class FakeDingTalkOpenAPI(FakeServer):
         expires = datetime.now(UTC) + timedelta(seconds=expires_in_s)
         self.sessions[session] = (conversation_id, expires)
         return f"{self.base_url}/robot/sendBySession?session={session}", expires
+
+    def set_departments(self, staff_id: str, *dept_ids: int) -> None:
+        """Put a user in the contacts, in these departments (numeric ids, as DingTalk's)."""
+        self.contacts[staff_id] = dept_ids
 
     @property
     def rate_limit_errors(self) -> int:
@@ -305,6 +321,54 @@ class FakeDingTalkOpenAPI(FakeServer):
     def _api_err(self, request: Request, status: int, code: str, message: str) -> Response:
         self.errors.append((request.url.path, code))
         return JSONResponse({"code": code, "message": message}, status_code=status)
+
+    # --- oapi contacts ---------------------------------------------------------------------
+
+    async def _oapi_token(self, request: Request) -> Response:
+        """``GET /gettoken?appkey=…&appsecret=…``: the old-style token, for oapi calls."""
+        self.token_requests += 1
+        query = request.query_params
+        if query.get("appkey") != self.app_key or query.get("appsecret") != self.app_secret:
+            # The errcode DingTalk gives for a wrong appkey/appsecret pair (UNCONFIRMED).
+            return self._err(request, 40089, "不合法的corpid或corpsecret")
+        token = uuid.uuid4().hex
+        self.oapi_tokens[token] = time.monotonic() + self.token_lifetime_s
+        return JSONResponse(
+            {
+                "errcode": 0,
+                "errmsg": "ok",
+                "access_token": token,
+                "expires_in": self.token_lifetime_s,
+            }
+        )
+
+    async def _user_get(self, request: Request) -> Response:
+        """``POST /topapi/v2/user/get?access_token=…`` ``{"userid": staff id}``; errors are HTTP
+        200 with an errcode."""
+        body = await request.json()
+        staff_id = str(body.get("userid", ""))
+        self.contact_requests.append(staff_id)
+        expiry = self.oapi_tokens.get(request.query_params.get("access_token", ""))
+        if expiry is None or expiry <= time.monotonic():
+            return self._err(request, 40014, "不合法的access_token")
+        if not staff_id:
+            return self._err(request, 400002, "无效的参数")
+        if not self.contact_limit.allow(self.app_key):
+            return self._err(request, 90018, "当前企业调用该接口的QPS超过了限制")
+        injected = self.next_injected()
+        if injected:
+            return await self._answer(injected)
+        departments = self.contacts.get(staff_id)
+        if departments is None:
+            return self._err(request, 60121, "找不到该用户")
+        return JSONResponse(
+            {
+                "errcode": 0,
+                "errmsg": "ok",
+                "request_id": uuid.uuid4().hex[:12],
+                "result": {"userid": staff_id, "dept_id_list": list(departments)},
+            }
+        )
 
     # --- webhooks ---------------------------------------------------------------------------
 

@@ -1,7 +1,10 @@
 """A fake Feishu open platform for what the notifier calls (protocols §1.4): the
 ``tenant_access_token``, sending to a chat, replying to a message (in its thread), updating a
-card the app sent (``PATCH /im/v1/messages/{id}``), CardKit streaming cards, and signed
-custom-bot webhooks. It checks credentials, tokens and signatures, deduplicates by request
+card the app sent (``PATCH /im/v1/messages/{id}``), CardKit streaming cards, signed
+custom-bot webhooks, and the contact API's single-user look-up (``GET
+/contact/v3/users/{open_id}``, for the router's department whitelist: ``set_departments``; an
+unknown user answers 41050, more than ``contact_limit`` calls a second 429/99991400).
+It checks credentials, tokens and signatures, deduplicates by request
 ``uuid`` for an hour like the platform, enforces 5 QPS per chat (HTTP 429, code 99991400 with
 ``x-ogw-ratelimit-reset``) and 5 updates/s per message (230020), refuses over-long content
 (230025), records every message in ``deliveries`` and every card update in ``updates``::
@@ -9,6 +12,7 @@ custom-bot webhooks. It checks credentials, tokens and signatures, deduplicates 
     async with FakeFeishuOpenAPI(app_id="cli_x", app_secret="s") as fake:
         # FEISHU_BASE_URL = fake.base_url
         message_id = fake.user_message("oc_chat")   # something to reply to
+        fake.set_departments("ou_alice", "od-sales")  # what the contact API answers
         card_id = fake.bot_card("oc_chat", {"config": {"update_multi": True}, ...})
 """
 
@@ -101,8 +105,12 @@ class FakeFeishuOpenAPI(FakeServer):
         chat_limit: int = 5,
         chat_window_s: float = 1.0,
         token_lifetime_s: int = 7200,
+        contact_limit: int = 50,
     ) -> None:
         self.app_id, self.app_secret = app_id, app_secret
+        self.contacts: dict[str, tuple[str, ...]] = {}  # open_id → open_department_ids
+        self.contact_requests: list[str] = []  # open_ids asked for, refused calls included
+        self.contact_limit = SlidingWindow(contact_limit, 1.0)  # 50/s per app (and 1000/min)
         self.bots = dict(bots or {})  # hook token → secret
         self.chat_limit = SlidingWindow(chat_limit, chat_window_s)
         self.token_lifetime_s = token_lifetime_s
@@ -130,6 +138,7 @@ class FakeFeishuOpenAPI(FakeServer):
                     "/open-apis/im/v1/messages/{message_id}", self._update_card, methods=["PATCH"]
                 ),
                 Route("/open-apis/bot/v2/hook/{token}", self._bot, methods=["POST"]),
+                Route("/open-apis/contact/v3/users/{user_id}", self._contact_user, methods=["GET"]),
                 Route("/open-apis/cardkit/v1/cards", self._create_card, methods=["POST"]),
                 Route(
                     "/open-apis/cardkit/v1/cards/{card_id}/elements/{element_id}/content",
@@ -156,6 +165,10 @@ class FakeFeishuOpenAPI(FakeServer):
         sent_at = time.time() - sent_days_ago * 24 * 3600
         self.messages[message_id] = Message(chat_id, "interactive", card, True, sent_at)
         return message_id
+
+    def set_departments(self, open_id: str, *department_ids: str) -> None:
+        """Put a user in the contacts, in these departments (open_department_id values)."""
+        self.contacts[open_id] = department_ids
 
     @property
     def rate_limit_errors(self) -> int:
@@ -323,6 +336,34 @@ class FakeFeishuOpenAPI(FakeServer):
         )
         self._notify()
         return JSONResponse({"code": 0, "msg": "success", "data": {}})
+
+    async def _contact_user(self, request: Request) -> Response:
+        """Contact v3 "get a single user", as the router asks it: by open_id, departments as
+        open_department_id."""
+        open_id = request.path_params["user_id"]
+        self.contact_requests.append(open_id)
+        if not self._token_ok(request):
+            return self._err(request, 99991663, "Invalid access token for authorization", 400)
+        query = request.query_params
+        if query.get("user_id_type", "open_id") != "open_id" or (
+            query.get("department_id_type", "open_department_id") != "open_department_id"
+        ):
+            return self._err(request, 99992402, "field validation failed", 400)
+        if not self.contact_limit.allow(self.app_id):
+            self.errors.append((request.url.path, 99991400))
+            return JSONResponse(
+                {"code": 99991400, "msg": "request trigger frequency limit"},
+                status_code=429,
+                headers={"x-ogw-ratelimit-limit": str(self.contact_limit.limit)},
+            )
+        injected = self.next_injected()
+        if injected:
+            return await self._answer(injected)
+        departments = self.contacts.get(open_id)
+        if departments is None:
+            return self._err(request, 41050, "no user authority error", 400)
+        user = {"open_id": open_id, "department_ids": list(departments)}
+        return JSONResponse({"code": 0, "msg": "success", "data": {"user": user}})
 
     # --- CardKit ----------------------------------------------------------------------------
 

@@ -125,3 +125,11 @@ def test_an_mcp_servers_environment_secrets_are_resolved_and_hidden() -> None:
     server = config.agent.tools.mcp["s"]
     assert server.env["TOKEN"].get_secret_value() == "tok-123"
     assert "tok-123" not in repr(config)
+
+
+def test_numeric_department_ids_are_read_as_strings() -> None:
+    text = (
+        "apps:\n  d:\n    tenant: t\n    platform: dingtalk\n"
+        "    dingtalk: {app_key: k, app_secret: s}\n    access: {departments: [42, 'ops']}\n"
+    )
+    assert parse_config(text, environ={}).apps["d"].access.departments == ("42", "ops")

@@ -72,6 +72,20 @@ def test_unknown_departments_leave_the_decision_to_users_and_chats() -> None:
     assert decide(AccessRules(departments=("d1",), users=("u1",)), departments=None)
 
 
+def test_departments_are_worth_asking_for_only_when_they_could_admit_the_sender() -> None:
+    def may(rules: AccessRules, user: str = "u1") -> bool:
+        decision = domain.decide_access(rules, user_ids=frozenset({user}), chat_id="c1")
+        return domain.departments_may_decide(rules, decision)
+
+    assert may(AccessRules(departments=("d1",)))
+    assert not may(AccessRules(users=("u2",)))  # no department rules: never asked
+    assert not may(AccessRules())  # open app
+    assert not may(AccessRules(departments=("d1",), users=("u1",)))  # already listed
+    assert not may(AccessRules(departments=("d1",), chats=("c1",)))
+    assert not may(AccessRules(departments=("d1",), admins=("u1",)))
+    assert not may(AccessRules(departments=("d1",), deny=("u1",)))  # deny wins anyway
+
+
 def test_any_of_the_senders_platform_ids_may_be_listed() -> None:
     sender = Sender(id="staff-1", open_id="ou_1", union_id="on_1", user_id="e1")
     ids = domain.sender_ids(sender)

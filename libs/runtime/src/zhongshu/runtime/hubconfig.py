@@ -66,6 +66,17 @@ class DingTalkCredentials(_Model):
 class AccessRules(_Model):
     """Who may talk to the app; empty lists mean everyone."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _ids_are_strings(cls, value: Any) -> Any:
+        """DingTalk department ids are numbers; YAML writes them unquoted."""
+        if isinstance(value, dict):
+            return {
+                k: [str(i) if isinstance(i, int) else i for i in v] if isinstance(v, list) else v
+                for k, v in value.items()
+            }
+        return value
+
     users: tuple[str, ...] = ()
     chats: tuple[str, ...] = ()
     departments: tuple[str, ...] = ()

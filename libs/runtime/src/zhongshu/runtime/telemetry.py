@@ -98,4 +98,8 @@ def setup_logging(service_name: str, level: str = "INFO") -> None:
     # nats-py logs every reconnect attempt at ERROR; ours are more useful.
     logging.getLogger("nats").setLevel(logging.CRITICAL)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # httpx logs every request URL at INFO, and some platform URLs carry credentials
+    # (DingTalk's access_token, robot webhooks): never below WARNING.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)

@@ -36,6 +36,7 @@ STAGE_ALERT = "router.alert"
 STAGE_AUDIT = "router.audit"
 
 ROLE_ADMIN = "admin"
+NOT_WHITELISTED = "not whitelisted"
 
 
 # --------------------------------------------------------------------------- who is asking
@@ -85,7 +86,14 @@ def decide_access(
         return AccessDecision(True, "chat listed")
     if departments is not None and departments & set(rules.departments):
         return AccessDecision(True, "department listed")
-    return AccessDecision(False, "not whitelisted")
+    return AccessDecision(False, NOT_WHITELISTED)
+
+
+def departments_may_decide(rules: AccessRules, decision: AccessDecision) -> bool:
+    """Whether the sender's departments could turn this refusal into an admission: only when
+    departments are listed and nothing but the lists refused (deny and admins already decided).
+    The handler looks departments up only then, so other apps make no platform call."""
+    return bool(rules.departments) and not decision.allowed and decision.reason == NOT_WHITELISTED
 
 
 # --------------------------------------------------------------------------- group rule

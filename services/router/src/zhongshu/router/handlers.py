@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any, cast
 
+import httpx
 from redis.asyncio import Redis
 
 from zhongshu.contracts import envelope as wire
@@ -16,12 +17,20 @@ from zhongshu.contracts.events import CardActionReceived, Event, MessageReceived
 from zhongshu.contracts.ids import derive_msg_id
 from zhongshu.router import domain
 from zhongshu.router.adapters.config import ConfigSource, open_config
+from zhongshu.router.adapters.departments import (
+    CachedDepartments,
+    DepartmentSource,
+    DingTalkDirectory,
+    FeishuDirectory,
+    NoDepartments,
+)
 from zhongshu.router.adapters.ratelimit import RateLimiter, RedisRateLimiter
 from zhongshu.router.adapters.taskcache import RedisTaskCache, TaskCache
 from zhongshu.router.metrics import RATE_LIMITED, ROUTED
 from zhongshu.router.rules import RouterRules, load_rules
 from zhongshu.router.settings import RouterSettings
 from zhongshu.runtime import Delivery, Service
+from zhongshu.runtime.tokens import TokenCache
 
 log = logging.getLogger("zhongshu.router")
 
@@ -43,11 +52,13 @@ class InboundRouter:
         rules: RouterRules | None,
         limiter: RateLimiter,
         cache: TaskCache,
+        departments: DepartmentSource | None = None,
     ) -> None:
         self.config = config
         self._pinned_rules = rules
         self.limiter = limiter
         self.cache = cache
+        self.departments = departments or NoDepartments()
 
     @property
     def rules(self) -> RouterRules:
@@ -75,6 +86,15 @@ class InboundRouter:
             ROUTED.labels("not_addressed").inc()
             return
         access = screened.access
+        if domain.departments_may_decide(app.access, access):  # only then: no call otherwise
+            sender = domain.sender_of(event)
+            departments = await self.departments.departments(event.app, app, sender)
+            access = domain.decide_access(
+                app.access,
+                user_ids=domain.sender_ids(sender),
+                chat_id=event.chat_id,
+                departments=departments,
+            )
         if not access.allowed:
             audit = domain.access_denied(event, access)
             await out.publish(subjects.audit(event.tenant, "access"), audit, domain.STAGE_AUDIT)
@@ -169,6 +189,21 @@ def build_service(
         settings = cast(RouterSettings, svc.settings)
         redis: Redis = Redis.from_url(settings.redis_url)
         svc.state["redis"] = redis
+        # httpx logs every request URL at INFO, and DingTalk's oapi carries the access token
+        # (and /gettoken the app secret) in the query: keep them out of the logs.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        http = httpx.AsyncClient(timeout=settings.router_departments_timeout_s)
+        svc.state["http"] = http
+        tokens = TokenCache(redis)
+        departments = CachedDepartments(
+            redis,
+            {
+                "feishu": FeishuDirectory(http, tokens, base_url=settings.feishu_base_url),
+                "dingtalk": DingTalkDirectory(http, tokens, oapi_url=settings.dingtalk_oapi_url),
+            },
+            ttl_s=settings.router_departments_ttl_s,
+            negative_ttl_s=settings.router_departments_negative_ttl_s,
+        )
         source = config
         if source is None:
             source = await open_config(svc.js)
@@ -178,6 +213,7 @@ def build_service(
             rules or (load_rules(settings.router_rules) if settings.router_rules else None),
             RedisRateLimiter(redis, memo_ttl_s=settings.router_memo_ttl_s),
             RedisTaskCache(redis),
+            departments,
         )
 
     @service.on_shutdown
@@ -185,6 +221,9 @@ def build_service(
         owned = svc.state.pop("owned_config", None)
         if owned is not None:
             await owned.close()
+        http = svc.state.pop("http", None)
+        if http is not None:
+            await http.aclose()
         redis = svc.state.pop("redis", None)
         if redis is not None:
             await redis.aclose()

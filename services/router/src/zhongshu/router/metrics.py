@@ -14,3 +14,9 @@ ROUTED = Counter(
     "Inbound events by what the router did with them",
     ("outcome",),
 )
+DEPARTMENT_LOOKUPS = Counter(
+    "zhongshu_router_department_lookups_total",
+    "Department look-ups for the whitelist, by platform and outcome (cached, found, "
+    "unknown_user, no_user_id; failures: rate_limited, unreachable, credentials, error)",
+    ("platform", "outcome"),
+)

@@ -1,10 +1,12 @@
-"""The router's settings: the runtime's, plus Redis (rate limits, task cache) and its rules."""
+"""The router's settings: the runtime's, plus Redis (rate limits, task cache, department
+look-ups), its rules, and the platform base URLs for contact look-ups (tests point them at
+fakes, like the notifier's)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
 from zhongshu.runtime.settings import ServiceSettings
@@ -23,3 +25,27 @@ class RouterSettings(ServiceSettings):
         description="how long a rate-limit verdict is remembered for a redelivered event",
     )
     router_concurrency: int = Field(default=16, gt=0, description="messages handled at once")
+    feishu_base_url: str = Field(
+        default="https://open.feishu.cn",
+        validation_alias=AliasChoices("FEISHU_BASE_URL", "feishu_base_url"),
+        description="Feishu OpenAPI: tenant_access_token and the contact user look-up",
+    )
+    dingtalk_oapi_url: str = Field(
+        default="https://oapi.dingtalk.com",
+        validation_alias=AliasChoices("DINGTALK_OAPI_URL", "dingtalk_oapi_url"),
+        description="DingTalk oapi: /gettoken and /topapi/v2/user/get",
+    )
+    router_departments_ttl_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="how long a user's departments are remembered (a move takes this long)",
+    )
+    router_departments_negative_ttl_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="how long 'the platform does not know this user' is remembered",
+    )
+    # The handler runs one batch at a time: a slow platform stalls the router, so keep it short.
+    router_departments_timeout_s: float = Field(
+        default=3.0, gt=0, description="a contact look-up's whole HTTP exchange"
+    )
