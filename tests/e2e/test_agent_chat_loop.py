@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nats
 import nats.errors
 import nats.js.errors
 import pytest_asyncio
@@ -54,7 +55,8 @@ from zhongshu.runtime.hubconfig import HubConfig, load_config
 from zhongshu.runtime.liveconfig import StaticConfig
 from zhongshu.runtime.service import Service
 from zhongshu.runtime.settings import ServiceSettings
-from zhongshu.runtime.testing import collect
+from zhongshu.runtime.stack import NatsServer
+from zhongshu.runtime.testing import collect, provision_all
 
 ROOT = Path(__file__).resolve().parents[2]
 ENCRYPT_KEY, TOKEN = "enc-key-for-agent-e2e", "verification-token-for-agent-e2e"
@@ -284,9 +286,23 @@ model:
 
 
 @pytest_asyncio.fixture
+async def bus(private_nats_server: NatsServer) -> AsyncIterator[tuple[str, JetStreamContext]]:
+    """A JetStream of this test alone: the session's streams hold what other tests left
+    (replies for apps this test does not know), which its notifier would work through first."""
+    await provision_all(private_nats_server.url)
+    client = await nats.connect(private_nats_server.url)
+    try:
+        yield private_nats_server.url, client.jetstream()
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.close(), 5)
+
+
+@pytest_asyncio.fixture
 async def hub(
-    js: JetStreamContext, provisioned_nats_url: str, redis_url: str, tmp_path: Path
+    bus: tuple[str, JetStreamContext], redis_url: str, tmp_path: Path
 ) -> AsyncIterator[Hub]:
+    provisioned_nats_url, js = bus
     tenant = "t" + uuid.uuid4().hex[:10]
     llm = FakeLLM()
     feishu = FakeFeishuOpenAPI(app_id=f"cli_{tenant}", app_secret=f"lark-secret-{tenant}")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import nats
 import pytest_asyncio
 from nats.js.client import JetStreamContext
 
@@ -37,7 +38,8 @@ from zhongshu.notifier.settings import NotifierSettings
 from zhongshu.runtime.hubconfig import HubConfig, parse_config
 from zhongshu.runtime.liveconfig import StaticConfig
 from zhongshu.runtime.service import Service
-from zhongshu.runtime.testing import collect
+from zhongshu.runtime.stack import NatsServer
+from zhongshu.runtime.testing import collect, provision_all
 from zhongshu.taskengine.handlers import build_service as build_engine
 from zhongshu.taskengine.settings import TaskEngineSettings
 
@@ -109,8 +111,13 @@ model:
 
 @pytest_asyncio.fixture
 async def loop_(
-    js: JetStreamContext, provisioned_nats_url: str, redis_url: str, tmp_path: Path
+    private_nats_server: NatsServer, redis_url: str, tmp_path: Path
 ) -> AsyncIterator[tuple[Loop, FakeCallbackReceiver]]:
+    # A JetStream of this test alone: the session's streams hold what other tests left.
+    provisioned_nats_url = private_nats_server.url
+    await provision_all(provisioned_nats_url)
+    client = await nats.connect(provisioned_nats_url)
+    js = client.jetstream()
     tenant = "t" + uuid.uuid4().hex[:10]
     secret = subscription_secret(CALLBACK_KEY.encode(), tenant, TASK_CALLBACKS_ID)
     llm = FakeLLM()
@@ -145,6 +152,7 @@ async def loop_(
             yield Loop(js, tenant, feishu), receiver
         finally:
             await asyncio.gather(*(s.stop() for s in services), return_exceptions=True)
+            await client.close()
 
 
 async def wait_until(what: str, check: Any) -> None:
