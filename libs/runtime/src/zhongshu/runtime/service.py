@@ -107,6 +107,20 @@ class Service:
 
         return register
 
+    def readiness_ping(self, name: str, state_key: str | None = None) -> None:
+        """Ready while ``state[state_key]`` (a Redis client, or anything with an async
+        ``ping``) answers; the same check every service with a cache or a store needs."""
+        key = state_key or name
+
+        async def check() -> bool:
+            client = self.state.get(key)
+            try:
+                return client is not None and bool(await client.ping())
+            except Exception:
+                return False
+
+        self._checks[name] = check
+
     # ------------------------------------------------------------------ accessors
 
     @property

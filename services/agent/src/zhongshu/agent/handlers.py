@@ -92,13 +92,7 @@ def build_service(*, config: ConfigSource | None = None) -> Service:
         if redis is not None:
             await redis.aclose()
 
-    @service.readiness("redis")
-    async def redis_ready() -> bool:
-        redis = service.state.get("redis")
-        try:
-            return redis is not None and bool(await redis.ping())
-        except Exception:
-            return False
+    service.readiness_ping("redis")
 
     @service.consumer(
         stream=streams.CHAT_COMMANDS.name,

@@ -83,13 +83,7 @@ def build_service(
             svc.js, settings, redis, callback_retry or CallbackRetry()
         )
 
-    @service.readiness("redis")
-    async def redis_ready() -> bool:
-        redis = service.state.get("redis")
-        try:
-            return redis is not None and bool(await redis.ping())
-        except Exception:
-            return False
+    service.readiness_ping("redis")
 
     @service.on_shutdown
     async def close_resources(svc: Service) -> None:

@@ -228,13 +228,7 @@ def build_service(
         if redis is not None:
             await redis.aclose()
 
-    @service.readiness("redis")
-    async def redis_ready() -> bool:
-        redis = service.state.get("redis")
-        try:
-            return redis is not None and bool(await redis.ping())
-        except Exception:
-            return False
+    service.readiness_ping("redis")
 
     @service.consumer(
         stream=streams.CHAT_INBOUND.name,
