@@ -16,6 +16,8 @@ events for both servers: plaintext JSON to raw, encrypted + signed to the servic
 sends them), so no request is a duplicate that the dedupe would answer without publishing.
 CHAT_INBOUND and the ``dedupe`` KV bucket are fresh before every run, and after every run the
 stream must hold exactly the events answered 200 (plus at most those wrk cut off in flight).
+The durable claim that catches a platform's late retries is taken by the router, in batches
+(runtime/once.py): bench/hop.py --impls router measures it as part of P2.
   throughput  ``-c32`` for ``--duration`` s at saturation; req/s, median of ``--runs``
   latency     a fixed 1,000 req/s (wrk 4 has no -R: the Lua ``delay()`` hook gives each request
               a slot on a 1 ms schedule across ``--latency-conns`` connections); wrk's p50/p99
@@ -31,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import resource
@@ -112,12 +113,11 @@ class RawApp:
     """The baseline: body -> msgspec decode -> awaited ``js.publish`` with ``Nats-Msg-Id`` -> 200.
     The NATS connection is opened at lifespan startup, before the port listens."""
 
-    def __init__(self, url: str, bus: str = "publish") -> None:
-        self.url, self.bus = url, bus
+    def __init__(self, url: str) -> None:
+        self.url = url
         self.decoder = msgspec.json.Decoder(_Push)
         self.js: Any = None
         self.nc: Any = None
-        self.kv: Any = None
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         import nats
@@ -127,76 +127,12 @@ class RawApp:
             if message["type"] == "lifespan.startup":
                 self.nc = await nats.connect(self.url, name="bench-raw-ingress")
                 self.js = self.nc.jetstream()
-                if self.bus in ("gate", "lean"):
-                    self.kv = await self.js.key_value("dedupe")
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 with contextlib.suppress(Exception):
                     await self.nc.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-    async def _gate(self, msg_id: str, body: bytes) -> None:
-        """``--raw-bus gate`` (a diagnostic, not the P1 baseline): the bus work of the runtime's
-        IngressGate done raw: KV get of the dedupe key, the publish, KV create of the key."""
-        from nats.js.errors import KeyNotFoundError
-
-        key = "feishu." + hashlib.sha256(msg_id.encode()).hexdigest()[:40]
-        with contextlib.suppress(KeyNotFoundError):
-            await self.kv.get(key)
-        ack = await self.js.publish(SUBJECT, body, headers={"Nats-Msg-Id": msg_id})
-        await self.kv.create(key, str(ack.seq).encode())
-
-    async def _lean(self, body: bytes, scope: Any) -> tuple[int, bytes]:
-        """``--raw-bus lean`` (a diagnostic, not the P1 baseline): what ingress-feishu does, with
-        its own pure code (signature, decryption, token, normalization, envelope), as a raw ASGI
-        handler: one awaited publish, the dedupe key recorded without waiting for it (no KV get:
-        these events are fresh, inside the stream's duplicate window), no Starlette."""
-        from zhongshu.contracts import envelope as wire
-        from zhongshu.contracts.ids import derive_msg_id
-        from zhongshu.ingress_feishu import domain
-        from zhongshu.ingress_feishu.normalize import BotIdentity, Context, normalize_event
-        from zhongshu.runtime.ingress import Rejected
-
-        headers = dict(scope["headers"])
-        try:
-            opened = domain.open_event_request(
-                body,
-                domain.SignatureHeaders(
-                    timestamp=headers.get(b"x-lark-request-timestamp", b"").decode(),
-                    nonce=headers.get(b"x-lark-request-nonce", b"").decode(),
-                    signature=headers.get(b"x-lark-signature", b"").decode(),
-                ),
-                domain.AppSecrets(ENCRYPT_KEY, VERIFICATION_TOKEN),
-                now=time.time(),
-                max_skew_s=8 * 3600,
-            )
-            assert isinstance(opened, domain.Verified)
-            result = normalize_event(
-                opened.payload, Context(APP, TENANT, BotIdentity(open_id="ou_bench_bot"))
-            )
-        except Rejected as rejection:
-            return rejection.status, b'{"error":"rejected"}'
-        envelope = wire.make_envelope(
-            result.event,
-            id=derive_msg_id(f"feishu:{APP}", result.unique_id),
-            source="zhongshu/ingress-feishu",
-            tenant=TENANT,
-            conversation_id=result.conversation_id,
-        )
-        key = "feishu." + hashlib.sha256(f"{APP}:{result.unique_id}".encode()).hexdigest()[:40]
-        try:
-            ack = await self.js.publish(
-                SUBJECT, wire.encode(envelope), headers={"Nats-Msg-Id": envelope.id}
-            )
-            await self.js.publish_async(
-                f"$KV.dedupe.{key}",
-                str(ack.seq).encode(),
-                headers={"Nats-Expected-Last-Subject-Sequence": "0"},
-            )
-        except Exception:
-            return 503, b'{"error":"bus unavailable"}'
-        return 200, b'{"msg":"success"}'
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -208,9 +144,7 @@ class RawApp:
             chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
         status, out = 200, b'{"msg":"success"}'
-        if scope["method"] == "POST" and self.bus == "lean":
-            status, out = await self._lean(b"".join(chunks), scope)
-        elif scope["method"] == "POST":
+        if scope["method"] == "POST":
             body = b"".join(chunks)
             try:
                 push = self.decoder.decode(body)
@@ -219,10 +153,7 @@ class RawApp:
             else:
                 msg_id = f"feishu:{APP}:{push.event.message.message_id}"
                 try:
-                    if self.kv is None:
-                        await self.js.publish(SUBJECT, body, headers={"Nats-Msg-Id": msg_id})
-                    else:
-                        await self._gate(msg_id, body)
+                    await self.js.publish(SUBJECT, body, headers={"Nats-Msg-Id": msg_id})
                 except Exception:
                     status, out = 503, b'{"error":"bus unavailable"}'
         await send(
@@ -247,7 +178,7 @@ def role_raw_server(a: argparse.Namespace) -> None:
     sock.bind(("127.0.0.1", 0))
     print(json.dumps({"port": sock.getsockname()[1]}), flush=True)
     config = uvicorn.Config(
-        RawApp(a.url, a.raw_bus),
+        RawApp(a.url),
         loop="uvloop",
         http="httptools" if have_httptools() else "h11",
         workers=1,
@@ -521,8 +452,7 @@ async def stored(url: str) -> dict[str, int]:
     try:
         js = nc.jetstream()
         inbound = (await js.stream_info(streams.CHAT_INBOUND.name)).state.messages
-        keys = (await js.stream_info(f"KV_{streams.DEDUPE_KV.bucket}")).state.messages
-        return {"stored": inbound, "dedupe_keys": keys}
+        return {"stored": inbound}
     finally:
         await nc.close()
 
@@ -571,14 +501,13 @@ def start_servers(
     servers: dict[str, Server] = {}
     raw = Child(
         SCRIPT,
-        ["raw-server", "--url", nats_url, "--raw-bus", a.raw_bus],
+        ["raw-server", "--url", nats_url],
         log_dir=scratch,
         name="raw-server",
     )
     port = wait_port(raw)
     wait_http(f"http://127.0.0.1:{port}/", raw)
-    lean = a.raw_bus == "lean"  # takes the service's signed requests
-    servers["raw"] = Server("raw", raw, port, RAW_PATH, files[IMPL if lean else "raw"])
+    servers["raw"] = Server("raw", raw, port, RAW_PATH, files["raw"])
     args = ["service", "--url", nats_url, "--config", str(config)]
     args += ["--http", a.service_http]
     if a.profile:
@@ -637,8 +566,6 @@ def check_bus(r: dict[str, Any], bus: dict[str, int], impl: str) -> None:
     cut = max(0, r["sent"] - r["requests"])
     r["ok"], r["cut_in_flight"], r["stored"] = ok, cut, bus["stored"]
     r["bus_ok"] = bool(ok <= bus["stored"] <= ok + cut and not r["repeats"])
-    if impl == IMPL:
-        r["bus_ok"] = r["bus_ok"] and bus["dedupe_keys"] == bus["stored"]
     if not r["bus_ok"]:
         log(f"WARNING {impl}: 200s {ok}, cut in flight {cut}, repeats {r['repeats']}, bus {bus}")
 
@@ -690,7 +617,6 @@ def report(
         "runs": a.runs,
         "http": "h11" if a.service_http == "h11" or not a.httptools else "httptools",
         "baseline_http": "httptools" if a.httptools else "h11",
-        "baseline_bus": a.raw_bus,
         "requests_loaded": a.requests,
         **box,
     }
@@ -854,14 +780,6 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         default="auto",
         choices=["auto", "h11"],
         help="the service's HTTP parser: auto (uvicorn's choice), h11 (httptools hidden)",
-    )
-    ap.add_argument(
-        "--raw-bus",
-        default="publish",
-        choices=["publish", "gate", "lean"],
-        help="raw's work: publish (the P1 baseline); diagnostics: gate (KV get + publish + KV "
-        "create, as IngressGate), lean (the service's own verify/normalize code, one awaited "
-        "publish, dedupe key not awaited, no Starlette)",
     )
     ap.add_argument("--deadline", type=float, default=None, help="hard bound, whole run (s)")
     ap.add_argument("--profile", default=None, help="dir for a cProfile of the service")

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 from nats.js.client import JetStreamContext
-from nats.js.errors import NoKeysError
-from nats.js.kv import KeyValue
 
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import streams, subjects
 from zhongshu.contracts.events import AuditRecorded, MessageReceived
 from zhongshu.contracts.examples import example
 from zhongshu.contracts.streams import DEDUPE_KV
-from zhongshu.runtime import bus
+from zhongshu.runtime import bus, once
 from zhongshu.runtime.ingress import IngressGate, Outcome, Rejected
 from zhongshu.runtime.testing import collect
 
@@ -36,23 +32,31 @@ def an_event(tenant: str, event_id: str) -> wire.Envelope[MessageReceived]:
     return wire.make_envelope(message, id=event_id, source="test", tenant=tenant)
 
 
-async def test_a_late_retry_is_not_published_again(
+async def test_a_late_retry_of_a_claimed_event_is_not_stored_again(
     provisioned_nats_url: str, js: JetStreamContext
 ) -> None:
+    # A stream of its own whose duplicate window lapses in 0.1 s plays the hours between a
+    # Feishu event and its last retry.
     tenant = "t" + uuid.uuid4().hex[:8]
+    subject = f"late.{tenant}.in"
+    await js.add_stream(name=f"LATE_{tenant}", subjects=[f"late.{tenant}.>"], duplicate_window=0.1)
     first, retry = await gate(provisioned_nats_url), await gate(provisioned_nats_url)
-    subject = subjects.chat_inbound("feishu", tenant)
     env = an_event(tenant, f"feishu:{tenant}:om_1")
-    assert await first.accept(dedupe_key="om_1", subject=subject, envelope=env) is Outcome.PUBLISHED
-    await key_recorded(js)
-    # Hours later, on another replica, with the stream's duplicate window long gone (played
-    # here by a different message id, which the window cannot match): the durable key still
-    # recognises it.
-    late = an_event(tenant, f"feishu:{tenant}:om_1:late")
-    assert await retry.accept(dedupe_key="om_1", subject=subject, envelope=late) is (
+    assert await first.accept(subject=subject, envelope=env) is Outcome.PUBLISHED
+    await asyncio.sleep(0.3)
+    # Unclaimed (not routed yet), a late copy is stored: the router's claim drops it later.
+    hours_ago = datetime.now(UTC) - timedelta(hours=3)
+    assert await retry.accept(subject=subject, envelope=env, created_at=hours_ago) is (
+        Outcome.PUBLISHED
+    )
+    # Once the router claimed the event, a late copy is answered without being stored.
+    bucket = await js.key_value(DEDUPE_KV.bucket)
+    await bucket.create(once.event_key(env.id), b"1")
+    await asyncio.sleep(0.3)
+    assert await retry.accept(subject=subject, envelope=env, created_at=hours_ago) is (
         Outcome.DUPLICATE
     )
-    assert len(await collect(js, subject)) == 1
+    assert len(await collect(js, subject)) == 2
 
 
 async def test_a_fresh_copy_is_left_to_the_streams_duplicate_window(
@@ -64,23 +68,8 @@ async def test_a_fresh_copy_is_left_to_the_streams_duplicate_window(
     env = an_event(tenant, f"feishu:{tenant}:om_2")
     now = datetime.now(UTC)
     for _ in range(3):  # the platform's quick retries, and a second replica
-        await g.accept(dedupe_key="om_2", subject=subject, envelope=env, created_at=now)
+        await g.accept(subject=subject, envelope=env, created_at=now)
     assert len(await collect(js, subject)) == 1
-
-
-async def key_recorded(js: JetStreamContext) -> None:
-    """The durable key is written after the PubAck without waiting; give it a moment."""
-    bucket = await js.key_value(DEDUPE_KV.bucket)
-    for _ in range(100):
-        if [k async for k in _keys(bucket)]:
-            return
-        await asyncio.sleep(0.02)
-
-
-async def _keys(bucket: KeyValue) -> AsyncIterator[str]:
-    with contextlib.suppress(NoKeysError):
-        for key in await bucket.keys():
-            yield key
 
 
 async def test_ids_differing_only_in_case_are_different_events(
@@ -91,9 +80,7 @@ async def test_ids_differing_only_in_case_are_different_events(
     subject = subjects.chat_inbound("feishu", tenant)
     for key in ("msgAbC==", "msgabc=="):
         env = an_event(tenant, f"x:{tenant}:{key}")
-        assert await g.accept(dedupe_key=f"{tenant}{key}", subject=subject, envelope=env) is (
-            Outcome.PUBLISHED
-        )
+        assert await g.accept(subject=subject, envelope=env) is Outcome.PUBLISHED
     assert len(await collect(js, subject)) == 2
 
 

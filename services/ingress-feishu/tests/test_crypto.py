@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -24,6 +25,23 @@ def test_the_documented_sample_decrypts_to_hello_world() -> None:
 def test_reencrypting_with_the_same_iv_gives_the_sample_back() -> None:
     iv = base64.b64decode(VECTOR_ENCRYPT)[:16]
     assert crypto.encrypt("test key", b"hello world", iv) == VECTOR_ENCRYPT
+
+
+@pytest.mark.parametrize("size", [0, 1, 15, 16, 17, 100, 1024, 70_000])
+def test_decryption_agrees_with_the_library_cbc_mode(size: int) -> None:
+    # decrypt() chains blocks itself over a reusable ECB context; the library's own CBC mode
+    # (with its own padding) must read the same plaintext, for every length and a fresh IV.
+    plain, iv = os.urandom(size), os.urandom(16)
+    pad = 16 - size % 16
+    enc = Cipher(algorithms.AES(crypto.aes_key("k")), modes.CBC(iv)).encryptor()
+    encrypted = base64.b64encode(iv + enc.update(plain + bytes([pad]) * pad) + enc.finalize())
+    assert crypto.decrypt("k", encrypted.decode()) == plain
+    assert crypto.decrypt("k", crypto.encrypt("k", plain, iv)) == plain
+
+
+def test_non_ascii_input_is_refused() -> None:
+    with pytest.raises(crypto.CryptoError):
+        crypto.decrypt("test key", "P37w+VZImNgPEO1RBhJ6RtKl7n6zymIbEG1pReEzghk=é")
 
 
 def test_event_signature_matches_the_vector() -> None:

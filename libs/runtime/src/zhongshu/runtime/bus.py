@@ -13,6 +13,7 @@ from nats.js.client import JetStreamContext
 
 from zhongshu.contracts import headers as H
 from zhongshu.runtime import telemetry
+from zhongshu.runtime.acks import AckInbox
 from zhongshu.runtime.errors import BusUnavailable
 
 log = logging.getLogger("zhongshu.runtime.bus")
@@ -90,10 +91,36 @@ def outgoing_headers(msg_id: str, extra: Mapping[str, str] | None = None) -> dic
 
 class Publisher:
     """Publishes to JetStream. Every publish names its ``Nats-Msg-Id``, so a retried publish is
-    dropped by the stream's duplicate window instead of stored twice."""
+    dropped by the stream's duplicate window instead of stored twice.
 
-    def __init__(self, js: JetStreamContext) -> None:
+    With ``acks`` (what a service runs with) PubAcks come through its one inbox, which costs a
+    third of nats-py's request path per message; without, through ``js.publish``."""
+
+    def __init__(self, js: JetStreamContext, acks: AckInbox | None = None) -> None:
         self._js = js
+        self._acks = acks
+
+    @classmethod
+    def on(cls, nc: NatsClient, js: JetStreamContext) -> Publisher:
+        return cls(js, AckInbox(nc, max_pending=PUBLISH_ASYNC_MAX_PENDING))
+
+    async def close(self) -> None:
+        if self._acks is not None:
+            await self._acks.close()
+
+    async def publish_record(
+        self,
+        subject: str,
+        payload: bytes,
+        *,
+        headers: Mapping[str, str],
+        timeout_s: float = 30.0,
+    ) -> asyncio.Future[PubAck]:
+        """Send a record that is not an event (a KV entry): no message id, no CloudEvents
+        headers; return its PubAck future."""
+        if self._acks is None:
+            return await self._js.publish_async(subject, payload, headers=dict(headers))
+        return await self._acks.publish(subject, payload, headers=headers, timeout_s=timeout_s)
 
     async def publish(
         self,
@@ -105,9 +132,11 @@ class Publisher:
         timeout_s: float = 5.0,
     ) -> PubAck:
         """Publish and wait for the PubAck (the stored-and-durable receipt)."""
-        return await self._js.publish(
-            subject, payload, timeout=timeout_s, headers=outgoing_headers(msg_id, headers)
-        )
+        hdrs = outgoing_headers(msg_id, headers)
+        if self._acks is None:
+            return await self._js.publish(subject, payload, timeout=timeout_s, headers=hdrs)
+        future = await self._acks.publish(subject, payload, headers=hdrs, timeout_s=timeout_s)
+        return await future
 
     async def publish_async(
         self,
@@ -116,8 +145,10 @@ class Publisher:
         *,
         msg_id: str,
         headers: Mapping[str, str] | None = None,
+        timeout_s: float = 30.0,
     ) -> asyncio.Future[PubAck]:
         """Send now, return the PubAck future: callers gather many before acking their input."""
-        return await self._js.publish_async(
-            subject, payload, headers=outgoing_headers(msg_id, headers)
-        )
+        hdrs = outgoing_headers(msg_id, headers)
+        if self._acks is None:
+            return await self._js.publish_async(subject, payload, headers=hdrs)
+        return await self._acks.publish(subject, payload, headers=hdrs, timeout_s=timeout_s)

@@ -29,9 +29,10 @@ from zhongshu.contracts import headers as H
 from zhongshu.contracts import subjects
 from zhongshu.contracts.events import AlertRaised
 from zhongshu.contracts.streams import ALERTS
-from zhongshu.runtime import metrics, telemetry
+from zhongshu.runtime import metrics, once, telemetry
 from zhongshu.runtime.bus import Publisher
 from zhongshu.runtime.errors import PermanentError
+from zhongshu.runtime.once import Claims
 
 log = logging.getLogger("zhongshu.runtime.consumer")
 
@@ -64,6 +65,9 @@ class ConsumerSpec(Generic[T]):
     # keeps an idle service near 0 % CPU and still wakes on the first message.
     busy_fetch_timeout_s: float = 0.02
     idle_fetch_timeout_s: float = 1.0
+    # Claim each event (by its Nats-Msg-Id) before handling, so a late stored copy of an event
+    # is acked unhandled (runtime.once): for the first consumer that acts on platform events.
+    claim_once: bool = False
 
     def consumer_config(self) -> ConsumerConfig:
         one = len(self.subjects) == 1
@@ -97,6 +101,7 @@ class Delivery:
     ack_wait_s: float
     pending: list[asyncio.Future[PubAck]] = field(default_factory=list)
     error: BaseException | None = None
+    duplicate: bool = False  # another stored copy of the same event was claimed first (once.py)
 
     @property
     def subject(self) -> str:
@@ -110,18 +115,23 @@ class Delivery:
     def num_delivered(self) -> int:
         """Read from the ack subject directly: ``msg.metadata`` parses every field and a
         timestamp (~8 us) and this is needed for every message."""
-        tokens = (self.msg.reply or "").split(".")
-        # $JS.ACK.<stream>.<consumer>.<delivered>.… (9 tokens), or the v2 form with domain and
-        # account hash before the stream (12 tokens, delivered at index 6).
-        index = 4 if len(tokens) == 9 else 6
         try:
-            return int(tokens[index])
+            return int(self._ack_tokens()[0])
         except (IndexError, ValueError):
             return int(self.msg.metadata.num_delivered)
 
     @property
     def stream_sequence(self) -> int:
-        return int(self.msg.metadata.sequence.stream)
+        try:
+            return int(self._ack_tokens()[1])
+        except (IndexError, ValueError):
+            return int(self.msg.metadata.sequence.stream)
+
+    def _ack_tokens(self) -> list[str]:
+        """``<delivered>.<stream seq>.…`` of the ack subject: ``$JS.ACK.<stream>.<consumer>.…``
+        (9 tokens), or the v2 form with domain and account hash before the stream (12)."""
+        tokens = (self.msg.reply or "").split(".")
+        return tokens[4:] if len(tokens) == 9 else tokens[6:]
 
     async def publish(
         self, subject: str, payload: bytes, *, msg_id: str, headers: Mapping[str, str] | None = None
@@ -182,6 +192,8 @@ class ConsumerLoop(Generic[T]):
         self._handled = metrics.HANDLED.labels(*labels)
         self._failed = metrics.FAILED.labels(*labels)
         self._dead = metrics.DEAD_LETTERED.labels(*labels)
+        self._duplicates = metrics.DUPLICATES.labels(*labels)
+        self._claims: Claims | None = None
         self._latency = metrics.HANDLER_SECONDS.labels(*labels)
         self._span_name = f"{spec.durable} process"
         self._tracer = telemetry.tracer()
@@ -196,6 +208,8 @@ class ConsumerLoop(Generic[T]):
         self._psub = await self._js.pull_subscribe_bind(
             self.spec.durable, self.spec.stream, pending_msgs_limit=100_000
         )
+        if self.spec.claim_once:
+            self._claims = Claims(await once.open_bucket(self._js), self._publisher)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"consume:{self.spec.durable}")
@@ -281,8 +295,13 @@ class ConsumerLoop(Generic[T]):
     async def _process(self, msgs: list[Msg]) -> None:
         started = time.perf_counter()
         deliveries = [Delivery(m, self._publisher, self.spec.ack_wait_s) for m in msgs]
+        if self._claims is not None:
+            await self._claims.claim(deliveries)
         for delivery in deliveries:
-            await self._handle(delivery)
+            if delivery.duplicate:
+                self._duplicates.inc()
+            elif delivery.error is None:
+                await self._handle(delivery)
         futures = [f for d in deliveries if d.error is None for f in d.pending]
         if futures:
             await asyncio.wait(futures)
@@ -292,7 +311,9 @@ class ConsumerLoop(Generic[T]):
                     if future.exception() is not None:
                         delivery.error = future.exception()
                         break
-            if delivery.error is None:
+            if delivery.duplicate:
+                await delivery.msg.ack()
+            elif delivery.error is None:
                 await delivery.msg.ack()
                 self._handled.inc()
             else:

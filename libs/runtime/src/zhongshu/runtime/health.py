@@ -17,16 +17,21 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from zhongshu.runtime.errors import ConfigurationError
+from zhongshu.runtime.webhooks import ASGIApp, Webhook, WebhookFront
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
 log = logging.getLogger("zhongshu.runtime.health")
 
 
 def build_app(
-    service: str, checks: dict[str, ReadinessCheck], routes: Sequence[BaseRoute] = ()
-) -> Starlette:
-    """The side port's app: health, readiness and metrics, plus any routes the service serves
-    itself (ingress webhooks), so one port per process carries all its HTTP."""
+    service: str,
+    checks: dict[str, ReadinessCheck],
+    routes: Sequence[BaseRoute] = (),
+    webhooks: Sequence[Webhook] = (),
+) -> ASGIApp:
+    """The side port's app: health, readiness and metrics, plus any routes (the gateway's API)
+    and platform webhooks the service serves itself, so one port per process carries all its
+    HTTP. Webhooks are matched first, as bare ASGI (``runtime.webhooks``)."""
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"service": service, "status": "ok"})
@@ -47,7 +52,7 @@ def build_app(
     async def metrics(_: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
@@ -55,12 +60,13 @@ def build_app(
             *routes,
         ]
     )
+    return WebhookFront(list(webhooks), app) if webhooks else app
 
 
 class HealthServer:
     """uvicorn in the service's own event loop, on a port chosen by settings (0 = any free)."""
 
-    def __init__(self, app: Starlette, host: str, port: int) -> None:
+    def __init__(self, app: ASGIApp, host: str, port: int) -> None:
         # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only when
         # the listening socket says TCP; with protocol 0 a response written in two parts waits
         # ~40 ms for the client's delayed ACK (Nagle).

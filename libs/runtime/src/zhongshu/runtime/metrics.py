@@ -13,6 +13,11 @@ FAILED = Counter(
     LABELS,
 )
 DEAD_LETTERED = Counter("zhongshu_messages_dead_lettered_total", "Messages sent to the DLQ", LABELS)
+DUPLICATES = Counter(
+    "zhongshu_messages_duplicate_total",
+    "Late stored copies of an event already claimed by another copy: acked, not handled",
+    LABELS,
+)
 HANDLER_SECONDS = Histogram(
     "zhongshu_handler_seconds",
     "Time from fetch to ack for one message",

@@ -24,6 +24,7 @@ from zhongshu.runtime.consumer import ConsumerLoop, ConsumerSpec, Decoder, Handl
 from zhongshu.runtime.errors import ConfigurationError, RuntimeFailure
 from zhongshu.runtime.health import HealthServer, ReadinessCheck, build_app
 from zhongshu.runtime.settings import ServiceSettings, load_settings
+from zhongshu.runtime.webhooks import Webhook
 
 log = logging.getLogger("zhongshu.runtime.service")
 
@@ -45,7 +46,8 @@ class Service:
         self._startup: list[Hook] = []
         self._shutdown: list[Hook] = []
         self._checks: dict[str, ReadinessCheck] = {}
-        self.routes: list[BaseRoute] = []  # HTTP routes served on the side port (webhooks)
+        self.routes: list[BaseRoute] = []  # HTTP routes served on the side port (an API)
+        self.webhooks: list[Webhook] = []  # platform webhooks on the side port, bare ASGI
         self._settings: ServiceSettings | None = None
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
@@ -160,7 +162,7 @@ class Service:
             self._settings.nats_url, name=self.name, timeout_s=self._settings.connect_timeout_s
         )
         self._js = bus.jetstream(self._nc)
-        self._publisher = bus.Publisher(self._js)
+        self._publisher = bus.Publisher.on(self._nc, self._js)
         for hook in self._startup:
             await hook(self)
         ack_wait = self._settings.ack_wait_s
@@ -183,7 +185,7 @@ class Service:
                 ) from exc
         checks = {"bus": self._bus_ready, **self._checks}
         self._health = HealthServer(
-            build_app(self.name, checks, self.routes),
+            build_app(self.name, checks, self.routes, self.webhooks),
             self._settings.health_host,
             self._settings.health_port,
         )
@@ -213,6 +215,8 @@ class Service:
         if self._nc is not None and not self._nc.is_closed:
             with contextlib.suppress(Exception):
                 await self._nc.drain()
+        if self._publisher is not None:
+            await self._publisher.close()
         if self._health is not None:
             await self._health.stop()
         log.info("%s stopped", self.name)

@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nats.js.kv import KeyValue
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import subjects
@@ -24,13 +22,15 @@ from zhongshu.ingress_dingtalk.settings import DingTalkIngressSettings
 from zhongshu.ingress_dingtalk.signing import SignatureInvalid, verify_callback
 from zhongshu.runtime.hubconfig import App, HubConfig
 from zhongshu.runtime.ingress import IngressGate, Outcome, Rejected, read_body
+from zhongshu.runtime.webhooks import WebhookRequest, WebhookResponse
 
 log = logging.getLogger("zhongshu.ingress_dingtalk")
 
 SOURCE = "zhongshu/ingress-dingtalk"
 WEBHOOK_PATH = "/webhooks/dingtalk/{app}"
 # The synchronous reply's format is unconfirmed (protocols §2.1): answer nothing in place.
-EMPTY_REPLY = {"msgtype": "empty"}
+EMPTY_REPLY = WebhookResponse.json({"msgtype": "empty"})
+BUS_DOWN = WebhookResponse.json({"error": "bus unavailable"}, 503)
 LEASES_BUCKET = LEASES_KV.bucket
 
 
@@ -69,7 +69,6 @@ class DingTalkIngress:
             inbound.event, "occurred_at", None
         )
         return await self.gate.accept(
-            dedupe_key=inbound.dedupe_key,
             subject=subjects.chat_inbound(normalize.PLATFORM, inbound.tenant),
             envelope=envelope,
             created_at=created,
@@ -79,7 +78,7 @@ class DingTalkIngress:
 # --- robot HTTP callback ----------------------------------------------------------------------
 
 
-async def robot_callback(ingress: DingTalkIngress, request: Request) -> Response:
+async def robot_callback(ingress: DingTalkIngress, request: WebhookRequest) -> WebhookResponse:
     name = request.path_params["app"]
     app = ingress.app(name, "http")
     try:
@@ -89,26 +88,26 @@ async def robot_callback(ingress: DingTalkIngress, request: Request) -> Response
             rejection,
             app=name,
             tenant=app.tenant if app else "",
-            remote=request.client.host if request.client else "",
+            remote=request.client,
         )
-        return JSONResponse({"error": rejection.reason}, status_code=rejection.status)
+        return rejection.response()
     try:
         await ingress.publish(inbound)
     except Exception as exc:
         log.warning("bus unavailable, DingTalk will retry %s: %r", inbound.event_id, exc)
-        return JSONResponse({"error": "bus unavailable"}, status_code=503)
-    return JSONResponse(EMPTY_REPLY)
+        return BUS_DOWN
+    return EMPTY_REPLY
 
 
 async def _verified_message(
-    ingress: DingTalkIngress, name: str, app: App | None, request: Request
+    ingress: DingTalkIngress, name: str, app: App | None, request: WebhookRequest
 ) -> Inbound:
     if app is None or app.dingtalk is None:
         raise Rejected(404, "unknown app", f"no DingTalk app {name!r} receives HTTP callbacks")
     try:
         verify_callback(
-            request.headers.get("timestamp"),
-            request.headers.get("sign"),
+            request.header("timestamp"),
+            request.header("sign"),
             app.dingtalk.app_secret.get_secret_value(),
             max_skew_ms=int(ingress.settings.callback_max_skew_s * 1000),
         )

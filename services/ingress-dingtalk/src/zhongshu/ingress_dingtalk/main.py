@@ -3,15 +3,12 @@ platform event out on ``chat.inbound.dingtalk.<tenant>``. Wiring only."""
 
 from __future__ import annotations
 
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
-
 from zhongshu.ingress_dingtalk import handlers
 from zhongshu.ingress_dingtalk.settings import DingTalkIngressSettings
 from zhongshu.runtime import Service
 from zhongshu.runtime.ingress import IngressGate
 from zhongshu.runtime.liveconfig import LiveConfig
+from zhongshu.runtime.webhooks import Webhook, WebhookRequest, WebhookResponse
 
 INGRESS = "dingtalk"  # key of the opened resources in service.state
 LIVE = "dingtalk_live_config"
@@ -21,10 +18,10 @@ def build_service() -> Service:
     """A fresh service (tests run several replicas in one process)."""
     service = Service("ingress-dingtalk", DingTalkIngressSettings)
 
-    async def robot_callback(request: Request) -> Response:
+    async def robot_callback(request: WebhookRequest) -> WebhookResponse:
         return await handlers.robot_callback(service.state[INGRESS], request)
 
-    service.routes.append(Route(handlers.WEBHOOK_PATH, robot_callback, methods=["POST"]))
+    service.webhooks.append(Webhook(handlers.WEBHOOK_PATH, robot_callback))
 
     @service.on_startup
     async def open_ingress(svc: Service) -> None:

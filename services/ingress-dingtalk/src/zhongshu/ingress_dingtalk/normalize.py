@@ -55,9 +55,8 @@ class Inbound:
 
     event: Event
     event_id: str
-    """The envelope id and `Nats-Msg-Id`: the same for every redelivery."""
-    dedupe_key: str
-    """Scoped per app: two bots in one group see the same msgId."""
+    """The envelope id and `Nats-Msg-Id`: the same for every redelivery, and scoped per app
+    (two bots in one group see the same msgId)."""
     tenant: str
     conversation_id: str | None = None
     occurred_at: datetime | None = None
@@ -109,7 +108,6 @@ def robot_message(payload: dict[str, Any], *, app: str, tenant: str) -> Inbound:
     return Inbound(
         event=event,
         event_id=event_id(app, msg_id),
-        dedupe_key=f"{app}:{msg_id}",
         tenant=tenant,
         conversation_id=conversation_id,
         occurred_at=sent_at,
@@ -144,7 +142,6 @@ def card_callback(payload: dict[str, Any], *, app: str, tenant: str, delivery_id
     return Inbound(
         event=event,
         event_id=event_id(app, delivery_id),
-        dedupe_key=f"{app}:{delivery_id}",
         tenant=tenant,
         conversation_id=chat_id or None,
     )
@@ -168,7 +165,6 @@ def platform_event(
     return Inbound(
         event=event,
         event_id=event_id(app, platform_id),
-        dedupe_key=f"{app}:{platform_id}",
         tenant=tenant,
         occurred_at=occurred_at,
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -16,9 +17,6 @@ from datetime import datetime
 from typing import Any, cast
 
 import httpx
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import subjects
@@ -38,6 +36,7 @@ from zhongshu.runtime.hubconfig import App, HubConfig
 from zhongshu.runtime.ingress import IngressGate, Outcome, Rejected, read_body
 from zhongshu.runtime.liveconfig import LiveConfig
 from zhongshu.runtime.service import Service
+from zhongshu.runtime.webhooks import Webhook, WebhookRequest, WebhookResponse
 
 log = logging.getLogger("zhongshu.ingress_feishu")
 
@@ -47,6 +46,8 @@ CONNECTIONS_KEY = "feishu_long_connections"
 TASKS_KEY = "feishu_long_connection_tasks"
 HTTP_KEY = "feishu_http"
 LIVE_KEY = "feishu_live_config"
+SUCCESS = WebhookResponse.json({"msg": "success"})
+BUS_DOWN = WebhookResponse.json({"error": "bus unavailable"}, 503)
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,11 @@ class FeishuApp:
     app_id: str = ""
     app_secret: str = field(default="", repr=False)
     long_connection: bool = False
+
+    @functools.cached_property
+    def context(self) -> Context:
+        """What normalization needs of the app (built once, not per event)."""
+        return Context(self.name, self.tenant, self.bot)
 
     @classmethod
     def from_config(cls, name: str, app: App, bot_name: str | None) -> FeishuApp:
@@ -114,18 +120,18 @@ class FeishuIngress:
             raise Rejected(404, "unknown app", f"no Feishu app named {name[:64]!r}")
         return app
 
-    async def events(self, request: Request) -> Response:
+    async def events(self, request: WebhookRequest) -> WebhookResponse:
         return await self._handle(request, domain.open_event_request, normalize_event)
 
-    async def cards(self, request: Request) -> Response:
+    async def cards(self, request: WebhookRequest) -> WebhookResponse:
         return await self._handle(request, domain.open_card_request, normalize_card)
 
     async def _handle(
         self,
-        request: Request,
+        request: WebhookRequest,
         verify: Callable[..., domain.Challenge | domain.Verified],
         normalize: Callable[[dict[str, Any], Context], Result],
-    ) -> Response:
+    ) -> WebhookResponse:
         name = request.path_params["app"]
         tenant = ""
         try:
@@ -140,18 +146,23 @@ class FeishuIngress:
                 max_skew_s=self.settings.max_timestamp_skew_s,
             )
             if isinstance(opened, domain.Challenge):
-                return JSONResponse({"challenge": opened.challenge})
-            result = normalize(opened.payload, Context(app.name, app.tenant, app.bot))
+                return WebhookResponse.json({"challenge": opened.challenge})
+            result = normalize(opened.payload, app.context)
         except Rejected as rejection:
-            remote = request.client.host if request.client else ""
-            await self.gate.reject(rejection, app=name, tenant=tenant, remote=remote)
-            return JSONResponse({"error": rejection.reason}, status_code=rejection.status)
+            await self.gate.reject(rejection, app=name, tenant=tenant, remote=request.client)
+            return rejection.response()
         try:
             await self.publish(app, result)
         except Exception as exc:
             log.warning("bus unavailable, answering 503 so Feishu retries: %r", exc)
-            return JSONResponse({"error": "bus unavailable"}, status_code=503)
-        return JSONResponse(self._answer(opened.payload, result))
+            return BUS_DOWN
+        if isinstance(result.event, CardActionReceived):
+            # A card click is answered with the configured toast or card; the older card
+            # format takes a card (or nothing), not a toast, so it gets an empty object.
+            return WebhookResponse.json(
+                dict(self.settings.card_response) if "header" in opened.payload else {}
+            )
+        return SUCCESS
 
     async def pushed(self, app: FeishuApp, kind: str, payload: bytes) -> tuple[int, bytes | None]:
         """An event or card action from the long connection: already authenticated by the
@@ -166,7 +177,7 @@ class FeishuIngress:
             if not isinstance(opened, dict):
                 raise Rejected(400, "malformed body", "frame payload is not a JSON object")
             normalize = normalize_card if card else normalize_event
-            result = normalize(opened, Context(app.name, app.tenant, app.bot))
+            result = normalize(opened, app.context)
         except Rejected as rejection:
             await self.gate.reject(
                 rejection, app=app.name, tenant=app.tenant, remote="long_connection"
@@ -183,33 +194,25 @@ class FeishuIngress:
             raise ConnectionError("not connected to NATS")
         envelope = wire.make_envelope(
             result.event,
+            # Scoped per app: two bots in one group see the same message_id.
             id=derive_msg_id(f"feishu:{app.name}", result.unique_id),
             source=SOURCE,
             tenant=app.tenant,
             conversation_id=result.conversation_id,
         )
         return await self.gate.accept(
-            # Scoped per app: two bots in one group see the same message_id.
-            dedupe_key=f"{app.name}:{result.unique_id}",
             subject=subjects.chat_inbound("feishu", app.tenant),
             envelope=envelope,
             created_at=created_at(result.event),
             timeout_s=self.settings.publish_timeout_s,
         )
 
-    def _answer(self, payload: dict[str, Any], result: Result) -> dict[str, Any]:
-        # A card click is answered with the configured toast or card; the older card format
-        # takes a card (or nothing), not a toast, so it gets an empty object.
-        if isinstance(result.event, CardActionReceived):
-            return dict(self.settings.card_response) if "header" in payload else {}
-        return {"msg": "success"}
 
-
-def signature_headers(request: Request) -> domain.SignatureHeaders:
+def signature_headers(request: WebhookRequest) -> domain.SignatureHeaders:
     return domain.SignatureHeaders(
-        timestamp=request.headers.get("x-lark-request-timestamp"),
-        nonce=request.headers.get("x-lark-request-nonce"),
-        signature=request.headers.get("x-lark-signature"),
+        timestamp=request.header("x-lark-request-timestamp"),
+        nonce=request.header("x-lark-request-nonce"),
+        signature=request.header("x-lark-signature"),
     )
 
 
@@ -273,17 +276,17 @@ def _bound(
     return handle
 
 
-def webhook_routes(service: Service) -> list[Route]:
+def webhooks(service: Service) -> list[Webhook]:
     def ingress() -> FeishuIngress:
         return cast(FeishuIngress, service.state[STATE_KEY])
 
-    async def events(request: Request) -> Response:
+    async def events(request: WebhookRequest) -> WebhookResponse:
         return await ingress().events(request)
 
-    async def cards(request: Request) -> Response:
+    async def cards(request: WebhookRequest) -> WebhookResponse:
         return await ingress().cards(request)
 
     return [
-        Route("/webhooks/feishu/{app}/events", events, methods=["POST"]),
-        Route("/webhooks/feishu/{app}/cards", cards, methods=["POST"]),
+        Webhook("/webhooks/feishu/{app}/events", events),
+        Webhook("/webhooks/feishu/{app}/cards", cards),
     ]

@@ -3,7 +3,7 @@ Wiring only; ``zhongshu up`` finds ``service`` through the ``zhongshu.services``
 
 from __future__ import annotations
 
-from zhongshu.ingress_feishu.handlers import close_ingress, open_ingress, webhook_routes
+from zhongshu.ingress_feishu.handlers import close_ingress, open_ingress, webhooks
 from zhongshu.ingress_feishu.settings import FeishuIngressSettings
 from zhongshu.runtime.service import Service
 
@@ -13,7 +13,7 @@ def build_service() -> Service:
     service = Service("ingress-feishu", FeishuIngressSettings)
     service.on_startup(open_ingress)
     service.on_shutdown(close_ingress)
-    service.routes.extend(webhook_routes(service))
+    service.webhooks.extend(webhooks(service))
     return service
 
 

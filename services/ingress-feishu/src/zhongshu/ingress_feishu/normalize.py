@@ -35,6 +35,7 @@ BOT_REMOVED = "im.chat.member.bot.deleted_v1"
 CARD_ACTION = "card.action.trigger"
 ALL = "@_all"
 _PLACEHOLDER = re.compile(r"@_user_\d+|@_all")
+_SPACES = re.compile(r"[ \t]{2,}")
 # Feishu `message_type` → MESSAGE_KINDS where the names differ; others pass through.
 _KINDS = {"media": "video"}
 # Content keys that hold readable text in types without a dedicated rule.
@@ -226,6 +227,8 @@ class _Mentions:
         return "" if mention.is_bot_self else f"@{mention.name or name}"
 
     def substitute(self, text: str) -> str:
+        if "@_" not in text:
+            return text
         return _PLACEHOLDER.sub(lambda match: self.resolve(match.group(0)), text)
 
 
@@ -301,8 +304,10 @@ def _refs(*items: tuple[str, str | None, str | None]) -> tuple[AttachmentRef, ..
 
 def _tidy(text: str) -> str:
     """Collapse the runs of spaces a removed mention leaves, line by line."""
-    lines = (re.sub(r"[ \t]{2,}", " ", line).strip() for line in text.splitlines())
-    return "\n".join(lines).strip()
+    lines = text.splitlines()
+    if len(lines) == 1:  # most messages
+        return _SPACES.sub(" ", lines[0]).strip()
+    return "\n".join(_SPACES.sub(" ", line).strip() for line in lines).strip()
 
 
 def _content(raw: Any) -> dict[str, Any]:

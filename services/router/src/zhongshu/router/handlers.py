@@ -236,6 +236,10 @@ def build_service(
         durable="router",
         decode=wire.decode_any,
         concurrency=CONCURRENCY,
+        # The router is the first to act on a platform event: it claims each one durably, so
+        # a platform's late retry, stored again past the stream's duplicate window, is acked
+        # unhandled (runtime.once).
+        claim_once=True,
     )
     async def on_inbound(env: Envelope[Any], delivery: Delivery) -> None:
         router: InboundRouter = service.state["router"]

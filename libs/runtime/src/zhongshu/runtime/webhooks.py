@@ -1,0 +1,134 @@
+"""Platform webhooks served as bare ASGI, beside the side port's Starlette app.
+
+A webhook is the hot path of ingress (P1 in docs/PERFORMANCE.md): one small POST, answered
+after one publish. Starlette's two middlewares, router, ``Request`` and ``JSONResponse`` cost
+about a quarter of the Python time such a request takes, and a webhook needs none of what they
+add (its handler catches its own errors and answers with a few bytes). So the side port's app
+matches the webhook paths first and gives their handlers the request's parts as they are;
+everything else (health, readiness, metrics, the gateway's API) goes on to Starlette."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+JSON = b"application/json"
+_PARAM = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+_encode = msgspec.json.Encoder().encode
+
+
+class WebhookRequest:
+    """What a webhook handler reads: the path parameters, headers by lower-case name, the
+    client's address and the body (streamed, so a handler can refuse an oversized one early)."""
+
+    __slots__ = ("_receive", "_scope", "path_params")
+
+    def __init__(self, scope: Scope, receive: Receive, path_params: dict[str, str]) -> None:
+        self._scope, self._receive, self.path_params = scope, receive, path_params
+
+    def header(self, name: str) -> str | None:
+        """The first header called ``name`` (lower case), or None."""
+        wanted = name.encode("latin-1")
+        for key, value in self._scope["headers"]:
+            if key == wanted:
+                return str(value.decode("latin-1"))
+        return None
+
+    @property
+    def client(self) -> str:
+        client = self._scope.get("client")
+        return str(client[0]) if client else ""
+
+    async def read(self, limit: int) -> bytes | None:
+        """The whole body, or None as soon as it exceeds ``limit`` bytes (the rest unread)."""
+        message = await self._next()
+        body = message.get("body", b"")
+        if not message.get("more_body", False):
+            return body if len(body) <= limit else None  # the usual case: one piece
+        chunks, size = [body], len(body)
+        while message.get("more_body", False):
+            message = await self._next()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks) if size <= limit else None
+
+    async def _next(self) -> MutableMapping[str, Any]:
+        message = await self._receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionResetError("client disconnected before sending the whole body")
+        return message
+
+
+class WebhookResponse:
+    """A status and a body; its headers are built once (answers are often constants)."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, body: bytes, content_type: bytes = JSON) -> None:
+        self.status, self.body = status, body
+        self.headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
+
+    @classmethod
+    def json(cls, value: object, status: int = 200) -> WebhookResponse:
+        return cls(status, _encode(value))
+
+
+WebhookHandler = Callable[[WebhookRequest], Awaitable[WebhookResponse]]
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """``path`` is a template such as ``/webhooks/feishu/{app}/events``; a parameter matches
+    one path segment."""
+
+    path: str
+    handler: WebhookHandler
+    method: str = "POST"
+
+    def pattern(self) -> re.Pattern[str]:
+        return re.compile("^" + _PARAM.sub(r"(?P<\1>[^/]+)", self.path) + "$")
+
+
+class WebhookFront:
+    """The ASGI app in front: a request on a webhook path goes to its handler, any other to
+    ``fallback``."""
+
+    def __init__(self, webhooks: list[Webhook], fallback: ASGIApp) -> None:
+        self._routes = [(hook.pattern(), hook) for hook in webhooks]
+        self._fallback = fallback
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            for pattern, hook in self._routes:
+                match = pattern.match(path)
+                if match is None:
+                    continue
+                if scope["method"] != hook.method:
+                    response = WebhookResponse.json({"error": "method not allowed"}, 405)
+                    await _respond(send, response, [(b"allow", hook.method.encode())])
+                    return
+                request = WebhookRequest(scope, receive, match.groupdict())
+                await _respond(send, await hook.handler(request))
+                return
+        await self._fallback(scope, receive, send)
+
+
+async def _respond(
+    send: Send, response: WebhookResponse, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    headers = response.headers + extra if extra else response.headers
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})
