@@ -478,17 +478,20 @@ async def _connect(url: str) -> NatsClient:
 
 
 async def fresh_streams(url: str) -> None:
-    """Delete CHAT_INBOUND and CHAT_COMMANDS, provision them again as contracts declare them,
-    and create the durable consumer (the runtime's config, shared by every impl)."""
+    """Delete CHAT_INBOUND, CHAT_COMMANDS and the router's claims (the ``dedupe`` bucket: every
+    run sends the same event ids), provision them again as contracts declare them, and create
+    the durable consumer (the runtime's config, shared by every impl)."""
     from zhongshu.runtime.provision import provision, refused
 
     nc = await _connect(url)
     try:
         js = nc.jetstream()
-        for spec in (streams.CHAT_INBOUND, streams.CHAT_COMMANDS):
+        for name in (streams.CHAT_INBOUND.name, streams.CHAT_COMMANDS.name, "KV_dedupe"):
             with contextlib.suppress(NotFoundError):
-                await js.delete_stream(spec.name)
-        outcomes = await provision(js, (streams.CHAT_INBOUND, streams.CHAT_COMMANDS))
+                await js.delete_stream(name)
+        outcomes = await provision(
+            js, (streams.CHAT_INBOUND, streams.CHAT_COMMANDS), (streams.DEDUPE_KV,)
+        )
         if refused(outcomes):
             raise RuntimeError(f"provisioning refused: {refused(outcomes)}")
         await js.add_consumer(STREAM_IN, consumer_config())

@@ -10,6 +10,7 @@ import msgspec
 from nats.js.client import JetStreamContext
 
 from zhongshu.contracts import envelope as wire
+from zhongshu.contracts import headers as H
 from zhongshu.contracts import streams, subjects
 from zhongshu.contracts.events import AuditRecorded, MessageReceived
 from zhongshu.contracts.examples import example
@@ -42,7 +43,8 @@ async def test_a_late_retry_of_a_claimed_event_is_not_stored_again(
     await js.add_stream(name=f"LATE_{tenant}", subjects=[f"late.{tenant}.>"], duplicate_window=0.1)
     first, retry = await gate(provisioned_nats_url), await gate(provisioned_nats_url)
     env = an_event(tenant, f"feishu:{tenant}:om_1")
-    assert await first.accept(subject=subject, envelope=env) is Outcome.PUBLISHED
+    now = datetime.now(UTC)
+    assert await first.accept(subject=subject, envelope=env, created_at=now) is (Outcome.PUBLISHED)
     await asyncio.sleep(0.3)
     # Unclaimed (not routed yet), a late copy is stored: the router's claim drops it later.
     hours_ago = datetime.now(UTC) - timedelta(hours=3)
@@ -56,7 +58,10 @@ async def test_a_late_retry_of_a_claimed_event_is_not_stored_again(
     assert await retry.accept(subject=subject, envelope=env, created_at=hours_ago) is (
         Outcome.DUPLICATE
     )
-    assert len(await collect(js, subject)) == 2
+    stored = await collect(js, subject)
+    assert len(stored) == 2
+    # The late copy is marked, so the router waits for its claim before sending anything.
+    assert [(m.headers or {}).get(H.LATE_COPY) for m in stored] == [None, "1"]
 
 
 async def test_a_fresh_copy_is_left_to_the_streams_duplicate_window(

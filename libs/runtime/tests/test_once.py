@@ -1,5 +1,5 @@
-"""Claiming events once (runtime.once): a late stored copy of an event is acked unhandled,
-whichever replica fetches it, and a redelivered copy keeps its own claim."""
+"""Claiming events once (runtime.once): a late stored copy of an event yields no output and is
+acked, whichever replica fetches it, and a redelivered copy keeps its own claim."""
 
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ from zhongshu.contracts import headers as H
 from zhongshu.contracts.envelope import Envelope
 from zhongshu.contracts.events import MessageReceived
 from zhongshu.contracts.examples import example
+from zhongshu.contracts.ids import derive_msg_id
 from zhongshu.contracts.streams import DEDUPE_KV
 from zhongshu.runtime import Delivery, Service, ServiceSettings, once
+from zhongshu.runtime.testing import collect
 
 
 async def a_stream_with_a_short_window(js: JetStreamContext) -> tuple[str, str]:
@@ -28,10 +30,14 @@ async def a_stream_with_a_short_window(js: JetStreamContext) -> tuple[str, str]:
     return name, f"{name.lower()}.in"
 
 
-async def store(js: JetStreamContext, subject: str, msg_id: str, text: str = "hi") -> int:
+async def store(
+    js: JetStreamContext, subject: str, msg_id: str, text: str = "hi", *, late: bool = False
+) -> int:
+    """Store an event as ingress does; ``late`` marks a copy the platform sent long after."""
     event = msgspec.structs.replace(example(MessageReceived), text=text)
     env = wire.make_envelope(event, id=msg_id, source="test", tenant="acme")
-    ack = await js.publish(subject, wire.encode(env), headers={H.MSG_ID: msg_id})
+    headers = {H.MSG_ID: msg_id, **({H.LATE_COPY: "1"} if late else {})}
+    ack = await js.publish(subject, wire.encode(env), headers=headers)
     assert not ack.duplicate
     return ack.seq
 
@@ -51,6 +57,8 @@ def claiming_service(stream: str, subject: str, seen: list[str], behaviour: Any 
         if behaviour is not None:
             await behaviour(env, delivery)
         seen.append(env.data.text)
+        out = wire.make_envelope(env.data, id=derive_msg_id(env.id, "out"), source="t", tenant="a")
+        await delivery.publish_envelope(subject.replace(".in", ".out"), out)
 
     return service
 
@@ -79,17 +87,19 @@ async def test_a_late_copy_is_acked_unhandled_by_any_replica(
     msg_id = f"feishu:acme:{uuid.uuid4().hex}"
     await store(js, subject, msg_id, "original")
     await asyncio.sleep(0.3)
-    await store(js, subject, msg_id, "late copy")  # stored again: the window has lapsed
+    await store(js, subject, msg_id, "late copy", late=True)  # stored again: window lapsed
     await store(js, subject, f"feishu:acme:{uuid.uuid4().hex}", "another event")
     seen: list[str] = []
     replicas = [claiming_service(stream, subject, seen) for _ in range(2)]
     for replica in replicas:
         await replica.start(ServiceSettings(nats_url=provisioned_nats_url))
     try:
-        await eventually(lambda: len(seen) >= 2)
+        outputs = await collect(js, subject.replace(".in", ".out"), count=2)
         assert await settled(js, stream) == 0
         await asyncio.sleep(0.2)
-        assert sorted(seen) == ["another event", "original"]
+        texts = [wire.decode(m.data, MessageReceived).data.text for m in outputs]
+        assert sorted(texts) == ["another event", "original"]
+        assert len(await collect(js, subject.replace(".in", ".out"))) == 2
         duplicates = sum(
             REGISTRY.get_sample_value(
                 "zhongshu_messages_duplicate_total",

@@ -85,6 +85,14 @@ CONTENT_TYPE: Final = "Content-Type"
 CLOUDEVENTS_JSON: Final = "application/cloudevents+json"
 """Value of `CONTENT_TYPE`: the body is a CloudEvents 1.0 structured-mode JSON envelope."""
 
+# --- Late platform retries (ours) ----------------------------------------------------------------
+
+LATE_COPY: Final = "Zhongshu-Late-Copy"
+"""`1` on an inbound event that the platform created longer ago than the stream's duplicate
+window reaches (a late retry, or delivery after an outage): it may repeat an event stored
+earlier, so the first consumer to act on it waits for its durable claim before sending anything
+(`runtime.once`). Set by ingress; events without it are claimed alongside their outputs."""
+
 # --- Dead-letter queue (ours) ---------------------------------------------------------------------
 # A dead-lettered message keeps its original body and headers; these describe why it is here.
 

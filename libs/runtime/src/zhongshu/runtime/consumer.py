@@ -102,6 +102,8 @@ class Delivery:
     pending: list[asyncio.Future[PubAck]] = field(default_factory=list)
     error: BaseException | None = None
     duplicate: bool = False  # another stored copy of the same event was claimed first (once.py)
+    # Outputs kept back while the input's claim is in flight (claim_once), sent by ``release``.
+    held: list[tuple[str, bytes, str, Mapping[str, str] | None]] | None = None
 
     @property
     def subject(self) -> str:
@@ -136,10 +138,23 @@ class Delivery:
     async def publish(
         self, subject: str, payload: bytes, *, msg_id: str, headers: Mapping[str, str] | None = None
     ) -> None:
-        """Send now; the PubAck is awaited (with the rest of the batch) before the input's ack."""
+        """Send now; the PubAck is awaited (with the rest of the batch) before the input's ack.
+        While the input's claim is unsettled, the output waits for it (``release``)."""
+        if self.held is not None:
+            self.held.append((subject, payload, msg_id, headers))
+            return
         self.pending.append(
             await self.publisher.publish_async(subject, payload, msg_id=msg_id, headers=headers)
         )
+
+    async def release(self) -> None:
+        """Send the outputs held while the claim was unsettled, unless the input turned out a
+        duplicate or failed (then they are dropped: a redelivery makes them again)."""
+        held, self.held = self.held or [], None
+        if self.duplicate or self.error is not None:
+            return
+        for subject, payload, msg_id, headers in held:
+            await self.publish(subject, payload, msg_id=msg_id, headers=headers)
 
     async def publish_envelope(self, subject: str, envelope: wire.Envelope[Any]) -> None:
         """Publish an event; its envelope id is the ``Nats-Msg-Id`` (derive it from the input's
@@ -295,13 +310,25 @@ class ConsumerLoop(Generic[T]):
     async def _process(self, msgs: list[Msg]) -> None:
         started = time.perf_counter()
         deliveries = [Delivery(m, self._publisher, self.spec.ack_wait_s) for m in msgs]
+        claims: list[once.Pending] = []
         if self._claims is not None:
-            await self._claims.claim(deliveries)
+            claims = await self._claim(deliveries)
         for delivery in deliveries:
-            if delivery.duplicate:
-                self._duplicates.inc()
-            elif delivery.error is None:
+            if delivery.error is None:
                 await self._handle(delivery)
+        if self._claims is not None:
+            await self._claims.settle(claims)
+            for delivery in deliveries:
+                if delivery.duplicate:
+                    self._duplicates.inc()
+                    if delivery.held is None:
+                        log.warning(
+                            "%s: %s was a copy of an event claimed earlier, but not marked "
+                            "late; its outputs went out (their ids equal the first copy's)",
+                            self.spec.durable,
+                            delivery.headers.get(H.MSG_ID),
+                        )
+                await delivery.release()
         futures = [f for d in deliveries if d.error is None for f in d.pending]
         if futures:
             await asyncio.wait(futures)
@@ -321,6 +348,22 @@ class ConsumerLoop(Generic[T]):
         elapsed = time.perf_counter() - started
         for _ in deliveries:
             self._latency.observe(elapsed)
+
+    async def _claim(self, deliveries: list[Delivery]) -> list[once.Pending]:
+        """Send the batch's claims before its handlers run. An input marked as a late copy
+        may repeat an event handled long ago: its outputs are held until its claim is settled
+        (the claim's round trip overlaps the handlers), and dropped if it is a duplicate. A
+        fresh input cannot repeat an event stored outside the stream's duplicate window, so
+        its outputs go out at once and its claim is settled with them, before the ack."""
+        assert self._claims is not None
+        late = False
+        for delivery in deliveries:
+            if delivery.headers.get(H.LATE_COPY):
+                delivery.held, late = [], True
+        claims = await self._claims.send(deliveries)
+        if late:
+            await asyncio.sleep(0)  # lets the client's flusher write the claims now
+        return claims
 
     async def _handle(self, delivery: Delivery) -> None:
         msg = delivery.msg

@@ -17,6 +17,7 @@ from nats.js.kv import KeyValue
 from prometheus_client import Counter
 
 from zhongshu.contracts import envelope as wire
+from zhongshu.contracts import headers as H
 from zhongshu.contracts import subjects
 from zhongshu.contracts.envelope import Envelope
 from zhongshu.contracts.events import AuditRecorded
@@ -31,6 +32,7 @@ MAX_BODY_BYTES = 1024 * 1024
 # Events created less than this long ago are within every replica's reach of the stream's
 # 120 s duplicate window (minus 30 s for clock skew between the platform and us).
 FRESH_S = 90.0
+LATE = {H.LATE_COPY: "1"}
 
 REJECTED = Counter(
     "zhongshu_ingress_rejected_total",
@@ -111,14 +113,19 @@ class IngressGate:
         receives it. A late copy (created more than ``FRESH_S`` ago: Feishu retries for ~7 h)
         is first looked up among the claims the router takes in the ``dedupe`` bucket
         (``runtime.once``); one that slips past (its original not routed yet) is stored, and
-        the router's atomic claim acks it unhandled. Raises on a bus failure, so the caller
+        the router's atomic claim drops it (the ``LATE_COPY`` header tells the router to wait
+        for that claim before it sends anything). Raises on a bus failure, so the caller
         answers 503 and the platform retries."""
         fresh = created_at is not None and time.time() - created_at.timestamp() < FRESH_S
         if not fresh and await once.seen(self._dedupe, envelope.id):
             self._counted[Outcome.DUPLICATE].inc()
             return Outcome.DUPLICATE
         ack = await self._publisher.publish(
-            subject, wire.encode(envelope), msg_id=envelope.id, timeout_s=timeout_s
+            subject,
+            wire.encode(envelope),
+            msg_id=envelope.id,
+            headers=None if fresh else LATE,
+            timeout_s=timeout_s,
         )
         outcome = Outcome.DUPLICATE if ack.duplicate else Outcome.PUBLISHED
         self._counted[outcome].inc()

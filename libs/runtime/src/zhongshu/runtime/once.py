@@ -13,7 +13,12 @@ value, so:
 * the first stored copy claims the key and is handled;
 * the same copy redelivered (its consumer crashed after claiming) finds its own sequence and is
   handled again, as any redelivery is;
-* any other copy finds another sequence and is acked unhandled, counted as a duplicate.
+* any other copy finds another sequence and is acked without output, counted as a duplicate.
+
+Only a copy that ingress stored late (the platform created it longer ago than the stream's
+duplicate window reaches; header ``Zhongshu-Late-Copy``) can repeat an event stored earlier, so
+only its outputs wait for the claim; a fresh event's claim travels with its outputs and is
+settled before its ack, which keeps the claim off the hop's latency.
 
 The key is derived from the ``Nats-Msg-Id`` header, which ingress derives from the platform's
 own event id, so ingress can also look a late copy up before storing it (``seen``). A message
@@ -42,6 +47,8 @@ log = logging.getLogger("zhongshu.runtime.once")
 # JetStream's error for a failed expected-sequence check: the key exists.
 WRONG_LAST_SEQUENCE = 10071
 CLAIM_TIMEOUT_S = 10.0
+
+Pending = tuple["Delivery", str, "asyncio.Future[PubAck]"]
 
 
 def event_key(msg_id: str) -> str:
@@ -77,11 +84,10 @@ class Claims:
         self._bucket = bucket
         self._publisher = publisher
 
-    async def claim(self, deliveries: list[Delivery]) -> None:
-        """Mark each delivery ``duplicate`` (another copy holds the claim) or set its ``error``
-        (the claim could not be taken: it is retried like a failed handler). Messages without
-        a message id are not claimed."""
-        claims: list[tuple[Delivery, str, asyncio.Future[PubAck]]] = []
+    async def send(self, deliveries: list[Delivery]) -> list[Pending]:
+        """Send the claims of a batch (messages without a message id are not claimed). Their
+        outcome is read by :meth:`settle`; meanwhile handlers may run with their outputs held."""
+        claims: list[Pending] = []
         for delivery in deliveries:
             msg_id = delivery.headers.get(H.MSG_ID)
             if not msg_id:
@@ -98,22 +104,32 @@ class Claims:
                 delivery.error = exc
                 continue
             claims.append((delivery, key, future))
+        return claims
+
+    async def settle(self, claims: list[Pending]) -> None:
+        """Mark each delivery ``duplicate`` (another copy holds the claim) or set its ``error``
+        (the claim could not be taken: it is retried like a failed handler)."""
         if not claims:
             return
         await asyncio.wait([future for _, _, future in claims])
+        taken = []
         for delivery, key, future in claims:
             error = future.exception()
             if error is None:
                 continue
-            if not (isinstance(error, APIError) and error.err_code == WRONG_LAST_SEQUENCE):
+            if isinstance(error, APIError) and error.err_code == WRONG_LAST_SEQUENCE:
+                taken.append((delivery, key))
+            else:
                 delivery.error = error
-                continue
-            try:
-                holder = await self._bucket.get(key)
-            except KeyNotFoundError:
+        # Rare (late copies and redeliveries), but a replay storm can make many: look them up
+        # together, not one round trip after another.
+        holders = await asyncio.gather(
+            *(self._bucket.get(key) for _, key in taken), return_exceptions=True
+        )
+        for (delivery, _), holder in zip(taken, holders, strict=True):
+            if isinstance(holder, KeyNotFoundError):
                 continue  # expired or purged since: nobody else holds it
-            except Exception as exc:
-                delivery.error = exc
-                continue
-            if holder.value != str(delivery.stream_sequence).encode():
+            if isinstance(holder, BaseException):
+                delivery.error = holder
+            elif holder.value != str(delivery.stream_sequence).encode():
                 delivery.duplicate = True
