@@ -76,6 +76,8 @@ IMPL = "ingress-feishu"
 P1_MIN_RATIO = 0.7
 P1_MAX_P99_MS = 10.0
 MB = 1024 * 1024
+# Every run of one sync mode ends within ~3 minutes of its requests' writing (full settings).
+FRESH_LEAD_S = 150
 SKIP_LINE = {"bench": "p1.ingress", "skipped": "wrk not installed: apt-get install wrk"}
 
 
@@ -249,6 +251,7 @@ def write_requests(n: int, raw_file: Path, service_file: Path, tag: str) -> None
         bot=User("Bench Bot", open_id="ou_bench_bot"),
     )
     user = User("Li Lei", open_id="ou_bench_user", union_id="on_bench_user")
+    created_ms = str(int((time.time() + FRESH_LEAD_S) * 1000))
     try:
         with raw_file.open("w") as raw, service_file.open("w") as svc:
             for i in range(n):
@@ -260,6 +263,12 @@ def write_requests(n: int, raw_file: Path, service_file: Path, tag: str) -> None
                     message_id=f"om_{tag}_{i:09d}",
                     event_id=f"ev_{tag}_{i:09d}",
                 )
+                # As the platform sends them: created just now. A file is replayed for minutes,
+                # so its events are dated ahead by FRESH_LEAD_S and stay inside the service's
+                # fresh window (90 s) all along; an older event would be taken for a late retry
+                # and looked up among the router's claims first (a rare path, not P1's).
+                payload["header"]["create_time"] = created_ms
+                payload["event"]["message"]["create_time"] = created_ms
                 plain = json.dumps(payload, ensure_ascii=False)
                 raw.write(f"\t\t\t{plain}\n")
                 body, headers = feishu.encode(payload)

@@ -12,7 +12,6 @@ from nats.aio.client import Client as NatsClient
 from nats.js.client import JetStreamContext
 from nats.js.errors import APIError, NoStreamResponseError
 
-from zhongshu.runtime import bus
 from zhongshu.runtime.acks import AckInbox
 from zhongshu.runtime.once import WRONG_LAST_SEQUENCE
 
@@ -21,13 +20,6 @@ async def a_stream(js: JetStreamContext) -> str:
     name = "ACKS_" + uuid.uuid4().hex[:10]
     await js.add_stream(name=name, subjects=[f"{name.lower()}.>"])
     return name.lower()
-
-
-@pytest.fixture
-async def nc(provisioned_nats_url: str) -> NatsClient:
-    client = await bus.connect(provisioned_nats_url, name="test-acks")
-    yield client
-    await client.close()
 
 
 async def test_concurrent_publishes_get_their_own_pubacks(

@@ -18,7 +18,7 @@ from zhongshu.contracts.events import AlertRaised, MessageReceived, ReplyGenerat
 from zhongshu.contracts.examples import example
 from zhongshu.contracts.ids import derive_msg_id
 from zhongshu.runtime import Delivery, Service, ServiceSettings
-from zhongshu.runtime.testing import collect
+from zhongshu.runtime.testing import collect, eventually
 
 
 def tenant() -> str:
@@ -67,13 +67,6 @@ def echo_service(tenant: str, behaviour: Any = None, **options: Any) -> Service:
         await delivery.publish_envelope(subjects.chat_reply("feishu", tenant), out)
 
     return service
-
-
-async def eventually(condition: Any, within_s: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within_s
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def settled_consumer(js: JetStreamContext, durable: str) -> ConsumerInfo:

@@ -19,7 +19,7 @@ from zhongshu.contracts.examples import example
 from zhongshu.contracts.ids import derive_msg_id
 from zhongshu.contracts.streams import DEDUPE_KV
 from zhongshu.runtime import Delivery, Service, ServiceSettings, once
-from zhongshu.runtime.testing import collect
+from zhongshu.runtime.testing import collect, eventually
 
 
 async def a_stream_with_a_short_window(js: JetStreamContext) -> tuple[str, str]:
@@ -61,13 +61,6 @@ def claiming_service(stream: str, subject: str, seen: list[str], behaviour: Any 
         await delivery.publish_envelope(subject.replace(".in", ".out"), out)
 
     return service
-
-
-async def eventually(condition: Any, within_s: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within_s
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def settled(js: JetStreamContext, stream: str) -> int:

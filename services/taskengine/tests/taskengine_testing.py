@@ -41,7 +41,7 @@ from zhongshu.contracts.events import (
     WorkflowRef,
 )
 from zhongshu.contracts.ids import derive_msg_id
-from zhongshu.runtime import Service
+from zhongshu.runtime import Service, testing
 from zhongshu.runtime.hubconfig import HubConfig, parse_config
 from zhongshu.runtime.liveconfig import StaticConfig
 from zhongshu.runtime.testing import collect
@@ -62,17 +62,7 @@ CONSUMERS = (
 
 
 async def eventually(predicate: Callable[[], Any], what: str, within_s: float = WAIT_S) -> Any:
-    """Poll an async or sync predicate until it returns something truthy."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within_s
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        assert loop.time() < deadline, f"gave up waiting for {what}"
-        await asyncio.sleep(0.05)
+    return await testing.eventually(predicate, what, within_s)
 
 
 Answer = Callable[[TaskRequested], str | Exception]

@@ -20,8 +20,9 @@ import asyncio
 import contextlib
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import nats
 import nats.errors
@@ -173,3 +174,20 @@ async def collect(
     finally:
         await sub.unsubscribe()
     return found
+
+
+async def eventually(
+    predicate: Callable[[], Any], what: str = "the condition", within_s: float = 10.0
+) -> Any:
+    """Poll a sync or async predicate until it returns something truthy, and return that;
+    fail the test after ``within_s`` (a bound for a hung test, not a timing assertion)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        assert loop.time() < deadline, f"gave up waiting for {what}"
+        await asyncio.sleep(0.05)
