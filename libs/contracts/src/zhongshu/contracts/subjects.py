@@ -4,6 +4,7 @@ Services never format subjects themselves: a tenant called `a.b` or `*` must not
 publish into somebody else's subject space or widen a subscription.
 """
 
+import functools
 import hashlib
 import re
 from typing import Final
@@ -16,6 +17,8 @@ _UNSAFE = re.compile(r"[^a-z0-9_-]")
 _HASH_CHARS = 8
 
 
+# Tenants, platforms and apps repeat on every message: remember the tokens they became.
+@functools.lru_cache(maxsize=8192)
 def sanitize_token(value: str) -> str:
     """Turn any string into one safe subject token.
 

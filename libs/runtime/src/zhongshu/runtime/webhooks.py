@@ -30,18 +30,19 @@ class WebhookRequest:
     """What a webhook handler reads: the path parameters, headers by lower-case name, the
     client's address and the body (streamed, so a handler can refuse an oversized one early)."""
 
-    __slots__ = ("_receive", "_scope", "path_params")
+    __slots__ = ("_headers", "_receive", "_scope", "path_params")
 
     def __init__(self, scope: Scope, receive: Receive, path_params: dict[str, str]) -> None:
         self._scope, self._receive, self.path_params = scope, receive, path_params
+        self._headers: dict[bytes, bytes] | None = None
 
     def header(self, name: str) -> str | None:
         """The first header called ``name`` (lower case), or None."""
-        wanted = name.encode("latin-1")
-        for key, value in self._scope["headers"]:
-            if key == wanted:
-                return str(value.decode("latin-1"))
-        return None
+        if self._headers is None:
+            # reversed: a repeated header keeps its first value, as Starlette's get() did
+            self._headers = dict(reversed(self._scope["headers"]))
+        value = self._headers.get(name.encode("latin-1"))
+        return None if value is None else value.decode("latin-1")
 
     @property
     def client(self) -> str:

@@ -67,6 +67,15 @@ class FeishuApp:
         """What normalization needs of the app (built once, not per event)."""
         return Context(self.name, self.tenant, self.bot)
 
+    @functools.cached_property
+    def subject(self) -> str:
+        return subjects.chat_inbound("feishu", self.tenant)
+
+    @functools.cached_property
+    def id_scope(self) -> str:
+        """Event ids are scoped per app: two bots in one group see the same message_id."""
+        return f"feishu:{self.name}"
+
     @classmethod
     def from_config(cls, name: str, app: App, bot_name: str | None) -> FeishuApp:
         assert app.feishu is not None  # App validates that the platform section exists
@@ -194,14 +203,13 @@ class FeishuIngress:
             raise ConnectionError("not connected to NATS")
         envelope = wire.make_envelope(
             result.event,
-            # Scoped per app: two bots in one group see the same message_id.
-            id=derive_msg_id(f"feishu:{app.name}", result.unique_id),
+            id=derive_msg_id(app.id_scope, result.unique_id),
             source=SOURCE,
             tenant=app.tenant,
             conversation_id=result.conversation_id,
         )
         return await self.gate.accept(
-            subject=subjects.chat_inbound("feishu", app.tenant),
+            subject=app.subject,
             envelope=envelope,
             created_at=created_at(result.event),
             timeout_s=self.settings.publish_timeout_s,
