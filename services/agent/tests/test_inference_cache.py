@@ -8,7 +8,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -22,7 +21,6 @@ from zhongshu.agent.adapters.inference_cache import (
     fingerprint,
     lock_key,
 )
-from zhongshu.runtime.stack import RedisServer, free_port
 
 
 @pytest_asyncio.fixture
@@ -182,23 +180,20 @@ async def test_when_the_leader_dies_a_waiter_computes_after_its_lock_expires(
     assert len(calls) == 1
 
 
-async def test_a_waiter_gives_up_at_its_deadline(tmp_path: Path) -> None:
-    # A Redis of this test alone: in full runs on the session's server the held lock was
-    # twice seen gone within the 0.1 s (cause not found; see the agent issue's note).
-    with RedisServer(tmp_path / "redis", port=free_port()) as server:
-        redis = Redis.from_url(server.url)
-        try:
-            cache = InferenceCache(redis, ttl_s=60, lock_ttl_s=5, poll_s=0.01)
-            key = fresh_key()
-            await redis.set(lock_key(key), "another-replica", px=60_000)
-            compute, calls = counting(b"answer")
+async def test_a_waiter_gives_up_at_its_deadline(redis: Redis) -> None:
+    # Repeated: redis-py can swallow the cancellation that arrives while a script call waits,
+    # and the poll then ran on until the held lock expired and computed (about 1 time in 4
+    # before runtime.cancellation's check).
+    for _ in range(20):
+        cache = InferenceCache(redis, ttl_s=60, lock_ttl_s=5, poll_s=0.01)
+        key = fresh_key()
+        await redis.set(lock_key(key), "another-replica", px=60_000)
+        compute, calls = counting(b"answer")
 
-            with pytest.raises(TimeoutError):
-                await cache.get_or_compute(key, compute, deadline=time.monotonic() + 0.1)
-            assert calls == []
-            assert await redis.get(lock_key(key)) == b"another-replica"
-        finally:
-            await redis.aclose()
+        with pytest.raises(TimeoutError):
+            await cache.get_or_compute(key, compute, deadline=time.monotonic() + 0.1)
+        assert calls == []
+        assert await redis.get(lock_key(key)) == b"another-replica"
 
 
 async def test_the_lock_is_renewed_while_a_long_compute_runs(

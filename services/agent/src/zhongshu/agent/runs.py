@@ -7,6 +7,7 @@ the input with backoff and, in the end, dead-letters it with an alert."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -214,12 +215,16 @@ class Agent:
     ) -> str | None:
         """Run the task; returns the text the users should see (answer or failure notice), or
         None when there is nothing to deliver."""
-        await task.started(self.settings.agent_worker)
         config = self.config.current
         if config is not self._setup_for:  # a new revision of the live configuration
             self.models.refresh(effective_setup(config, self.settings))
             self._setup_for = config
-        messages = await self._messages(config, plan, app, conversation)
+        # Two independent Redis round trips (the task's status, the conversation's memory):
+        # together, not one after the other, since a cached answer follows at once (P4).
+        _, messages = await asyncio.gather(
+            task.started(self.settings.agent_worker),
+            self._messages(config, plan, app, conversation),
+        )
         progress = _Progress(task, stream)
         context = ToolContext(
             tenant=outbox.tenant,

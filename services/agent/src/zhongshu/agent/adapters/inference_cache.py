@@ -34,6 +34,8 @@ import msgspec
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
+from zhongshu.runtime.cancellation import raise_if_cancelled
+
 KEY_PREFIX = "zhongshu:llm:cache:"
 
 log = logging.getLogger("zhongshu.agent.cache")
@@ -186,6 +188,7 @@ class InferenceCache:
         waited = False
         while True:
             found, answer = await self._try(keys=keys, args=[token, self._lock_ttl_ms])
+            raise_if_cancelled()
             if int(found) == 1:
                 return _as_bytes(answer), "coalesced" if waited else "hit"
             if int(found) == 2:
@@ -218,7 +221,9 @@ class InferenceCache:
         while True:
             await asyncio.sleep(period)
             try:
-                if not await self._own(keys=[lock], args=[token, self._lock_ttl_ms]):
+                owned = await self._own(keys=[lock], args=[token, self._lock_ttl_ms])
+                raise_if_cancelled()
+                if not owned:
                     return  # lost (expired during a stall): someone else may compute too
             except Exception:
                 # Redis unreachable for a moment: the compute goes on, the next tick retries.

@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 
+from zhongshu.runtime.cancellation import raise_if_cancelled
+
 # The server's clock decides, so replicas with skewed clocks still agree. Returns 0 when the
 # slot was taken, else the milliseconds until the oldest entry leaves the window.
 _TAKE = """
@@ -72,6 +74,7 @@ class SlidingWindowLimiter:
         waited = 0.0
         while True:
             wait, confirm = await self.try_take(key, limit, window_s)
+            raise_if_cancelled()
             if wait <= 0:
                 return waited, confirm
             # A small extra keeps replicas that wake together from all retrying in one instant.
