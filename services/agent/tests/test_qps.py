@@ -13,7 +13,12 @@ import pytest_asyncio
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
-from zhongshu.agent.adapters.qps import ClusterRateLimiter, ModelGate, RateLimitTimeout
+from zhongshu.agent.adapters.qps import (
+    DEFAULT_MARGIN,
+    ClusterRateLimiter,
+    ModelGate,
+    RateLimitTimeout,
+)
 
 
 @pytest_asyncio.fixture
@@ -54,6 +59,23 @@ async def test_three_replicas_never_exceed_qps_in_any_one_second_window(redis_ur
     assert times[-1] - times[0] >= (calls - 1) / qps * 0.99
 
 
+async def test_a_caller_that_wakes_late_pushes_the_next_one_back_instead_of_bunching(
+    redis: Redis,
+) -> None:
+    # Two slots booked one interval apart; the first caller starts 90 ms late (a stalled event
+    # loop). Without the fence the second would start 12 ms after it.
+    key = fresh_key()
+    first, second = (ClusterRateLimiter(redis, key=key, qps=10) for _ in range(2))
+    assert await first.book() == 0
+    wait_s = await second.book()
+    await asyncio.sleep(0.09)
+    await first.fence()
+    first_started = time.monotonic()
+    await asyncio.sleep(max(0.0, wait_s - 0.09))
+    await second.fence()
+    assert time.monotonic() - first_started >= first.interval_s * 0.9  # 12 ms without it
+
+
 async def test_a_refused_deadline_books_no_slot(redis: Redis) -> None:
     key = fresh_key()
     limiter = ClusterRateLimiter(redis, key=key, qps=0.1)  # a slot every 10.5 s
@@ -83,7 +105,7 @@ async def test_the_schedule_expires_once_its_last_slot_has_passed(redis: Redis) 
     key = fresh_key()
     await ClusterRateLimiter(redis, key=key, qps=2).acquire()
     ttl_ms = await redis.pttl(key)
-    assert 0 < ttl_ms <= 1000 * 1.05 / 2 + 1
+    assert 0 < ttl_ms <= 1000 * (1 + DEFAULT_MARGIN) / 2 + 1
 
 
 async def test_a_new_qps_applies_to_the_next_booking(redis: Redis) -> None:
@@ -93,9 +115,9 @@ async def test_a_new_qps_applies_to_the_next_booking(redis: Redis) -> None:
 
     limiter.qps = 4
     started = time.monotonic()
-    await limiter.acquire()  # booked at or after `started`, the next one 0.25 s x 1.05 later
+    await limiter.acquire()  # booked at or after `started`, the next one 0.25 s x 1.02 later
     await limiter.acquire()
-    assert time.monotonic() - started >= 0.25 * 1.05 * 0.99
+    assert time.monotonic() - started >= 0.25 * (1 + DEFAULT_MARGIN) * 0.99
 
     with pytest.raises(ValueError, match="qps"):
         limiter.qps = 0

@@ -6,9 +6,16 @@ slot, in microseconds of the Redis server clock, with a PX expiry at that time.
 
 Why GCRA *with reservation*: each caller atomically books the next slot (``tat = max(stored,
 now)``, store ``tat + interval``) and sleeps until it. Slots are spaced exactly one interval
-apart across all replicas on any host (one clock, the server's), so there is no burst and the
-provider never sees more than QPS calls in a 1-second window; callers are served in booking
-order, so nobody starves.
+apart across all replicas on any host (one clock, the server's), so there is no burst; callers
+are served in booking order, so nobody starves.
+
+Why a fence at the start as well: a slot says when a call *may* start, but sleep jitter and
+event-loop stalls can only make a caller start later than its slot, which bunched it with the
+next caller's (P5 saw 11 calls in one second with slots 5 % apart). So a caller that wakes for
+its slot passes ``<key>:start`` last: one script on the server clock that lets it start only
+one interval after the previous start, else tells it how long to wait. Lateness then pushes
+later calls back instead of bunching them, and the margin only has to cover the short way from
+the fence to the provider.
 """
 
 from __future__ import annotations
@@ -22,17 +29,18 @@ from collections.abc import AsyncIterator, Callable
 from prometheus_client import Histogram
 from redis.asyncio import Redis
 
+from zhongshu.runtime.cancellation import raise_if_cancelled
+
 DEFAULT_KEY = "zhongshu:llm:qps"
 
-# Sleep jitter, event-loop stalls and network delays can only make a caller start *later* than
-# its slot, which bunches it with the next one; they never spread calls apart. So slots are
-# spaced a little more than 1/qps: with the default 5 %, a window of QPS calls spans 1.05 s, and
-# a call may start up to ~50 ms late (at any qps >= 1) before the provider could count QPS + 1
-# calls in one second. The price is the mean rate under saturation: qps / 1.05 = 0.95 x qps.
-# Measured with bench/agent.py (P5, 3 replicas, 500 commands): 3 % let 11 calls into one second;
-# 4 % gave 9.62/s with no window above 10 on a quiet box but 11 in a loaded test run; 5 % gave
-# 9.43/s (P5 asks >= 9.5): never exceeding the provider's cap comes first.
-DEFAULT_MARGIN = 0.05
+# Starts are spaced a little more than 1/qps apart, so that the way from the fence to the
+# provider (a Redis reply, the HTTP request, the provider's own clock) may vary by up to 4 % of a
+# second across a window of QPS calls before the provider could count QPS + 1 in one second;
+# the price is the mean rate under saturation, at most qps / 1.04. Measured with bench/agent.py
+# (P5, 3 replica processes, 500 commands, cap 10): with the fence, 2 % and 3 % still let 11
+# calls into one second in some runs (9.63-9.73/s); 4 % gave 9.51-9.52/s with no window above
+# 10 in three runs. Without the fence, 5 % was needed (9.43/s).
+DEFAULT_MARGIN = 0.04
 
 LIMITER_WAIT = Histogram(
     "zhongshu_agent_limiter_wait_seconds",
@@ -56,6 +64,17 @@ local next_tat = tat + interval
 redis.call('SET', KEYS[1], string.format('%d', next_tat),
            'PX', math.ceil((next_tat - now) / 1000) + 1)
 return {1, wait}
+"""
+
+# KEYS: 1 the last start. ARGV: 1 interval us. Returns 0 (start now; recorded) or the us to wait.
+_START = """
+local interval = tonumber(ARGV[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+if now - last < interval then return last + interval - now end
+redis.call('SET', KEYS[1], string.format('%d', now), 'PX', math.ceil(interval / 1000) + 1)
+return 0
 """
 
 
@@ -92,6 +111,7 @@ class ClusterRateLimiter:
         if margin < 0:
             raise ValueError("margin must be >= 0")
         self._script = redis.register_script(_RESERVE)
+        self._start = redis.register_script(_START)
         self._key = key
         self._margin = margin
         self.max_wait_s = max_wait_s
@@ -124,21 +144,47 @@ class ClusterRateLimiter:
             budget = min(budget, deadline - started)
         if budget < 0:
             raise RateLimitTimeout(0.0)
-        reserved, wait_us = await self._script(
-            keys=[self._key],
-            args=[
-                max(1, round(self.interval_s * 1_000_000)),
-                -1 if math.isinf(budget) else int(budget * 1_000_000),
-            ],
-        )
-        wait_s = int(wait_us) / 1_000_000
-        if not int(reserved):
-            raise RateLimitTimeout(wait_s)
+        wait_s = await self.book(budget)
         if wait_s > 0:
             # The wait counts from the server's clock reading, before the reply travelled back:
             # sleeping it in full after the reply errs late, which is the safe side.
             await asyncio.sleep(wait_s)
+        await self.fence(deadline)
         return time.monotonic() - started
+
+    async def book(self, budget_s: float = math.inf) -> float:
+        """Book the next slot; returns the seconds until it. Raises
+        :class:`RateLimitTimeout`, booking nothing, when that is more than ``budget_s``."""
+        reserved, wait_us = await self._script(
+            keys=[self._key],
+            args=[
+                self._interval_us(),
+                -1 if math.isinf(budget_s) else int(budget_s * 1_000_000),
+            ],
+        )
+        raise_if_cancelled()
+        wait_s = int(wait_us) / 1_000_000
+        if not int(reserved):
+            raise RateLimitTimeout(wait_s)
+        return wait_s
+
+    async def fence(self, deadline: float | None = None) -> None:
+        """Start now if the previous call (any replica's) started one interval ago or more;
+        else wait for that, and record this start."""
+        while True:
+            wait_us = int(
+                await self._start(keys=[self._key + ":start"], args=[self._interval_us()])
+            )
+            raise_if_cancelled()
+            if wait_us <= 0:
+                return
+            wait_s = wait_us / 1_000_000
+            if deadline is not None and time.monotonic() + wait_s > deadline:
+                raise RateLimitTimeout(wait_s)
+            await asyncio.sleep(wait_s)
+
+    def _interval_us(self) -> int:
+        return max(1, round(self.interval_s * 1_000_000))
 
 
 WaitObserver = Callable[[str, float], None]
