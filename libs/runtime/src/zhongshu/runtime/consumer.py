@@ -65,8 +65,8 @@ class ConsumerSpec(Generic[T]):
     # keeps an idle service near 0 % CPU and still wakes on the first message.
     busy_fetch_timeout_s: float = 0.02
     idle_fetch_timeout_s: float = 1.0
-    # Claim each event (by its Nats-Msg-Id) before handling, so a late stored copy of an event
-    # is acked unhandled (runtime.once): for the first consumer that acts on platform events.
+    # Claim each event (by its Nats-Msg-Id) as it is handled, so a late stored copy of an event
+    # is acked without output (runtime.once): for the first consumer that acts on platform events.
     claim_once: bool = False
 
     def consumer_config(self) -> ConsumerConfig:

@@ -15,7 +15,7 @@ FAILED = Counter(
 DEAD_LETTERED = Counter("zhongshu_messages_dead_lettered_total", "Messages sent to the DLQ", LABELS)
 DUPLICATES = Counter(
     "zhongshu_messages_duplicate_total",
-    "Late stored copies of an event already claimed by another copy: acked, not handled",
+    "Late stored copies of an event already claimed by another copy: acked without output",
     LABELS,
 )
 HANDLER_SECONDS = Histogram(

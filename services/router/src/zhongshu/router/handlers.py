@@ -238,7 +238,7 @@ def build_service(
         concurrency=CONCURRENCY,
         # The router is the first to act on a platform event: it claims each one durably, so
         # a platform's late retry, stored again past the stream's duplicate window, is acked
-        # unhandled (runtime.once).
+        # without output (runtime.once).
         claim_once=True,
     )
     async def on_inbound(env: Envelope[Any], delivery: Delivery) -> None:
