@@ -22,7 +22,7 @@ from nats.js.kv import KeyValue
 from zhongshu.contracts import streams
 from zhongshu.projector import metrics
 from zhongshu.projector.db import connection
-from zhongshu.projector.jobs import stop_task
+from zhongshu.projector.jobs import Periodic
 from zhongshu.projector.projections import written
 from zhongshu.projector.records import to_json
 from zhongshu.projector.writer import LOCK_SHARED, advance, retrying
@@ -121,27 +121,14 @@ class MirrorWatcher:
         self._pool = pool
         self.synced = asyncio.Event()
         """Set once the entries present at the start of a watch are written."""
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
+        # A broken (or ended) watch is started again after RESTART_DELAY_S.
+        self._loop = Periodic(f"mirror:{mirror.bucket}", RESTART_DELAY_S, self._watch)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"mirror:{self.mirror.bucket}")
+        self._loop.start()
 
     async def stop(self) -> None:
-        self._stopping.set()
-        await stop_task(self._task)
-
-    async def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self._watch()
-            except asyncio.CancelledError:
-                if self._stopping.is_set():
-                    return
-                raise
-            except Exception as exc:
-                log.warning("watch of %s failed: %r; restarting", self.mirror.bucket, exc)
-            await asyncio.sleep(RESTART_DELAY_S)
+        await self._loop.stop()
 
     async def _watch(self) -> None:
         kv = await self._js.key_value(self.mirror.bucket)
