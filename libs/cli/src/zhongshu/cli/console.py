@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import NoReturn
 
 import click
@@ -28,6 +30,17 @@ class CliError(Exception):
     def __init__(self, message: str, *, code: int = EXIT_FAILED) -> None:
         super().__init__(message)
         self.code = code
+
+
+def uv_command() -> str:
+    """How the user reaches uv, for the commands we suggest: `uv run` sets $UV to its own path
+    (`.tools/bin/uv` after the README's first command), which need not be on PATH."""
+    uv = os.environ.get("UV")
+    if not uv:
+        return "uv"
+    with contextlib.suppress(ValueError):
+        return str(Path(uv).relative_to(Path.cwd()))
+    return uv
 
 
 def print_error(message: str) -> None:

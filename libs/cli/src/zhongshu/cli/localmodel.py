@@ -14,18 +14,21 @@ import sys
 from pathlib import Path
 from typing import Final
 
-from zhongshu.cli.console import CliError
+from zhongshu.cli.console import CliError, uv_command
 from zhongshu.cli.supervisor import ChildSpec
 from zhongshu.runtime.stack import free_port
 
 NAME: Final = "local-model"
 COMMAND_ENV: Final = "ZHONGSHU_LOCAL_MODEL_COMMAND"
 HOST: Final = "127.0.0.1"
-INSTALL_HINT: Final = (
-    "llama.cpp's server is not installed: run `uv sync --extra local-model` "
-    "(it compiles llama.cpp, a few minutes), or point MODEL_ENDPOINT at any "
-    "OpenAI-compatible server instead"
-)
+
+
+def install_hint() -> str:
+    return (
+        f"llama.cpp's server is not installed: run `{uv_command()} sync --extra local-model` "
+        "(it compiles llama.cpp, a few minutes), or point MODEL_ENDPOINT at any "
+        "OpenAI-compatible server instead"
+    )
 
 
 def _command() -> list[str]:
@@ -33,7 +36,7 @@ def _command() -> list[str]:
     if override:
         return shlex.split(override)
     if importlib.util.find_spec("llama_cpp") is None:
-        raise CliError(INSTALL_HINT)
+        raise CliError(install_hint())
     return [sys.executable, "-m", "llama_cpp.server"]
 
 

@@ -20,7 +20,7 @@ from rich.table import Table
 from starlette.applications import Starlette
 
 from zhongshu.cli import config_cmd, frontdoor, localmodel, localsecrets, runstate, services
-from zhongshu.cli.console import CliError, console, safe_url
+from zhongshu.cli.console import CliError, console, safe_url, uv_command
 from zhongshu.cli.provision_cmd import outcomes_table, provision_url, refusal_message, summary
 from zhongshu.cli.runstate import RunState
 from zhongshu.cli.supervisor import ChildSpec, LinePrinter, LogFormat, Supervisor
@@ -127,8 +127,8 @@ def urls_table(stack: EmbeddedStack, state: RunState, data_dir: Path, port: int)
     if "gateway" in running:
         grid.add_row(
             "API token",
-            "[dim]uv run zhongshu token create --tenant <tenant> --scope tasks:write "
-            "--scope tasks:read[/]",
+            f"[dim]{escape(uv_command())} run zhongshu token create --tenant <tenant> "
+            "--scope tasks:write --scope tasks:read[/]",
         )
     else:
         grid.add_row("", "[dim]/api/… arrives with the gateway service[/]")
