@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ class ConsumerStatus:
     ack_pending: int
     redelivered: int
     waiting: int
+    durable: bool = True
 
 
 @dataclass
@@ -79,6 +81,7 @@ async def _streams(url: str) -> list[StreamStatus]:
                     ack_pending=c.num_ack_pending or 0,
                     redelivered=c.num_redelivered or 0,
                     waiting=c.num_waiting or 0,
+                    durable=bool(c.config.durable_name),
                 )
                 for c in sorted(await js.consumers_info(name), key=lambda c: c.name)
             ]
@@ -154,12 +157,51 @@ def _size(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+# Everything below fits an 80-column terminal: streams and their consumers are two tables of
+# five or six columns, a KV bucket's watchers (ephemeral consumers with random names) are one
+# row, and a service shows its health port and uptime instead of a URL and a timestamp.
+WATCHERS = "watchers"
+
+
+@dataclass
+class ConsumerRow:
+    label: str
+    count: int
+    pending: int
+    ack_pending: int
+    redelivered: int
+    waiting: int
+
+
+def consumer_rows(consumers: list[ConsumerStatus]) -> list[ConsumerRow]:
+    """One row per durable consumer; ephemeral ones (KV watchers, named by the server with eight
+    random characters) summed into one row, since their names mean nothing to a reader."""
+    rows: list[ConsumerRow] = []
+    watchers = ConsumerRow(WATCHERS, 0, 0, 0, 0, 0)
+    for c in consumers:
+        if not c.durable:
+            watchers.count += 1
+            watchers.pending += c.pending
+            watchers.ack_pending += c.ack_pending
+            watchers.redelivered += c.redelivered
+            watchers.waiting += c.waiting
+            continue
+        rows.append(ConsumerRow(c.name, 1, c.pending, c.ack_pending, c.redelivered, c.waiting))
+    if watchers.count:
+        watchers.label = f"{watchers.count} {WATCHERS}"
+        rows.append(watchers)
+    return rows
+
+
+def _table(title: str) -> Table:
+    return Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False)
+
+
 def streams_table(streams: list[StreamStatus]) -> Table:
-    table = Table(title="streams", title_justify="left", box=None, header_style="bold")
-    for col in ("stream / consumer", "messages", "bytes", "first seq", "last seq"):
-        table.add_column(col, justify="left" if col.startswith("stream") else "right")
-    for col in ("pending", "ack pending", "redelivered", "waiting"):
-        table.add_column(col, justify="right")
+    table = _table("streams")
+    table.add_column("stream", no_wrap=True)
+    for col in ("messages", "bytes", "first seq", "last seq", "consumers"):
+        table.add_column(col, justify="right", no_wrap=True)
     for s in streams:
         table.add_row(
             f"[bold]{escape(s.name)}[/]",
@@ -167,32 +209,67 @@ def streams_table(streams: list[StreamStatus]) -> Table:
             _size(s.bytes),
             str(s.first_seq),
             str(s.last_seq),
+            str(len(s.consumers)),
         )
-        for c in s.consumers:
-            pending = f"[yellow]{c.pending}[/]" if c.pending else "0"
+    return table
+
+
+def consumers_table(streams: list[StreamStatus]) -> Table:
+    table = _table("consumers")
+    table.add_column("stream / consumer", no_wrap=True)
+    for col in ("pending", "ack pending", "redelivered", "waiting"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for s in streams:
+        rows = consumer_rows(s.consumers)
+        if not rows:
+            continue
+        table.add_row(f"[bold]{escape(s.name)}[/]")
+        for row in rows:
             table.add_row(
-                f"  └ {escape(c.name)}",
-                *("", "", "", ""),
-                pending,
-                str(c.ack_pending),
-                f"[red]{c.redelivered}[/]" if c.redelivered else "0",
-                str(c.waiting),
+                f"  {escape(row.label)}",
+                f"[yellow]{row.pending}[/]" if row.pending else "0",
+                str(row.ack_pending),
+                f"[red]{row.redelivered}[/]" if row.redelivered else "0",
+                str(row.waiting),
             )
     return table
 
 
-def services_table(services: list[ServiceStatus]) -> Table:
-    table = Table(title="services", title_justify="left", box=None, header_style="bold")
-    for col in ("service", "pid", "health", "restarts", "started", "readyz"):
-        table.add_column(col)
+def uptime(started_at: str | None, now: datetime | None = None) -> str:
+    """`3d4h`, `2h05m`, `4m09s` or `12s` since an ISO timestamp; `-` when unknown."""
+    if not started_at:
+        return "-"
+    try:
+        began = datetime.fromisoformat(started_at)
+    except ValueError:
+        return "-"
+    seconds = max(0, int(((now or datetime.now(UTC)) - began).total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def services_table(services: list[ServiceStatus], now: datetime | None = None) -> Table:
+    table = _table(f"services (health on http://{runstate.HEALTH_HOST}:<port>)")
+    table.add_column("service", no_wrap=True)
+    for col in ("pid", "port", "restarts", "up"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("readyz", overflow="fold")
     for s in services:
         state = f"[green]{escape(s.detail)}[/]" if s.ready else f"[red]{escape(s.detail)}[/]"
         table.add_row(
             s.name,
             str(s.pid or "-"),
-            f"http://{runstate.HEALTH_HOST}:{s.health_port}",
+            str(s.health_port),
             str(s.restarts),
-            s.started_at or "-",
+            uptime(s.started_at, now) if s.pid else "-",
             state,
         )
     return table
@@ -206,6 +283,7 @@ def run(url: str, data_dir: Path, *, as_json: bool) -> None:
         console.print(f"NATS {escape(status.nats_url)}")
         if status.streams:
             console.print(streams_table(status.streams))
+            console.print(consumers_table(status.streams))
         elif status.bus_error is None:
             console.print("[dim]no streams: run `zhongshu provision`[/]")
         if status.services is not None:
