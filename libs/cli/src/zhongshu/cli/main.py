@@ -223,6 +223,60 @@ def status_command(
         status.run(_nats_url(data_dir), data_dir, as_json=as_json)
 
 
+@app.command("doctor")
+def doctor_command(
+    file: ConfigFile = None,
+    data_dir: Annotated[
+        Path,
+        typer.Option(
+            "--data-dir",
+            help="Data directory of `zhongshu up`: when one runs there, its HTTP port is "
+            "expected to be in use.",
+        ),
+    ] = runstate.DEFAULT_DATA_DIR,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline", help="Only the local checks: no model, platform or clock probes."
+        ),
+    ] = False,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", metavar="SECONDS", min=0.1, help="Per network probe."),
+    ] = 5.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Check what usually goes wrong on a new machine, one line per check with the fix:
+
+    - **python**: 3.11 or newer;
+    - **http port**: the front door's port (ZHONGSHU_HTTP_PORT, default 8000) is free, or held
+      by a `zhongshu up` already running in --data-dir (the other ports are chosen free);
+    - **config**: zhongshu.yaml validates as `zhongshu config check` does, every problem named
+      by its field (a missing file is only a warning);
+    - **model**: MODEL_ENDPOINT and `model.providers` answer `GET …/models` and take the key;
+    - **feishu / dingtalk APP**: each app's credentials are accepted by the platform's token
+      endpoint (FEISHU_BASE_URL, DINGTALK_API_URL override the platforms' addresses);
+    - **clock**: this machine's clock against the platforms' `Date`, warned beyond 30 s and
+      failed beyond the signed callbacks' window (DingTalk 1 h, Feishu 8 h).
+
+    Network probes run concurrently with a short timeout. Secrets are never printed.
+    Exits 1 when a check fails, 0 otherwise (warnings included).
+    """
+    quiet_client_logs()
+    with reported_errors():
+        from zhongshu.cli import doctor
+
+        doctor.run(
+            doctor.Options(
+                config_path=_config_file(file),
+                data_dir=data_dir,
+                offline=offline,
+                timeout_s=timeout,
+            ),
+            as_json=as_json,
+        )
+
+
 @dlq_app.command("list")
 def dlq_list_command(
     stream: Annotated[
