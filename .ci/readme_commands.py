@@ -29,6 +29,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # a script run by path, before any install: tests/ is not a package
+
+from tests.proctree import alive, descendants  # noqa: E402
+
 HEADING = "## Two commands"
 READY_LINE = "zhongshu is up"
 HIDDEN = ("uv", "uvx", "task")
@@ -102,33 +106,6 @@ def bare_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            stat = (entry / "stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 class _Output:
     """Collects a child's output in a thread, echoing it, and notes when the ready line passes."""
 
@@ -193,7 +170,7 @@ def check_up(
         status = _get(f"http://127.0.0.1:{port}/healthz")
         if status != 200:
             raise NewcomerPathBroken(f"http://127.0.0.1:{port}/healthz answered {status}")
-        spawned = _descendants(proc.pid)
+        spawned = descendants(proc.pid)
         os.killpg(proc.pid, signal.SIGINT)
         try:
             code = proc.wait(timeout=STOP_TIMEOUT_S)
@@ -203,13 +180,13 @@ def check_up(
         if code != 0:
             raise NewcomerPathBroken(f"exited with {code} after SIGINT:\n{output.tail()}")
         deadline = time.monotonic() + GONE_TIMEOUT_S
-        while (left := sorted(p for p in spawned if _alive(p))) and time.monotonic() < deadline:
+        while (left := sorted(p for p in spawned if alive(p))) and time.monotonic() < deadline:
             time.sleep(0.1)
         if left:
             raise NewcomerPathBroken(f"still running after it exited: pids {left}")
         return output.lines
     finally:
-        for pid in {proc.pid, *spawned, *_descendants(proc.pid)}:
+        for pid in {proc.pid, *spawned, *descendants(proc.pid)}:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
