@@ -1,27 +1,28 @@
-"""Generate, from the code, the JSON Schema of every event and the AsyncAPI 3 document of the bus.
+"""Render, from the code, the JSON Schema of every event and the AsyncAPI 3 document of the bus.
 
-    python -m zhongshu.contracts.schema --write docs   # regenerate (what `task docs` runs)
-    python -m zhongshu.contracts.schema --check docs   # exit 1 if the committed files drifted
+The AsyncAPI operations come from a topology (who sends and receives each channel) that the caller
+collects from the services' declarations: ``python -m zhongshu.runtime.topology --write docs``
+(what `task docs` runs) or ``--check docs``.
 
 Output is deterministic (sorted keys, two-space indent, trailing newline), so a diff of the
 committed files is a diff of the contracts.
 """
 
-import argparse
 import ast
 import functools
 import inspect
 import itertools
 import json
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
 
 import msgspec
 
-from zhongshu.contracts import examples, headers, streams, subjects
+from zhongshu.contracts import examples, headers, subjects
+from zhongshu.contracts.channels import CHANNELS, Party
 from zhongshu.contracts.envelope import Envelope, encode
 from zhongshu.contracts.events import ALL_EVENTS, Event, TaskRequested, alerts, audit, chat, tasks
 
@@ -29,7 +30,7 @@ JSON_SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
 ASYNCAPI_FILE: Final = "asyncapi.json"
 SCHEMAS_DIR: Final = "schemas"
 REGENERATE_HINT: Final = (
-    "run `task docs` (or `uv run python -m zhongshu.contracts.schema --write docs`)"
+    "run `task docs` (or `.tools/bin/uv run python -m zhongshu.runtime.topology --write docs`)"
 )
 
 Json = dict[str, Any]
@@ -133,242 +134,6 @@ def event_schema(event: type[Event]) -> Json:
 
 
 # --- AsyncAPI -------------------------------------------------------------------------------------
-
-
-class _Channel(msgspec.Struct, frozen=True):
-    id: str
-    address: str
-    stream: streams.StreamSpec
-    description: str
-    messages: tuple[str, ...]
-    parameters: Mapping[str, Json]
-
-
-_PLATFORM: Final[Json] = {"description": "Chat platform.", "enum": ["dingtalk", "feishu"]}
-_TENANT: Final[Json] = {"description": "Tenant key from the configuration (sanitized token)."}
-
-CHANNELS: Final[tuple[_Channel, ...]] = (
-    _Channel(
-        "chatInbound",
-        "chat.inbound.{platform}.{tenant}",
-        streams.CHAT_INBOUND,
-        "Normalized platform events, from ingress after signature check and dedupe.",
-        ("MessageReceived", "CardActionReceived", "BotMembershipChanged", "PlatformEventReceived"),
-        {"platform": _PLATFORM, "tenant": _TENANT},
-    ),
-    _Channel(
-        "chatCommands",
-        "chat.command.{platform}.{tenant}",
-        streams.CHAT_COMMANDS,
-        "Commands the router accepted for the agent.",
-        ("CommandRequested",),
-        {"platform": _PLATFORM, "tenant": _TENANT},
-    ),
-    _Channel(
-        "chatQueries",
-        "chat.query.{platform}.{tenant}",
-        streams.CHAT_QUERIES,
-        "Free-form questions the router classified.",
-        ("QueryRequested",),
-        {"platform": _PLATFORM, "tenant": _TENANT},
-    ),
-    _Channel(
-        "chatReplies",
-        "chat.reply.{platform}.{tenant}",
-        streams.REPLIES,
-        "Replies and streamed reply chunks for the notifier to send.",
-        ("ReplyGenerated",),
-        {"platform": _PLATFORM, "tenant": _TENANT},
-    ),
-    _Channel(
-        "alerts",
-        "alert.{level}.{source}",
-        streams.ALERTS,
-        "Alerts at three levels, from the watchdog, the router, dead-lettering and other teams.",
-        ("AlertRaised",),
-        {
-            "level": {"description": "Severity.", "enum": ["warning", "error", "critical"]},
-            "source": {"description": "What raised it (service, team or host; sanitized)."},
-        },
-    ),
-    _Channel(
-        "taskRequested",
-        "task.requested.{tenant}",
-        streams.TASKS,
-        "Tasks to run: from the gateway, the agent, and (sourced from SCHEDULES) schedule firings.",
-        ("TaskRequested",),
-        {"tenant": _TENANT},
-    ),
-    _Channel(
-        "taskEvents",
-        "task.event.{tenant}.{taskId}",
-        streams.TASKS,
-        "One task's lifecycle in order: started, progressed..., completed or failed.",
-        ("TaskStarted", "TaskProgressed", "TaskToolCalled", "TaskCompleted", "TaskFailed"),
-        {"tenant": _TENANT, "taskId": {"description": "The task's id (sanitized)."}},
-    ),
-    _Channel(
-        "schedules",
-        "schedule.{tenant}.{scheduleId}",
-        streams.SCHEDULES,
-        "One schedule per subject: its last message is the schedule (ADR-51). Its body is the "
-        "TaskRequested every firing carries; publishing again replaces it, purging the subject "
-        "removes it.",
-        ("TaskScheduled",),
-        {"tenant": _TENANT, "scheduleId": {"description": "The schedule's id (sanitized)."}},
-    ),
-    _Channel(
-        "scheduleFirings",
-        "schedule.{tenant}.{scheduleId}.fired",
-        streams.SCHEDULES,
-        "Where the server publishes each firing (a schedule can only target its own stream). "
-        "TASKS sources these subjects as task.requested.{tenant}; nobody consumes them here.",
-        ("TaskScheduleFired",),
-        {"tenant": _TENANT, "scheduleId": {"description": "The schedule's id (sanitized)."}},
-    ),
-    _Channel(
-        "events",
-        "events.{team}.{path}",
-        streams.EVENTS,
-        "Any CloudEvent other teams and devices publish, for event-triggered rules.",
-        ("ExternalEvent",),
-        {
-            "team": {"description": "Publishing team (sanitized)."},
-            "path": {"description": "One or more further dot-separated tokens of their choice."},
-        },
-    ),
-    _Channel(
-        "deliveries",
-        "delivery.{status}.{platform}.{tenant}",
-        streams.DELIVERIES,
-        "What happened to each outgoing send.",
-        ("ReplyDelivered", "ReplyDeliveryFailed"),
-        {
-            "status": {"description": "Outcome.", "enum": ["delivered", "failed", "ambiguous"]},
-            "platform": _PLATFORM,
-            "tenant": _TENANT,
-        },
-    ),
-    _Channel(
-        "callbackDeliveries",
-        "delivery.{status}.callback.{tenant}",
-        streams.DELIVERIES,
-        "The delivery log of subscriptions: each signed callback POST and its outcome.",
-        ("CallbackDelivered", "CallbackDeliveryFailed"),
-        {
-            "status": {"description": "Outcome.", "enum": ["delivered", "failed"]},
-            "tenant": _TENANT,
-        },
-    ),
-    _Channel(
-        "workflowRuns",
-        "workflow.run.{tenant}.{runId}",
-        streams.WORKFLOWS,
-        "One workflow run's events in order: started, each step's start and end, the end.",
-        (
-            "RunStarted",
-            "StepStarted",
-            "StepCompleted",
-            "StepFailed",
-            "RunCompleted",
-            "RunFailed",
-        ),
-        {"tenant": _TENANT, "runId": {"description": "The run's id (= its task id)."}},
-    ),
-    _Channel(
-        "workflowSteps",
-        "workflow.step.{tenant}.{runId}.{step}",
-        streams.WORKFLOWS,
-        "The work of one step, taken by a step worker and acked when the step is done.",
-        ("StepRequested",),
-        {
-            "tenant": _TENANT,
-            "runId": {"description": "The run's id."},
-            "step": {"description": "The step's id in its workflow."},
-        },
-    ),
-    _Channel(
-        "audit",
-        "audit.{tenant}.{kind}",
-        streams.AUDIT,
-        "Security-relevant actions.",
-        ("AuditRecorded",),
-        {"tenant": _TENANT, "kind": {"description": "Kind of action, e.g. `chat_denied`."}},
-    ),
-    _Channel(
-        "deadLetters",
-        "dlq.{stream}.{consumer}",
-        streams.DLQ,
-        "Messages a consumer gave up on after max_deliver attempts, with their last error.",
-        ("DeadLetter",),
-        {
-            "stream": {"description": "Source stream name, lower-cased."},
-            "consumer": {"description": "Durable consumer name (sanitized)."},
-        },
-    ),
-)
-
-SERVICES: Final[Mapping[str, tuple[str, Mapping[str, Sequence[str]]]]] = {
-    # service: (description, {"send": channel ids, "receive": channel ids}); DESIGN.md "Services".
-    "ingress-dingtalk": ("DingTalk HTTP callbacks and Stream mode.", {"send": ["chatInbound"]}),
-    "ingress-feishu": ("Feishu events and card callbacks.", {"send": ["chatInbound"]}),
-    "router": (
-        "Whitelist, rate limits, classification.",
-        {
-            "receive": ["chatInbound"],
-            "send": ["chatCommands", "chatQueries", "alerts", "chatReplies"],
-        },
-    ),
-    "agent": (
-        "LLM calls, tools, workflows.",
-        {
-            "receive": ["chatCommands", "taskRequested", "events"],
-            "send": ["taskEvents", "chatReplies"],
-        },
-    ),
-    "notifier": (
-        "Platform sends and HTTP callbacks, at most once; audits ambiguous sends.",
-        {
-            "receive": ["chatReplies", "alerts", "taskEvents", "workflowRuns"],
-            "send": ["deliveries", "callbackDeliveries", "audit"],
-        },
-    ),
-    "archiver": (
-        "Monthly cold archive of every stream.",
-        {"receive": [channel.id for channel in CHANNELS]},
-    ),
-    "projector": (
-        "Read models in Postgres and Redis.",
-        {
-            "receive": [
-                "chatInbound",
-                "chatCommands",
-                "chatQueries",
-                "chatReplies",
-                "taskEvents",
-                "workflowRuns",
-                "deliveries",
-                "callbackDeliveries",
-                "audit",
-            ]
-        },
-    ),
-    "gateway": ("HTTP API and console.", {"send": ["taskRequested", "schedules"]}),
-    "taskengine": (
-        "Event triggers and workflow runs.",
-        {
-            "receive": ["events", "taskRequested", "taskEvents", "workflowRuns", "workflowSteps"],
-            "send": ["taskRequested", "taskEvents", "workflowRuns", "workflowSteps", "chatReplies"],
-        },
-    ),
-    "watchdog": ("Heartbeats, metrics, three-level alerts.", {"send": ["alerts"]}),
-    "runtime": (
-        "The consume loop every service runs (libs/runtime): dead-letters and alerts.",
-        {"send": ["deadLetters", "alerts"]},
-    ),
-    "cli": ("`zhongshu dlq` inspects and replays dead letters.", {"receive": ["deadLetters"]}),
-    "other-teams": ("Publishers outside zhongshu.", {"send": ["events", "alerts"]}),
-}
 
 
 def _header(description: str, **extra: Any) -> Json:
@@ -534,8 +299,12 @@ def _camel(*parts: str) -> str:
     return words[0] + "".join(word[:1].upper() + word[1:] for word in words[1:])
 
 
-def asyncapi() -> Json:
-    """The AsyncAPI 3.0.0 document of the bus."""
+Topology = Mapping[str, Party]
+
+
+def asyncapi(topology: Topology) -> Json:
+    """The AsyncAPI 3.0.0 document of the bus; `topology` is every party's declared side (the
+    services' from their code, see ``zhongshu.runtime.topology``, and EXTERNAL_PARTIES)."""
     channels: Json = {}
     for channel in CHANNELS:
         channels[channel.id] = {
@@ -550,9 +319,9 @@ def asyncapi() -> Json:
         }
     by_id = {channel.id: channel for channel in CHANNELS}
     operations: Json = {}
-    for service, (_, roles) in SERVICES.items():
-        for action in ("send", "receive"):
-            for channel_id in roles.get(action, ()):
+    for service, party in topology.items():
+        for action, channel_ids in (("send", party.send), ("receive", party.receive)):
+            for channel_id in channel_ids:
                 channel = by_id[channel_id]
                 operations[_camel(service, action, channel_id)] = {
                     "action": action,
@@ -570,9 +339,12 @@ def asyncapi() -> Json:
             "version": metadata.version("zhongshu-contracts"),
             "description": (
                 "Every subject of the zhongshu NATS JetStream bus and the CloudEvents it carries. "
-                "Generated from libs/contracts; do not edit by hand."
+                "Generated from libs/contracts and the services' declarations; do not edit by "
+                "hand."
             ),
-            "tags": [{"name": name, "description": text} for name, (text, _) in SERVICES.items()],
+            "tags": [
+                {"name": name, "description": party.description} for name, party in topology.items()
+            ],
         },
         "defaultContentType": headers.CLOUDEVENTS_JSON,
         "servers": {
@@ -595,10 +367,10 @@ def _dump(document: Json) -> str:
     return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def render() -> dict[str, str]:
+def render(topology: Topology) -> dict[str, str]:
     """Every generated file, by path relative to the docs directory."""
     files = {f"{SCHEMAS_DIR}/{event.TYPE}.json": _dump(event_schema(event)) for event in ALL_EVENTS}
-    files[ASYNCAPI_FILE] = _dump(asyncapi())
+    files[ASYNCAPI_FILE] = _dump(asyncapi(topology))
     return files
 
 
@@ -609,11 +381,11 @@ def _stale(docs: Path, wanted: Iterable[str]) -> list[Path]:
     return [path for path in found if path.relative_to(docs).as_posix() not in keep]
 
 
-def write(docs: Path) -> list[str]:
+def write(docs: Path, topology: Topology) -> list[str]:
     """Write every generated file under `docs` and delete schemas of removed events; returns
     the relative paths that changed."""
     changed: list[str] = []
-    files = render()
+    files = render(topology)
     for relative, text in files.items():
         path = docs / relative
         if not path.is_file() or path.read_text(encoding="utf-8") != text:
@@ -626,10 +398,10 @@ def write(docs: Path) -> list[str]:
     return changed
 
 
-def check(docs: Path) -> list[str]:
+def check(docs: Path, topology: Topology) -> list[str]:
     """What differs between `docs` and the code, one line per file; empty when in sync."""
     problems: list[str] = []
-    files = render()
+    files = render(topology)
     for relative, text in files.items():
         path = docs / relative
         if not path.is_file():
@@ -640,28 +412,3 @@ def check(docs: Path) -> list[str]:
         f"no longer generated: {path.relative_to(docs).as_posix()}" for path in _stale(docs, files)
     )
     return problems
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m zhongshu.contracts.schema", description=__doc__.splitlines()[0]
-    )
-    mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--write", metavar="DOCS_DIR", type=Path, help="regenerate the files")
-    mode.add_argument("--check", metavar="DOCS_DIR", type=Path, help="fail if they drifted")
-    args = parser.parse_args(argv)
-    if args.write is not None:
-        for relative in write(args.write):
-            print(f"wrote {args.write / relative}")
-        return 0
-    problems = check(args.check)
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    if problems:
-        print(f"generated docs drifted from libs/contracts: {REGENERATE_HINT}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

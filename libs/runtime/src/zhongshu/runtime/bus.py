@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from nats.aio.client import Client as NatsClient
 from nats.js.api import PubAck
 from nats.js.client import JetStreamContext
 
 from zhongshu.contracts import headers as H
+from zhongshu.contracts.subjects import subject_matches
 from zhongshu.runtime import telemetry
 from zhongshu.runtime.acks import AckInbox
-from zhongshu.runtime.errors import BusUnavailable
+from zhongshu.runtime.errors import BusUnavailable, UndeclaredPublish
 
 log = logging.getLogger("zhongshu.runtime.bus")
 
@@ -89,6 +90,30 @@ def outgoing_headers(msg_id: str, extra: Mapping[str, str] | None = None) -> dic
     return hdrs
 
 
+class SubjectGuard:
+    """The subjects one publisher may use: a set of filters (a service's declared channels).
+    A subject is matched once and remembered, so the check costs a set lookup per publish."""
+
+    MAX_REMEMBERED = 10_000
+
+    def __init__(self, owner: str, patterns: Iterable[str]) -> None:
+        self.owner = owner
+        self.patterns = tuple(dict.fromkeys(patterns))
+        self._seen: set[str] = set()
+
+    def check(self, subject: str) -> None:
+        if subject in self._seen:
+            return
+        if not any(subject_matches(p, subject) for p in self.patterns):
+            raise UndeclaredPublish(
+                f"{self.owner} published to {subject!r}, which none of its declared channels "
+                f"carries ({', '.join(self.patterns)}); declare it in Service(publishes=...)"
+            )
+        if len(self._seen) >= self.MAX_REMEMBERED:
+            self._seen.clear()
+        self._seen.add(subject)
+
+
 class Publisher:
     """Publishes to JetStream. Every publish names its ``Nats-Msg-Id``, so a retried publish is
     dropped by the stream's duplicate window instead of stored twice.
@@ -96,13 +121,22 @@ class Publisher:
     With ``acks`` (what a service runs with) PubAcks come through its one inbox, which costs a
     third of nats-py's request path per message; without, through ``js.publish``."""
 
-    def __init__(self, js: JetStreamContext, acks: AckInbox | None = None) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        acks: AckInbox | None = None,
+        *,
+        allowed: SubjectGuard | None = None,
+    ) -> None:
         self._js = js
         self._acks = acks
+        self._allowed = allowed
 
     @classmethod
-    def on(cls, nc: NatsClient, js: JetStreamContext) -> Publisher:
-        return cls(js, AckInbox(nc, max_pending=PUBLISH_ASYNC_MAX_PENDING))
+    def on(
+        cls, nc: NatsClient, js: JetStreamContext, *, allowed: SubjectGuard | None = None
+    ) -> Publisher:
+        return cls(js, AckInbox(nc, max_pending=PUBLISH_ASYNC_MAX_PENDING), allowed=allowed)
 
     async def close(self) -> None:
         if self._acks is not None:
@@ -118,6 +152,8 @@ class Publisher:
     ) -> asyncio.Future[PubAck]:
         """Send a record that is not an event (a KV entry): no message id, no CloudEvents
         headers; return its PubAck future."""
+        if self._allowed is not None:
+            self._allowed.check(subject)
         if self._acks is None:
             return await self._js.publish_async(subject, payload, headers=dict(headers))
         return await self._acks.publish(subject, payload, headers=headers, timeout_s=timeout_s)
@@ -132,6 +168,8 @@ class Publisher:
         timeout_s: float = 5.0,
     ) -> PubAck:
         """Publish and wait for the PubAck (the stored-and-durable receipt)."""
+        if self._allowed is not None:
+            self._allowed.check(subject)
         hdrs = outgoing_headers(msg_id, headers)
         if self._acks is None:
             return await self._js.publish(subject, payload, timeout=timeout_s, headers=hdrs)
@@ -148,6 +186,8 @@ class Publisher:
         timeout_s: float = 30.0,
     ) -> asyncio.Future[PubAck]:
         """Send now, return the PubAck future: callers gather many before acking their input."""
+        if self._allowed is not None:
+            self._allowed.check(subject)
         hdrs = outgoing_headers(msg_id, headers)
         if self._acks is None:
             return await self._js.publish_async(subject, payload, headers=hdrs)

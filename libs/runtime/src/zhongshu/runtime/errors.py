@@ -22,3 +22,10 @@ class ProvisionRefused(RuntimeFailure):
 class PermanentError(Exception):
     """Raised by a handler (or the decoder) when retrying cannot help: the message goes to the
     DLQ at once instead of after ``max_deliver`` attempts."""
+
+
+class UndeclaredPublish(PermanentError):
+    """A service published to a subject outside the channels it declares (``Service(publishes=
+    ...)``): a bug in the service, not in the message, so the message is dead-lettered with an
+    alert at once. The declaration is what the AsyncAPI document and the bus permissions are
+    derived from, so publishing outside it must fail loudly."""

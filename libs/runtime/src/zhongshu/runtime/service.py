@@ -1,26 +1,49 @@
 """A service: settings, one bus connection, its consumers, the health side port, and a
-lifecycle that ends cleanly on SIGTERM. ``main.py`` of each service only wires these."""
+lifecycle that ends cleanly on SIGTERM. ``main.py`` of each service only wires these.
+
+A service's resources are opened by its *lifespan*, an async context manager that yields one
+typed dependencies object; consumers get it as their first argument (the shape of FastStream's
+lifespan and context, without a string-keyed state)::
+
+    @contextlib.asynccontextmanager
+    async def lifespan(svc: Service[RouterSettings, Deps]) -> AsyncIterator[Deps]:
+        async with Redis.from_url(svc.settings.redis_url) as redis:
+            yield Deps(router=InboundRouter(...), redis=redis)
+
+    service = Service("router", RouterSettings, lifespan, publishes=[channels.CHAT_COMMANDS])
+
+    @service.consumes(stream=..., subjects=..., event=MessageReceived)
+    async def on_inbound(deps: Deps, env: Envelope[MessageReceived], delivery: Delivery) -> None:
+        await deps.router.handle(env, delivery)
+
+What a service publishes is declared next to what it consumes: the publisher refuses any other
+subject (``UndeclaredPublish``), and ``zhongshu.runtime.topology`` reads both to generate the
+AsyncAPI document."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from typing import Any, Generic
 
 from nats.aio.client import Client as NatsClient
 from nats.js.client import JetStreamContext
 from starlette.routing import BaseRoute
+from typing_extensions import TypeVar
 
 from zhongshu.contracts import envelope as wire
+from zhongshu.contracts.channels import Channel
 from zhongshu.contracts.events import Event
 from zhongshu.runtime import bus, telemetry
-from zhongshu.runtime.consumer import ConsumerLoop, ConsumerSpec, Decoder, Handler
+from zhongshu.runtime.consumer import ConsumerLoop, ConsumerSpec, Decoder, Delivery, Handler
 from zhongshu.runtime.errors import ConfigurationError, RuntimeFailure
 from zhongshu.runtime.health import HealthServer, ReadinessCheck, build_app
 from zhongshu.runtime.settings import ServiceSettings, load_settings
@@ -30,17 +53,46 @@ log = logging.getLogger("zhongshu.runtime.service")
 
 E = TypeVar("E", bound=Event)
 T = TypeVar("T")
-Hook = Callable[["Service"], Awaitable[None]]
+S = TypeVar("S", bound=ServiceSettings, default=Any)
+D = TypeVar("D", default=Any)
+Hook = Callable[["Service[Any, Any]"], Awaitable[None]]
+Lifespan = Callable[["Service[S, D]"], AbstractAsyncContextManager[D]]
+DepsHandler = Callable[[D, Any, Delivery], Awaitable[None]]
+# What the runtime itself publishes for every service: dead letters and their alerts.
+RUNTIME_PUBLISHES = ("dlq.>", "alert.error.*")
+# KV writes (a bucket is a stream whose subjects start with $KV): permissions per bucket belong to
+# the bus credentials, not to the channel declaration.
+KV_RECORDS = "$KV.>"
 
 
-class Service:
-    """Declare consumers with :meth:`consumer`, resources with :meth:`on_startup` /
-    :meth:`on_shutdown`, then ``main()`` (a process) or ``start()``/``stop()`` (tests)."""
+class Service(Generic[S, D]):
+    """Declare the lifespan, consumers (:meth:`consumes`) and published channels, then
+    ``main()`` (a process) or ``start()``/``stop()`` (tests)."""
 
-    def __init__(self, name: str, settings_type: type[ServiceSettings] = ServiceSettings) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings_type: type[S] = ServiceSettings,  # type: ignore[assignment]
+        lifespan: Lifespan[S, D] | None = None,
+        *,
+        publishes: Sequence[Channel] | None = None,
+        receives: Sequence[Channel] = (),
+        description: str = "",
+    ) -> None:
+        """``publishes``: every channel this service sends to (None: not declared, nothing
+        checked). ``receives``: channels it reads other than through its consumers (the
+        archiver's own stream drain). ``description``: one line for the AsyncAPI document."""
         self.name = name
         self.settings_type = settings_type
+        self.lifespan = lifespan
+        self.publishes = tuple(publishes) if publishes is not None else None
+        self.receives = tuple(receives)
+        self.description = description
         self.specs: list[ConsumerSpec[Any]] = []
+        self._deps_consumers: list[tuple[ConsumerSpec[Any], DepsHandler[D]]] = []
+        self._deps: D | None = None
+        self._started = False
+        self._exit_stack: AsyncExitStack | None = None
         self.loops: list[ConsumerLoop[Any]] = []
         self.state: dict[str, Any] = {}  # resources opened in startup hooks
         self._startup: list[Hook] = []
@@ -48,7 +100,7 @@ class Service:
         self._checks: dict[str, ReadinessCheck] = {}
         self.routes: list[BaseRoute] = []  # HTTP routes served on the side port (an API)
         self.webhooks: list[Webhook] = []  # platform webhooks on the side port, bare ASGI
-        self._settings: ServiceSettings | None = None
+        self._settings: S | None = None
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._publisher: bus.Publisher | None = None
@@ -92,6 +144,42 @@ class Service:
 
         return register
 
+    def consumes(
+        self,
+        *,
+        stream: str,
+        subjects: tuple[str, ...] | str,
+        durable: str | None = None,
+        event: type[E] | None = None,
+        decode: Decoder[Any] | None = None,
+        **options: Any,
+    ) -> Callable[[DepsHandler[D]], DepsHandler[D]]:
+        """Register ``handler(deps, data, delivery)`` for a durable pull consumer; ``deps`` is
+        what the lifespan yielded. ``event`` decodes the CloudEvents envelope into
+        ``Envelope[event]`` in one msgspec pass; ``decode`` takes raw bytes for anything else."""
+
+        def placeholder(data: Any, delivery: Delivery) -> Awaitable[None]:
+            raise RuntimeFailure(f"{self.name} is not started")
+
+        def register(handler: DepsHandler[D]) -> DepsHandler[D]:
+            self.consumer(
+                stream=stream,
+                subjects=subjects,
+                durable=durable,
+                event=event,
+                decode=decode,
+                **options,
+            )(placeholder)
+            self._deps_consumers.append((self.specs.pop(), handler))
+            return handler
+
+        return register
+
+    @property
+    def consumer_specs(self) -> list[ConsumerSpec[Any]]:
+        """Every declared consumer (what it reads), started or not."""
+        return [*self.specs, *(spec for spec, _ in self._deps_consumers)]
+
     def on_startup(self, hook: Hook) -> Hook:
         self._startup.append(hook)
         return hook
@@ -126,10 +214,17 @@ class Service:
     # ------------------------------------------------------------------ accessors
 
     @property
-    def settings(self) -> ServiceSettings:
+    def settings(self) -> S:
         if self._settings is None:
             raise RuntimeFailure(f"{self.name} is not started")
         return self._settings
+
+    @property
+    def deps(self) -> D:
+        """What the lifespan yielded (None without a lifespan); only while started."""
+        if not self._started:
+            raise RuntimeFailure(f"{self.name} is not started")
+        return self._deps  # type: ignore[return-value]
 
     @property
     def nc(self) -> NatsClient:
@@ -155,16 +250,32 @@ class Service:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, settings: ServiceSettings | None = None) -> None:
+    def publish_guard(self) -> bus.SubjectGuard | None:
+        """The subjects this service's publisher accepts (None when it declares nothing)."""
+        if self.publishes is None:
+            return None
+        patterns = [channel.pattern for channel in self.publishes]
+        return bus.SubjectGuard(self.name, [*patterns, *RUNTIME_PUBLISHES, KV_RECORDS])
+
+    async def start(self, settings: S | None = None) -> None:
         self._settings = settings or load_settings(self.settings_type)
         telemetry.setup_tracing(self.name)
         self._nc = await bus.connect(
             self._settings.nats_url, name=self.name, timeout_s=self._settings.connect_timeout_s
         )
         self._js = bus.jetstream(self._nc)
-        self._publisher = bus.Publisher.on(self._nc, self._js)
+        self._publisher = bus.Publisher.on(self._nc, self._js, allowed=self.publish_guard())
         for hook in self._startup:
             await hook(self)
+        self._exit_stack = AsyncExitStack()
+        if self.lifespan is not None:
+            self._deps = await self._exit_stack.enter_async_context(self.lifespan(self))
+        self._started = True
+        deps = self.deps
+        bound = [
+            dataclasses.replace(spec, handler=functools.partial(handler, deps))
+            for spec, handler in self._deps_consumers
+        ]
         ack_wait = self._settings.ack_wait_s
         self.loops = [
             ConsumerLoop(
@@ -173,7 +284,7 @@ class Service:
                 js=self._js,
                 publisher=self._publisher,
             )
-            for spec in self.specs
+            for spec in [*self.specs, *bound]
         ]
         for loop in self.loops:
             try:
@@ -212,6 +323,14 @@ class Service:
                 await hook(self)
             except Exception:
                 log.exception("shutdown hook failed")
+        if self._exit_stack is not None:
+            try:
+                await self._exit_stack.aclose()
+            except Exception:
+                log.exception("lifespan exit failed")
+            self._exit_stack = None
+        self._started = False
+        self._deps = None
         if self._nc is not None and not self._nc.is_closed:
             with contextlib.suppress(Exception):
                 await self._nc.drain()
@@ -221,7 +340,7 @@ class Service:
             await self._health.stop()
         log.info("%s stopped", self.name)
 
-    async def serve(self, settings: ServiceSettings | None = None) -> None:
+    async def serve(self, settings: S | None = None) -> None:
         """Run until SIGTERM or SIGINT, then stop gracefully and flush telemetry."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

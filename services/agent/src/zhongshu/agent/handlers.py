@@ -16,7 +16,7 @@ from zhongshu.agent.models import Models, effective_setup
 from zhongshu.agent.runs import Agent
 from zhongshu.agent.settings import AgentSettings
 from zhongshu.agent.tools.mcp import McpConnections
-from zhongshu.contracts import streams, subjects
+from zhongshu.contracts import channels, streams, subjects
 from zhongshu.contracts.envelope import Envelope
 from zhongshu.contracts.events import CommandRequested, TaskRequested
 from zhongshu.runtime import Delivery, Service
@@ -39,7 +39,12 @@ CACHE_LOCK_TTL_S = 5.0
 
 def build_service(*, config: ConfigSource | None = None) -> Service:
     """The agent service; tests pass a fixed ``config``."""
-    service = Service("agent", AgentSettings)
+    service = Service(
+        "agent",
+        AgentSettings,
+        description="LLM answers to commands and task requests: tools, memory, inference cache.",
+        publishes=[channels.TASK_EVENTS, channels.CHAT_REPLIES],
+    )
 
     @service.on_startup
     async def open_resources(svc: Service) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from zhongshu.archiver.runner import Archiver, open_configured_store
 from zhongshu.archiver.settings import ArchiverSettings
+from zhongshu.contracts import channels
 from zhongshu.runtime import Service
 
 ARCHIVER = "archiver"  # key of the running Archiver in service.state
@@ -12,7 +13,13 @@ ARCHIVER = "archiver"  # key of the running Archiver in service.state
 
 def build_service() -> Service:
     """A fresh service (tests run several in one process)."""
-    service = Service("archiver", ArchiverSettings)
+    service = Service(
+        "archiver",
+        ArchiverSettings,
+        description="Monthly cold archive of every stream.",
+        publishes=[channels.ALERTS],
+        receives=channels.CHANNELS,  # its own stream drain, not the consume loop
+    )
 
     @service.on_startup
     async def start_archiving(svc: Service) -> None:

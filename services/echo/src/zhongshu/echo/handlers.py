@@ -5,15 +5,20 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from zhongshu.contracts import channels, streams, subjects
 from zhongshu.contracts import envelope as wire
-from zhongshu.contracts import streams, subjects
 from zhongshu.contracts.envelope import Envelope
 from zhongshu.contracts.events import MessageReceived
 from zhongshu.echo import domain
 from zhongshu.echo.settings import EchoSettings
 from zhongshu.runtime import Delivery, Service
 
-service = Service("echo", EchoSettings)
+service = Service(
+    "echo",
+    EchoSettings,
+    description="The runtime's fault-test subject.",
+    publishes=[channels.CHAT_REPLIES],
+)
 
 
 # chat.inbound carries card actions too: decode by type and echo only messages.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from starlette.routing import Mount
 
+from zhongshu.contracts import channels
 from zhongshu.gateway import lifecycle
 from zhongshu.gateway.app import build_app
 from zhongshu.gateway.settings import GatewaySettings
@@ -15,7 +16,17 @@ from zhongshu.runtime.service import Service
 
 def build_service() -> Service:
     """A fresh service and its app (tests run several in one process)."""
-    service = Service("gateway", GatewaySettings)
+    service = Service(
+        "gateway",
+        GatewaySettings,
+        description="HTTP API: tasks, schedules, triggers, workflows, subscriptions.",
+        publishes=[
+            channels.TASK_REQUESTED,
+            channels.TASK_EVENTS,
+            channels.SCHEDULES,
+            channels.AUDIT,
+        ],
+    )
     app = build_app()
 
     async def start(s: Service) -> None:

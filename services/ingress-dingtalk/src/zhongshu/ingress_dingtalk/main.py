@@ -3,6 +3,7 @@ platform event out on ``chat.inbound.dingtalk.<tenant>``. Wiring only."""
 
 from __future__ import annotations
 
+from zhongshu.contracts import channels
 from zhongshu.ingress_dingtalk import handlers
 from zhongshu.ingress_dingtalk.settings import DingTalkIngressSettings
 from zhongshu.runtime import Service
@@ -16,7 +17,12 @@ LIVE = "dingtalk_live_config"
 
 def build_service() -> Service:
     """A fresh service (tests run several replicas in one process)."""
-    service = Service("ingress-dingtalk", DingTalkIngressSettings)
+    service = Service(
+        "ingress-dingtalk",
+        DingTalkIngressSettings,
+        description="DingTalk HTTP callbacks and Stream mode.",
+        publishes=[channels.CHAT_INBOUND, channels.AUDIT],
+    )
 
     async def robot_callback(request: WebhookRequest) -> WebhookResponse:
         return await handlers.robot_callback(service.state[INGRESS], request)

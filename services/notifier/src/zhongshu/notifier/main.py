@@ -9,6 +9,7 @@ from collections.abc import Callable
 import httpx
 from redis.asyncio import Redis
 
+from zhongshu.contracts import channels
 from zhongshu.contracts.streams import DELIVERY_STATE_KV
 from zhongshu.notifier import handlers
 from zhongshu.notifier.adapters.alertwindow import AlertWindow
@@ -35,7 +36,17 @@ def build_service(
 ) -> Service:
     """A fresh service (tests run several in one process); ``config`` replaces the live
     configuration and ``callback_retry`` the hours-long callback retry schedule (tests)."""
-    service = Service("notifier", NotifierSettings)
+    service = Service(
+        "notifier",
+        NotifierSettings,
+        description="Platform sends and HTTP callbacks, once; audits ambiguous sends.",
+        publishes=[
+            channels.DELIVERIES,
+            channels.CALLBACK_DELIVERIES,
+            channels.ALERTS,
+            channels.AUDIT,
+        ],
+    )
     handlers.register(service, concurrency or 8, callback_retry)
 
     @service.on_startup

@@ -28,7 +28,12 @@ def _raw(data: bytes) -> bytes:
 
 
 def build_service() -> Service:
-    service = Service("projector", ProjectorSettings)
+    service = Service(
+        "projector",
+        ProjectorSettings,
+        description="Read models in PostgreSQL (warm) and Redis (hot).",
+        publishes=[],
+    )
     projections = all_projections()
 
     @service.on_startup

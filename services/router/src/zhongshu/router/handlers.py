@@ -10,8 +10,8 @@ from typing import Any, cast
 import httpx
 from redis.asyncio import Redis
 
+from zhongshu.contracts import channels, streams, subjects
 from zhongshu.contracts import envelope as wire
-from zhongshu.contracts import streams, subjects
 from zhongshu.contracts.envelope import Envelope
 from zhongshu.contracts.events import CardActionReceived, Event, MessageReceived
 from zhongshu.contracts.ids import derive_msg_id
@@ -182,7 +182,18 @@ def build_service(
     *, config: ConfigSource | None = None, rules: RouterRules | None = None
 ) -> Service:
     """The router service; tests pass a fixed ``config`` and ``rules`` and run several."""
-    service = Service("router", RouterSettings)
+    service = Service(
+        "router",
+        RouterSettings,
+        description="Whitelist, rate limits, classification.",
+        publishes=[
+            channels.CHAT_COMMANDS,
+            channels.CHAT_QUERIES,
+            channels.CHAT_REPLIES,
+            channels.ALERTS,
+            channels.AUDIT,
+        ],
+    )
 
     @service.on_startup
     async def open_resources(svc: Service) -> None:

@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import httpx
 
-from zhongshu.contracts import streams, subjects
+from zhongshu.contracts import channels, streams, subjects
 from zhongshu.contracts.envelope import Envelope
 from zhongshu.contracts.events import StepRequested, TaskRequested
 from zhongshu.runtime import Delivery, Service
@@ -46,7 +46,18 @@ def _raw(data: bytes) -> bytes:
 
 def build_service(*, config: ConfigSource | None = None) -> Service:
     """The task engine; tests pass a fixed hub ``config`` (apps, for notify steps)."""
-    service = Service("taskengine", TaskEngineSettings)
+    service = Service(
+        "taskengine",
+        TaskEngineSettings,
+        description="Event triggers and workflow runs.",
+        publishes=[
+            channels.TASK_REQUESTED,
+            channels.TASK_EVENTS,
+            channels.WORKFLOW_RUNS,
+            channels.WORKFLOW_STEPS,
+            channels.CHAT_REPLIES,
+        ],
+    )
 
     @service.on_startup
     async def open_resources(svc: Service) -> None:
