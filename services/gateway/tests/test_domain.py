@@ -1,5 +1,5 @@
 """The gateway's pure decisions, without any server: schedule cadences and their next firing,
-workflow graphs, trigger filters and pagination cursors."""
+and pagination cursors (workflow and trigger checks: libs/contracts/tests/test_validation.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from zhongshu.gateway.domain import cadence, cursor, filters
+from zhongshu.gateway.domain import cadence, cursor
 
 NOW = datetime(2026, 3, 7, 12, 0, 0, tzinfo=UTC)
 
@@ -60,17 +60,6 @@ def test_cron_fires_next_in_its_own_zone_across_daylight_saving() -> None:
 def test_unusable_cadences_say_why(given: str, zone: str | None, says: str) -> None:
     with pytest.raises(cadence.InvalidSchedule, match=says):
         cadence.parse(given, zone)
-
-
-def test_trigger_filters_stay_under_events_and_conditions_must_compile() -> None:
-    assert filters.subject_filter_problem("events.iot.>") is None
-    assert filters.subject_filter_problem("events.*.temperature") is None
-    assert filters.subject_filter_problem("events") is not None
-    assert filters.subject_filter_problem("task.requested.acme") is not None
-    assert filters.subject_filter_problem("events..x") is not None
-    assert filters.condition_problem("") is None
-    assert filters.condition_problem("data.level == 'critical'") is None
-    assert filters.condition_problem("data.level ==") is not None
 
 
 def test_cursors_round_trip_and_refuse_anything_else() -> None:

@@ -7,7 +7,7 @@ import msgspec
 import pytest
 
 from zhongshu.contracts.definitions import WorkflowDefinition
-from zhongshu.taskengine import dag
+from zhongshu.contracts.validation import WorkflowInvalid
 from zhongshu.taskengine.dsl import callback, chat, collect, infer, notify, workflow
 from zhongshu.taskengine.yamlload import load_workflow
 
@@ -88,7 +88,7 @@ def test_flows_compose_from_either_side() -> None:
 
 def test_the_dsl_refuses_a_cycle_by_name() -> None:
     a, b = infer("a", prompt="a"), infer("b", prompt="b")
-    with pytest.raises(dag.WorkflowInvalid, match="steps form a cycle: a needs b, b needs a"):
+    with pytest.raises(WorkflowInvalid, match="steps form a cycle: a needs b, b needs a"):
         workflow("w", tenant="t", flow=a >> b >> a)
 
 
@@ -98,18 +98,18 @@ def test_the_dsl_refuses_one_id_for_two_different_steps() -> None:
 
 
 def test_yaml_names_the_field_that_is_wrong() -> None:
-    with pytest.raises(dag.WorkflowInvalid, match=r"\$\.steps\[0\]\.kind"):
+    with pytest.raises(WorkflowInvalid, match=r"\$\.steps\[0\]\.kind"):
         load_workflow("id: w\ntenant: t\nsteps: [{id: a, kind: sing}]")
-    with pytest.raises(dag.WorkflowInvalid, match="needs unknown step 'b'"):
+    with pytest.raises(WorkflowInvalid, match="needs unknown step 'b'"):
         load_workflow(
             "id: w\ntenant: t\nsteps: [{id: a, kind: infer, needs: [b], config: {prompt: p}}]"
         )
-    with pytest.raises(dag.WorkflowInvalid, match="not valid YAML"):
+    with pytest.raises(WorkflowInvalid, match="not valid YAML"):
         load_workflow("id: [")
 
 
 def test_yaml_takes_the_tenant_from_the_caller_and_refuses_another() -> None:
     text = "id: w\nsteps: [{id: a, kind: infer, config: {prompt: p}}]"
     assert load_workflow(text, tenant="acme").tenant == "acme"
-    with pytest.raises(dag.WorkflowInvalid, match="tenant is 'other'"):
+    with pytest.raises(WorkflowInvalid, match="tenant is 'other'"):
         load_workflow("tenant: other\n" + text, tenant="acme")

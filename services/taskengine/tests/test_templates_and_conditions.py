@@ -26,11 +26,6 @@ def test_a_lone_placeholder_keeps_its_type_and_lists_are_indexed() -> None:
     assert templates.render("{{event.missing}}", CONTEXT) is None
 
 
-def test_references_finds_every_placeholder() -> None:
-    value = {"a": "{{run.x}} and {{steps.s.text}}", "b": ["{{run.y}}"], "c": 3}
-    assert sorted(templates.references(value)) == ["run.x", "run.y", "steps.s.text"]
-
-
 @pytest.mark.parametrize(
     ("condition", "expected"),
     [

@@ -1,16 +1,17 @@
 """Trigger conditions: a JMESPath expression evaluated on an event's CloudEvents JSON, true when
 the result is truthy by JMESPath's rules (``false``, ``null``, ``""``, ``[]`` and ``{}`` are false;
 ``0`` is true). JMESPath because it is declarative, safe on untrusted input and has one spec for
-every language, so the gateway and the engine agree on what a condition means."""
+every language; whether one parses is `contracts.validation`'s check, which the gateway runs
+too, so both refuse the same conditions."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-import jmespath
-import jmespath.exceptions
 from jmespath.parser import ParsedResult
+
+from zhongshu.contracts.validation import parse_condition
 
 
 class ConditionError(ValueError):
@@ -42,9 +43,7 @@ def _truthy(value: Any) -> bool:
 
 def compile_condition(source: str) -> Condition:
     """Parse once when the trigger is loaded, not per event."""
-    if not source.strip():
-        return Condition(source)
     try:
-        return Condition(source, jmespath.compile(source))
-    except jmespath.exceptions.JMESPathError as exc:
-        raise ConditionError(f"condition {source!r} is not valid JMESPath: {exc}") from exc
+        return Condition(source, parse_condition(source))
+    except ValueError as exc:
+        raise ConditionError(str(exc)) from exc

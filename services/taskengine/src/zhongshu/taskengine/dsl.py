@@ -13,7 +13,7 @@
 
 ``a >> b`` makes b need a; a list is a parallel branch, and what follows a list needs every
 step in it (a join). The result is an ordinary `WorkflowDefinition`, the same one the YAML
-loader and the API produce, validated by `dag`."""
+loader and the API produce, validated by `contracts.validation`."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from typing import Any, TypeAlias
 
 from zhongshu.contracts.definitions import StepDefinition, WorkflowDefinition
 from zhongshu.contracts.events.workflows import StepKind
-from zhongshu.taskengine import dag
+from zhongshu.contracts.validation import validate_workflow
 
 DEFAULT_TIMEOUT_S = 60.0
 
@@ -156,7 +156,7 @@ def callback(url: str) -> dict[str, str]:
 
 
 def workflow(id: str, *, tenant: str, flow: Stage, description: str = "") -> WorkflowDefinition:
-    """The validated definition of a flow (:class:`dag.WorkflowInvalid` otherwise)."""
+    """The validated definition of a flow (:class:`WorkflowInvalid` otherwise)."""
     built = Flow.of(flow)
     order = list(built.steps)
     needs: dict[str, list[str]] = {step_id: [] for step_id in order}
@@ -172,7 +172,7 @@ def workflow(id: str, *, tenant: str, flow: Stage, description: str = "") -> Wor
         )
         for step in built.steps.values()
     )
-    return dag.validate(
+    return validate_workflow(
         WorkflowDefinition(id=id, tenant=tenant, description=description, steps=steps)
     )
 

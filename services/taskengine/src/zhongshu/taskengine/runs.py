@@ -9,6 +9,7 @@ from zhongshu.contracts import headers as H
 from zhongshu.contracts.envelope import Envelope
 from zhongshu.contracts.events import RunFailed, RunStarted, TaskFailed, TaskRequested, TaskStarted
 from zhongshu.contracts.ids import schedule_fire_id
+from zhongshu.contracts.validation import WorkflowInvalid, validate_workflow
 from zhongshu.runtime import Delivery
 from zhongshu.taskengine import dag, metrics, naming
 from zhongshu.taskengine.adapters.definitions import DefinitionMissing, LoadedDefinition
@@ -34,8 +35,8 @@ async def on_task_requested(
     name = request.workflow.name
     try:
         loaded = await _definition(engine, request)
-        dag.validate(loaded.definition)
-    except (DefinitionMissing, dag.WorkflowInvalid) as exc:
+        validate_workflow(loaded.definition)
+    except (DefinitionMissing, WorkflowInvalid) as exc:
         code = "workflow_not_found" if isinstance(exc, DefinitionMissing) else "workflow_invalid"
         await outbox.publish_now(
             outbox.task_subject(run_id),

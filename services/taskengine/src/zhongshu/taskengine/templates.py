@@ -2,16 +2,16 @@
 ``{{steps.fetch.json.items.0}}`` and ``{{run.city}}`` in a workflow step's config.
 
 Deliberately not a template language: one lookup per placeholder and nothing to execute, so a
-definition written by an API client cannot run code in the engine."""
+definition written by an API client cannot run code in the engine. The syntax, and which
+placeholders a definition may hold, are `contracts.validation`'s."""
 
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
-PLACEHOLDER: Final = re.compile(r"\{\{\s*([^{}\s]+)\s*\}\}")
+from zhongshu.contracts.validation import PLACEHOLDER
 
 _MISSING: Final = object()
 
@@ -63,16 +63,3 @@ def render(value: Any, context: Mapping[str, Any]) -> Any:
     if isinstance(value, list | tuple):
         return [render(item, context) for item in value]
     return value
-
-
-def references(value: Any) -> Iterator[str]:
-    """Every placeholder path in a JSON-like value, for validation."""
-    if isinstance(value, str):
-        for match in PLACEHOLDER.finditer(value):
-            yield match.group(1)
-    elif isinstance(value, Mapping):
-        for item in value.values():
-            yield from references(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from references(item)

@@ -25,8 +25,9 @@ import msgspec
 from zhongshu.contracts import subjects
 from zhongshu.contracts.definitions import TriggerDefinition, definition_key
 from zhongshu.contracts.events import TaskRequested, WorkflowRef
+from zhongshu.contracts.validation import trigger_problems
 from zhongshu.taskengine import naming, templates
-from zhongshu.taskengine.conditions import Condition, ConditionError, compile_condition
+from zhongshu.taskengine.conditions import Condition, compile_condition
 
 
 class TriggerInvalid(ValueError):
@@ -66,27 +67,10 @@ def load_trigger(key: str, value: bytes, revision: int, written_at: datetime) ->
         raise TriggerInvalid(f"trigger {key}: {exc}") from None
     if expected != key:
         raise TriggerInvalid(f"trigger {key}: stored under the wrong key (expected {expected})")
-    if not _is_events_filter(trigger.subject):
-        raise TriggerInvalid(f"trigger {key}: subject {trigger.subject!r} must be under events.>")
-    task = trigger.task
-    if task.prompt is None and task.command is None and task.workflow is None:
-        raise TriggerInvalid(f"trigger {key}: its task needs a prompt, a command or a workflow")
-    try:
-        condition = compile_condition(trigger.condition)
-    except ConditionError as exc:
-        raise TriggerInvalid(f"trigger {key}: {exc}") from None
-    return LoadedTrigger(key, trigger, condition, revision, written_at)
-
-
-def _is_events_filter(subject: str) -> bool:
-    tokens = subject.split(".")
-    return (
-        len(tokens) >= 2
-        and tokens[0] == "events"
-        and all(tokens)
-        and ">" not in tokens[:-1]
-        and all(t in ("*", ">") or not ({"*", ">"} & set(t)) for t in tokens)
-    )
+    problems = trigger_problems(trigger)  # the gateway's check, before it stored the trigger
+    if problems:
+        raise TriggerInvalid(f"trigger {key}: " + "; ".join(problems))
+    return LoadedTrigger(key, trigger, compile_condition(trigger.condition), revision, written_at)
 
 
 def parse_event(raw: bytes) -> dict[str, Any] | None:

@@ -20,28 +20,28 @@ import msgspec
 import yaml
 
 from zhongshu.contracts.definitions import WorkflowDefinition
-from zhongshu.taskengine import dag
+from zhongshu.contracts.validation import WorkflowInvalid, validate_workflow
 
 
 def load_workflow(
     text: str, *, tenant: str | None = None, source: str = "workflow"
 ) -> WorkflowDefinition:
-    """Parse and validate; :class:`dag.WorkflowInvalid` names what is wrong and where."""
+    """Parse and validate; :class:`WorkflowInvalid` names what is wrong and where."""
     try:
         raw: Any = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise dag.WorkflowInvalid(source, [f"not valid YAML: {exc}"]) from None
+        raise WorkflowInvalid(source, [f"not valid YAML: {exc}"]) from None
     if not isinstance(raw, dict):
-        raise dag.WorkflowInvalid(source, ["expected a mapping with `id` and `steps`"])
+        raise WorkflowInvalid(source, ["expected a mapping with `id` and `steps`"])
     if tenant is not None and raw.setdefault("tenant", tenant) != tenant:
-        raise dag.WorkflowInvalid(
+        raise WorkflowInvalid(
             str(raw.get("id", source)), [f"tenant is {raw['tenant']!r}, expected {tenant!r}"]
         )
     try:
         definition = msgspec.convert(raw, WorkflowDefinition)
     except msgspec.ValidationError as exc:
-        raise dag.WorkflowInvalid(str(raw.get("id", source)), [str(exc)]) from None
-    return dag.validate(definition)
+        raise WorkflowInvalid(str(raw.get("id", source)), [str(exc)]) from None
+    return validate_workflow(definition)
 
 
 def load_workflow_file(path: Path, *, tenant: str | None = None) -> WorkflowDefinition:

@@ -1,1 +1,2 @@
-"""Pure decisions (no I/O): schedule cadences, workflow graphs, trigger filters, cursors."""
+"""Pure decisions (no I/O): schedule cadences and cursors. Whether a workflow or a trigger is
+usable is `contracts.validation`, the check the task engine runs too."""

@@ -9,7 +9,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from zhongshu.contracts import definitions
 from zhongshu.contracts.definitions import ID_PATTERN
+from zhongshu.contracts.validation import template_problem
 
 DefinitionId = Annotated[
     str,
@@ -84,9 +86,15 @@ class TaskTemplate(ApiModel):
 
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> TaskTemplate:
-        given = [name for name in ("prompt", "command", "workflow") if getattr(self, name)]
-        if len(given) != 1:
-            raise ValueError("give exactly one of `prompt`, `command` or `workflow`")
+        problem = template_problem(
+            definitions.TaskTemplate(
+                prompt=self.prompt,
+                command=self.command,
+                workflow=None if self.workflow is None else self.workflow.name,
+            )
+        )
+        if problem:
+            raise ValueError(problem)
         if self.args and self.command is None:
             raise ValueError("`args` go with a `command`")
         if self.inputs and self.workflow is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, field_validator
 
-from zhongshu.gateway.domain import filters
+from zhongshu.contracts import validation
 from zhongshu.gateway.models.common import ApiModel, DefinitionId, TaskTemplate, TaskTemplateView
 
 
@@ -21,7 +21,7 @@ class TriggerBody(ApiModel):
     @field_validator("subject")
     @classmethod
     def _under_events(cls, value: str) -> str:
-        problem = filters.subject_filter_problem(value)
+        problem = validation.subject_filter_problem(value)
         if problem:
             raise ValueError(problem)
         return value
@@ -29,7 +29,7 @@ class TriggerBody(ApiModel):
     @field_validator("condition")
     @classmethod
     def _compiles(cls, value: str) -> str:
-        problem = filters.condition_problem(value)
+        problem = validation.condition_problem(value)
         if problem:
             raise ValueError(problem)
         return value

@@ -8,8 +8,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from zhongshu.contracts.definitions import StepDefinition, WorkflowDefinition
+from zhongshu.contracts.validation import workflow_problems
 from zhongshu.gateway.models.common import ApiModel, CallbackTarget, ChatTarget, DefinitionId, Page
-from zhongshu.taskengine import dag  # the engine owns what "runnable" means
 
 StepKind = Literal["collect", "infer", "notify"]
 
@@ -36,8 +36,8 @@ class WorkflowBody(ApiModel):
 
     @model_validator(mode="after")
     def _is_runnable(self) -> WorkflowBody:
-        """The task engine's own check (graph, step configs, placeholders), so a workflow
-        the API accepts is one the engine can run."""
+        """The check the task engine runs too (graph, step configs, placeholders), so a
+        workflow the API accepts is one the engine can run."""
         definition = WorkflowDefinition(
             id="w",
             tenant="t",
@@ -53,7 +53,7 @@ class WorkflowBody(ApiModel):
                 for s in self.steps
             ),
         )
-        found = dag.problems(definition)
+        found = workflow_problems(definition)
         if found:
             raise ValueError("; ".join(found))
         return self
