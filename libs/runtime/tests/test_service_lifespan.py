@@ -152,3 +152,33 @@ def test_the_guard_allows_declared_channels_and_the_runtimes_own_subjects() -> N
 
 def test_a_service_that_declares_nothing_is_not_guarded() -> None:
     assert Service("legacy", ServiceSettings).publish_guard() is None
+
+
+async def test_readiness_checks_see_the_lifespans_resources(provisioned_nats_url: str) -> None:
+    class Store:
+        def __init__(self) -> None:
+            self.up = True
+
+        async def ping(self) -> bool:
+            if not self.up:
+                raise ConnectionError("store down")
+            return True
+
+    store = Store()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(svc: Service[ServiceSettings, Store]) -> AsyncIterator[Store]:
+        yield store
+
+    service = Service("ready-" + _tenant(), ServiceSettings, lifespan, publishes=[])
+    service.readiness_ping("store", lambda deps: deps)
+    checks = service._checks  # what /readyz runs
+    assert await checks["store"]() is False  # before the lifespan ran
+    await service.start(ServiceSettings(nats_url=provisioned_nats_url, drain_timeout_s=5))
+    try:
+        assert await checks["store"]() is True
+        store.up = False
+        assert await checks["store"]() is False
+    finally:
+        await service.stop()
+    assert await checks["store"]() is False

@@ -32,7 +32,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
-from typing import Any, Generic
+from typing import Any, Generic, Protocol
 
 from nats.aio.client import Client as NatsClient
 from nats.js.client import JetStreamContext
@@ -58,6 +58,12 @@ D = TypeVar("D", default=Any)
 Hook = Callable[["Service[Any, Any]"], Awaitable[None]]
 Lifespan = Callable[["Service[S, D]"], AbstractAsyncContextManager[D]]
 DepsHandler = Callable[[D, Any, Delivery], Awaitable[None]]
+
+
+class Pingable(Protocol):
+    def ping(self) -> Any: ...
+
+
 # What the runtime itself publishes for every service: dead letters and their alerts.
 RUNTIME_PUBLISHES = ("dlq.>", "alert.error.*")
 # KV writes (a bucket is a stream whose subjects start with $KV): permissions per bucket belong to
@@ -197,15 +203,41 @@ class Service(Generic[S, D]):
 
         return register
 
-    def readiness_ping(self, name: str, state_key: str | None = None) -> None:
-        """Ready while ``state[state_key]`` (a Redis client, or anything with an async
-        ``ping``) answers; the same check every service with a cache or a store needs."""
-        key = state_key or name
+    def ready_when(self, name: str, check: Callable[[D], Awaitable[bool]]) -> None:
+        """Add a check of the lifespan's resources to ``/readyz``: not ready before the
+        lifespan has run, nor while the check fails or raises."""
+
+        async def bound() -> bool:
+            if not self._started:
+                return False
+            try:
+                return bool(await check(self.deps))
+            except Exception:
+                return False
+
+        self._checks[name] = bound
+
+    def readiness_ping(
+        self, name: str, client: str | Callable[[D], Pingable | None] | None = None
+    ) -> None:
+        """Ready while ``client(deps)`` (a Redis client, or anything with an async ``ping``)
+        answers; the same check every service with a cache or a store needs. A string names
+        a ``state`` entry instead (services not yet on a lifespan)."""
+        if callable(client):
+            pick = client
+
+            async def ping(deps: D) -> bool:
+                found = pick(deps)
+                return found is not None and bool(await found.ping())
+
+            self.ready_when(name, ping)
+            return
+        key = client or name
 
         async def check() -> bool:
-            client = self.state.get(key)
+            found = self.state.get(key)
             try:
-                return client is not None and bool(await client.ping())
+                return found is not None and bool(await found.ping())
             except Exception:
                 return False
 
