@@ -1,5 +1,7 @@
 """The ``zhongshu`` command: typer wiring only; each verb lives in its own module, imported
-when its command runs (the runtime takes about a second to import; `--help` should not wait)."""
+when its command runs (the runtime takes about a second to import; `--help` should not wait).
+Command groups that belong to a service (``archive``, ``projections``) come from that service
+through the ``zhongshu.cli`` entry point (`contributed.py`)."""
 
 import enum
 from pathlib import Path
@@ -7,10 +9,9 @@ from typing import Annotated
 
 import typer
 
-from zhongshu.cli import runstate, services
-from zhongshu.cli.archive import app as archive_app
+from zhongshu.cli import contributed, runstate, services
 from zhongshu.cli.console import EXIT_USAGE, fail, quiet_client_logs, reported_errors
-from zhongshu.cli.projections_cmd import app as projections_app
+from zhongshu.cli.options import DataDir
 from zhongshu.cli.token_cmd import app as token_app
 
 app = typer.Typer(
@@ -30,9 +31,8 @@ config_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(config_app, name="config")
-app.add_typer(archive_app, name="archive")
 app.add_typer(token_app, name="token")
-app.add_typer(projections_app, name="projections")
+contributed.add_to(app)
 
 ConfigFile = Annotated[
     Path | None,
@@ -52,17 +52,6 @@ def _config_file(path: Path | None) -> Path:
 class LogFormat(enum.StrEnum):
     pretty = "pretty"
     json = "json"
-
-
-DataDir = Annotated[
-    Path,
-    typer.Option(
-        "--data-dir",
-        help="Data directory of `zhongshu up`: its embedded NATS is used when "
-        "ZHONGSHU_NATS_URL is not set.",
-        show_default=True,
-    ),
-]
 
 
 def _nats_url(data_dir: Path) -> str:

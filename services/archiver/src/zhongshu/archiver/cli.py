@@ -1,8 +1,10 @@
-"""``zhongshu archive``: list, verify and restore the cold archive the archiver service writes
-(monthly compressed JSON Lines in object storage, see services/archiver).
+"""``zhongshu archive``: list, verify and restore the cold archive this service writes (monthly
+compressed JSON Lines in object storage). The zhongshu CLI adds this group through the
+``zhongshu.cli`` entry point (the package's ``cli`` extra).
 
 The archive is read through its manifests; ``verify`` reads every object. Nothing here changes
-the archive. The archiver package is imported when a command runs, so ``--help`` stays fast."""
+the archive. The archiver's modules are imported when a command runs, so ``zhongshu --help``
+stays fast."""
 
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -31,6 +32,7 @@ from rich.table import Table
 
 from zhongshu.cli import runstate
 from zhongshu.cli.console import EXIT_USAGE, CliError, console, quiet_client_logs, reported_errors
+from zhongshu.cli.options import DataDir
 
 if TYPE_CHECKING:
     from zhongshu.archiver.adapters.objectstore import ObjectStore
@@ -74,16 +76,12 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 @contextlib.contextmanager
 def _archive_errors() -> Iterator[None]:
     """The archiver's input and store errors as one red line (exit 1, or 2 for bad input)."""
-    try:
-        from zhongshu.archiver.adapters.objectstore import StoreError
-        from zhongshu.archiver.catalog import UnknownStream
-        from zhongshu.archiver.layout import BadMonth
-        from zhongshu.archiver.manifest import BadManifest
-        from zhongshu.archiver.restore import NoTargetStream, RestoreError
-    except ImportError:  # pragma: no cover - the workspace installs it
-        raise CliError(
-            "`zhongshu archive` needs the zhongshu-archiver package (uv sync installs it)"
-        ) from None
+    from zhongshu.archiver.adapters.objectstore import StoreError
+    from zhongshu.archiver.catalog import UnknownStream
+    from zhongshu.archiver.layout import BadMonth
+    from zhongshu.archiver.manifest import BadManifest
+    from zhongshu.archiver.restore import NoTargetStream, RestoreError
+
     try:
         yield
     except NoTargetStream as exc:
@@ -350,14 +348,7 @@ def restore_command(
         ),
     ] = "REPLAY",
     store: StoreUrl = None,
-    data_dir: Annotated[
-        Path,
-        typer.Option(
-            "--data-dir",
-            help="Data directory of `zhongshu up`: its embedded NATS is used when "
-            "ZHONGSHU_NATS_URL is not set.",
-        ),
-    ] = runstate.DEFAULT_DATA_DIR,
+    data_dir: DataDir = runstate.DEFAULT_DATA_DIR,
 ) -> None:
     """Republish archived messages of a stream, months --from..--to, in their original order,
     with their original headers and Nats-Msg-Id: restoring the same months twice stores them

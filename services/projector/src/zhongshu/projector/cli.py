@@ -1,15 +1,16 @@
 """``zhongshu projections rebuild``: rebuild the warm tier's read models (PostgreSQL) from the
-streams the projector reads, or replay over them to check that a replay changes nothing.
+streams the projector reads, or replay over them to check that a replay changes nothing. The
+zhongshu CLI adds this group through the ``zhongshu.cli`` entry point (the package's ``cli``
+extra).
 
 Each source is rebuilt in one transaction, so readers see the old rows until the new ones
-commit, and a failed rebuild leaves them as they were (see services/projector). The projector
-package is imported when the command runs, so ``--help`` stays fast."""
+commit, and a failed rebuild leaves them as they were (`rebuild.py`). The projector's modules
+are imported when the command runs, so ``zhongshu --help`` stays fast."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -26,6 +27,7 @@ from rich.table import Table
 
 from zhongshu.cli import runstate
 from zhongshu.cli.console import EXIT_USAGE, CliError, console, quiet_client_logs, reported_errors
+from zhongshu.cli.options import DataDir
 
 if TYPE_CHECKING:
     from zhongshu.projector.rebuild import RebuildReport
@@ -80,14 +82,7 @@ def rebuild_command(
             show_default=False,
         ),
     ] = None,
-    data_dir: Annotated[
-        Path,
-        typer.Option(
-            "--data-dir",
-            help="Data directory of `zhongshu up`: its embedded NATS is used when "
-            "ZHONGSHU_NATS_URL is not set.",
-        ),
-    ] = runstate.DEFAULT_DATA_DIR,
+    data_dir: DataDir = runstate.DEFAULT_DATA_DIR,
 ) -> None:
     """Empty the read models (all, or one source's) and replay their streams from sequence 1,
     with a progress bar per source and a summary.
@@ -135,15 +130,10 @@ def _env_int(name: str, default: int) -> int:
 async def _rebuild(
     nats_url: str, postgres_url: str, redis_url: str | None, only: str | None, verify: bool
 ) -> list[RebuildReport]:
-    try:
-        from zhongshu.projector import rebuild
-        from zhongshu.projector.db import open_pool
-        from zhongshu.projector.hot import HotTier
-    except ImportError:  # pragma: no cover - the workspace installs it
-        raise CliError(
-            "`zhongshu projections` needs the zhongshu-projector package (uv sync installs it)"
-        ) from None
     from zhongshu.contracts.hotcache import HOT_TTL_S
+    from zhongshu.projector import rebuild
+    from zhongshu.projector.db import open_pool
+    from zhongshu.projector.hot import HotTier
     from zhongshu.runtime import bus
 
     try:
