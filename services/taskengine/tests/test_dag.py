@@ -3,30 +3,23 @@ completed (what makes one runnable: libs/contracts/tests/test_validation.py)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from zhongshu.contracts.definitions import StepDefinition, WorkflowDefinition
-from zhongshu.contracts.events.workflows import StepKind
 from zhongshu.taskengine import dag
 
-
-def step(
-    id: str, *needs: str, kind: StepKind = "infer", config: dict[str, Any] | None = None
-) -> StepDefinition:
-    return StepDefinition(
-        id=id, kind=kind, needs=needs, config={"prompt": id} if config is None else config
-    )
-
-
-def flow(*steps: StepDefinition) -> WorkflowDefinition:
-    return WorkflowDefinition(id="wf", tenant="acme", steps=steps)
-
-
-DIAMOND = flow(
-    step("fetch", kind="collect", config={"url": "https://example.com"}),
-    step("a", "fetch"),
-    step("b", "fetch"),
-    step("tell", "a", "b", kind="notify", config={"targets": [{"app": "x", "chat": "c"}]}),
+DIAMOND = WorkflowDefinition(
+    id="wf",
+    tenant="acme",
+    steps=(
+        StepDefinition(id="fetch", kind="collect", config={"url": "https://example.com"}),
+        StepDefinition(id="a", kind="infer", needs=("fetch",), config={"prompt": "a"}),
+        StepDefinition(id="b", kind="infer", needs=("fetch",), config={"prompt": "b"}),
+        StepDefinition(
+            id="tell",
+            kind="notify",
+            needs=("a", "b"),
+            config={"targets": [{"app": "x", "chat": "c"}]},
+        ),
+    ),
 )
 
 
