@@ -7,8 +7,6 @@ without a restart. An invalid revision is logged and ignored: the last good one 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +17,7 @@ from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
 from zhongshu.contracts.streams import CONFIG_KV
+from zhongshu.runtime.buckets import WatchedBucket
 from zhongshu.runtime.errors import ConfigurationError
 from zhongshu.runtime.hubconfig import HubConfig, config_path, parse_config
 
@@ -74,12 +73,14 @@ class StaticConfig:
 class LiveConfig:
     """The current :class:`HubConfig`, kept up to date from the ``config`` bucket."""
 
-    def __init__(self, bucket: KeyValue, initial: HubConfig, revision: int) -> None:
-        self._bucket = bucket
+    def __init__(self, js: JetStreamContext, initial: HubConfig, revision: int) -> None:
         self._current = initial
         self.revision = revision
         self._listeners: list[Listener] = []
-        self._task: asyncio.Task[None] | None = None
+        # The text is parsed here, not by the watch: only a revision newer than the one held.
+        self._watched: WatchedBucket[str] = WatchedBucket(
+            js, CONFIG_KV.bucket, bytes.decode, keys=CONFIG_KEY, on_entry=self._changed
+        )
 
     @classmethod
     async def open(cls, js: JetStreamContext, *, path: Path | None = None) -> LiveConfig:
@@ -99,8 +100,8 @@ class LiveConfig:
             file = path or config_path()
             initial = _parse_lenient(file.read_text(), str(file)) if file.exists() else HubConfig()
             revision = 0
-        live = cls(bucket, initial, revision)
-        live._task = asyncio.create_task(live._watch(), name="liveconfig-watch")
+        live = cls(js, initial, revision)
+        live._watched.start()
         return live
 
     @property
@@ -112,28 +113,12 @@ class LiveConfig:
         self._listeners.append(listener)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._watched.stop()
 
-    async def _watch(self) -> None:
-        while True:
-            try:
-                watcher = await self._bucket.watch(CONFIG_KEY, include_history=False)
-                async for entry in watcher:
-                    if entry is None or entry.operation is not None or not entry.value:
-                        continue  # the "up to date" marker, or a delete/purge: keep the last
-                    if not entry.revision:
-                        continue
-                    if entry.revision <= self.revision:
-                        continue
-                    self._apply(entry.value.decode(), int(entry.revision))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # reconnects, server restarts: watch again
-                log.warning("configuration watch interrupted: %r", exc)
-                await asyncio.sleep(1.0)
+    async def _changed(self, entry: KeyValue.Entry, text: str | None) -> None:
+        if text is None or not entry.revision or entry.revision <= self.revision:
+            return  # a delete or purge keeps the last; an older revision is known already
+        self._apply(text, int(entry.revision))
 
     def _apply(self, text: str, revision: int) -> None:
         try:

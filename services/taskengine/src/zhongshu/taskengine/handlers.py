@@ -72,7 +72,7 @@ def build_service(*, config: ConfigSource | None = None) -> Service:
         ]
         http = httpx.AsyncClient(timeout=httpx.Timeout(HTTP_TIMEOUT_S), follow_redirects=True)
         source = config if config is not None else await LiveConfig.open(svc.js)
-        table = TriggerTable(await svc.js.key_value(streams.TRIGGERS_KV.bucket))
+        table = TriggerTable(svc.js)
         await table.open()
         svc.state.update(http=http, config=source, triggers=table)
         svc.state[ENGINE] = Engine(

@@ -4,13 +4,11 @@ event costs no I/O."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
 
 import msgspec
@@ -19,6 +17,7 @@ from nats.js.kv import KeyValue
 
 from zhongshu.contracts.definitions import Subscription, definition_key
 from zhongshu.contracts.streams import SUBSCRIPTIONS_KV
+from zhongshu.runtime.buckets import WatchedBucket
 
 log = logging.getLogger("zhongshu.notifier.subscriptions")
 
@@ -51,41 +50,53 @@ def wants(subscription: Subscription, event_type: str) -> bool:
     )
 
 
-def _entry_time(created: object) -> datetime:
-    # nats-py fills ``created`` with the message's stream timestamp (a datetime) in watches.
-    if isinstance(created, datetime):
-        return created if created.tzinfo else created.replace(tzinfo=UTC)
-    return datetime.now(UTC)
+def _decode_keyed(entry: KeyValue.Entry) -> Subscription:
+    subscription = _decode(entry.value or b"")
+    expected = definition_key(subscription.tenant, subscription.id)
+    if expected != entry.key:
+        # The key decides whose subscription it is: a value naming another tenant must not
+        # receive that tenant's events.
+        raise ValueError(f"its tenant and id say {expected}")
+    return subscription
 
 
 class SubscriptionDirectory:
     """Every subscription by tenant. ``ready`` turns true once the bucket has been read to its
     end; until then a handler must not conclude that an event has no subscribers."""
 
-    def __init__(self, bucket: KeyValue) -> None:
-        self._bucket = bucket
-        self._by_key: dict[str, ActiveSubscription] = {}
+    def __init__(self, js: JetStreamContext) -> None:
+        # History too: the first revision after a delete is the creation, which `since` needs.
+        self._watched = WatchedBucket(
+            js,
+            SUBSCRIPTIONS_KV.bucket,
+            decode_entry=_decode_keyed,
+            include_history=True,
+            name="subscriptions-watch",
+        )
         self._by_tenant: dict[str, tuple[ActiveSubscription, ...]] = {}
-        self._ready = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._indexed_revision: int | None = None
 
     @classmethod
     async def open(cls, js: JetStreamContext, *, wait_s: float) -> SubscriptionDirectory:
         """Start watching, and wait up to ``wait_s`` for the initial read (a slow read only
         delays callbacks: handlers retry while the directory is not ready)."""
-        directory = cls(await js.key_value(SUBSCRIPTIONS_KV.bucket))
-        directory._task = asyncio.create_task(directory._watch(), name="subscriptions-watch")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(directory._ready.wait(), wait_s)
-        if not directory.ready:
+        directory = cls(js)
+        directory._watched.start()
+        if not await directory._watched.wait_ready(wait_s):
             log.warning("subscriptions not read within %.0fs; callbacks wait for them", wait_s)
         return directory
 
     @property
     def ready(self) -> bool:
-        return self._ready.is_set()
+        return self._watched.ready.is_set()
 
     def for_tenant(self, tenant: str) -> tuple[ActiveSubscription, ...]:
+        if self._indexed_revision != self._watched.revision:  # the bucket changed: index again
+            self._by_tenant = _index(
+                ActiveSubscription(held.value, held.created_at)
+                for held in self._watched.entries.values()
+            )
+            self._indexed_revision = self._watched.revision
         return self._by_tenant.get(tenant, ())
 
     def matching(self, tenant: str, event_type: str) -> list[ActiveSubscription]:
@@ -93,71 +104,7 @@ class SubscriptionDirectory:
         return [s for s in self.for_tenant(tenant) if wants(s.subscription, event_type)]
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _watch(self) -> None:
-        while True:
-            try:
-                await self._follow()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # reconnects, server restarts: read everything again
-                log.warning("subscriptions watch interrupted: %r", exc)
-                await asyncio.sleep(1.0)
-
-    async def _follow(self) -> None:
-        # History too: the first revision after a delete is the creation, which `since` needs.
-        watcher = await self._bucket.watchall(include_history=True)
-        state: dict[str, ActiveSubscription] = {}
-        loaded = False
-        try:
-            async for entry in watcher:
-                if entry is None:  # the end of what was stored when the watch began
-                    loaded = True
-                    self._publish(state)
-                    self._ready.set()
-                    continue
-                self._apply(state, entry.key, entry.value, entry.operation, entry.created)
-                if loaded:
-                    self._publish(state)
-        finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()  # type: ignore[no-untyped-call]
-
-    @staticmethod
-    def _apply(
-        state: dict[str, ActiveSubscription],
-        key: str,
-        value: bytes | None,
-        operation: str | None,
-        created: object,
-    ) -> None:
-        if operation is not None or not value:  # deleted or purged
-            state.pop(key, None)
-            return
-        try:
-            subscription = _decode(value)
-            expected = definition_key(subscription.tenant, subscription.id)
-        except (msgspec.DecodeError, ValueError) as exc:
-            log.error("ignoring subscription %s: %s", key, exc)
-            state.pop(key, None)
-            return
-        if expected != key:
-            # The key decides whose subscription it is: a value naming another tenant must not
-            # receive that tenant's events.
-            log.error("ignoring subscription %s: its tenant and id say %s", key, expected)
-            state.pop(key, None)
-            return
-        previous = state.get(key)
-        since = previous.since if previous is not None else _entry_time(created)
-        state[key] = ActiveSubscription(subscription, since)
-
-    def _publish(self, state: dict[str, ActiveSubscription]) -> None:
-        self._by_key = dict(state)
-        self._by_tenant = _index(self._by_key.values())
+        await self._watched.stop()
 
 
 def _index(active: Iterable[ActiveSubscription]) -> dict[str, tuple[ActiveSubscription, ...]]:
