@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from zhongshu.notifier.adapters.alertwindow import AlertWindow
 from zhongshu.notifier.adapters.ratelimit import SlidingWindowLimiter
 from zhongshu.notifier.adapters.streamstate import StreamState
-from zhongshu.notifier.adapters.tokens import TokenCache
+from zhongshu.platforms.tokens import TokenCache
 
 
 @pytest_asyncio.fixture

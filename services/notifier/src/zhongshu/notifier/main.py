@@ -18,11 +18,11 @@ from zhongshu.notifier.adapters.feishu import FeishuAdapter
 from zhongshu.notifier.adapters.ledger import Ledger
 from zhongshu.notifier.adapters.ratelimit import SlidingWindowLimiter
 from zhongshu.notifier.adapters.streamstate import StreamState
-from zhongshu.notifier.adapters.tokens import TokenCache
 from zhongshu.notifier.callbacks import CallbackFlow, CallbackRetry
 from zhongshu.notifier.channels import Adapters
 from zhongshu.notifier.flows import Notifier
 from zhongshu.notifier.settings import NotifierSettings
+from zhongshu.platforms import DingTalkClient, FeishuClient, TokenCache
 from zhongshu.runtime import Service
 from zhongshu.runtime.hubconfig import HubConfig
 from zhongshu.runtime.liveconfig import LiveConfig
@@ -78,12 +78,16 @@ def build_service(
             config=current,
             adapters=Adapters(
                 dingtalk=DingTalkAdapter(
-                    http,
-                    tokens,
-                    oapi_url=settings.dingtalk_oapi_url,
-                    api_url=settings.dingtalk_api_url,
+                    DingTalkClient(
+                        http,
+                        api_url=settings.dingtalk_api_url,
+                        oapi_url=settings.dingtalk_oapi_url,
+                        tokens=tokens,
+                    )
                 ),
-                feishu=FeishuAdapter(http, tokens, base_url=settings.feishu_base_url),
+                feishu=FeishuAdapter(
+                    FeishuClient(http, base_url=settings.feishu_base_url, tokens=tokens)
+                ),
             ),
             ledger=Ledger(await svc.js.key_value(DELIVERY_STATE_KV.bucket)),
             limiter=SlidingWindowLimiter(redis, hold_s=settings.http_timeout_s + 5),

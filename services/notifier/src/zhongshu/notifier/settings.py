@@ -1,17 +1,19 @@
-"""The notifier's settings: the runtime's, the platform base URLs (tests and the sandbox point
-them at fakes), Redis for tokens and rate limits, the delivery limits, and the callback key."""
+"""The notifier's settings: the runtime's, the platform base URLs (``PlatformURLs``: tests and
+the sandbox point them at fakes), Redis for tokens and rate limits, the delivery limits, and
+the callback key."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from zhongshu.platforms.settings import PlatformURLs
 from zhongshu.runtime.settings import ServiceSettings
 
 
-class NotifierSettings(ServiceSettings):
+class NotifierSettings(ServiceSettings, PlatformURLs):
     model_config = SettingsConfigDict(env_prefix="ZHONGSHU_", extra="ignore", frozen=True)
 
     redis_url: str = Field(
@@ -21,20 +23,6 @@ class NotifierSettings(ServiceSettings):
     config: Path | None = Field(
         default=None,
         description="zhongshu.yaml when the config bucket is empty (ZHONGSHU_CONFIG)",
-    )
-    feishu_base_url: str = Field(
-        default="https://open.feishu.cn",
-        validation_alias=AliasChoices("FEISHU_BASE_URL", "feishu_base_url"),
-    )
-    dingtalk_oapi_url: str = Field(
-        default="https://oapi.dingtalk.com",
-        validation_alias=AliasChoices("DINGTALK_OAPI_URL", "dingtalk_oapi_url"),
-        description="custom robot webhooks (/robot/send)",
-    )
-    dingtalk_api_url: str = Field(
-        default="https://api.dingtalk.com",
-        validation_alias=AliasChoices("DINGTALK_API_URL", "dingtalk_api_url"),
-        description="access tokens and robot OpenAPI sends",
     )
     http_timeout_s: float = Field(default=10.0, gt=0)
     # DingTalk blocks a robot for 10 min past 20/min: keep a margin below the platform's number.

@@ -1,7 +1,8 @@
 """DingTalk sends (protocols §2.4): the per-conversation sessionWebhook, the enterprise robot
-OpenAPI (group and one-to-one, with a cached access token), AI cards streamed in place, and
-signed custom-robot webhooks. A 200 with ``errcode`` != 0 is an error; every outcome becomes a
-:mod:`results` value."""
+OpenAPI (group and one-to-one), AI cards streamed in place, and signed custom-robot webhooks,
+through ``zhongshu.platforms.dingtalk`` (the cached access token, fetched again once when
+refused; a 200 with ``errcode`` != 0 is an error); every outcome becomes a :mod:`results`
+value."""
 
 from __future__ import annotations
 
@@ -15,26 +16,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
-from zhongshu.notifier.adapters.results import (
-    Ambiguous,
-    Delivered,
-    RateLimited,
-    Rejected,
-    SendResult,
-    Unreachable,
-)
-from zhongshu.notifier.adapters.tokens import TokenCache
+from zhongshu.notifier.adapters.results import Delivered, Rejected, SendResult
 from zhongshu.notifier.message import Outgoing
+from zhongshu.platforms import Credentials, DingTalkClient
+from zhongshu.platforms import dingtalk as platform
+from zhongshu.platforms.results import CallResult, Ok
 
 MAX_TEXT_BYTES = 20_000  # 460101 above this
 MAX_MSG_PARAM_BYTES = 15_000
-ERR_RATE_LIMITED = 130101
-ERR_SECURITY = 310000
-ERR_TOO_LONG = 460101
-# A blocked robot stays blocked for 10 minutes: waiting less only extends the block.
-BLOCK_S = 600.0
 _COLOURS = {"yellow": "#D4A017", "orange": "#FF8C00", "red": "#E02020"}
 AI_CARD_PROCESSING = "1"  # flowStatus: 1 processing, 2 inputting, 3 finished (set by isFinalize)
 
@@ -108,43 +97,32 @@ def openapi_msg(message: Outgoing) -> tuple[str, str]:
     return "sampleMarkdown", json.dumps({"title": title, "text": message.text}, ensure_ascii=False)
 
 
-def classify_errcode(payload: Any, *, block_s: float = BLOCK_S) -> SendResult:
+def classify_errcode(payload: Any) -> SendResult:
     """An answer of the webhook APIs (HTTP 200 with ``errcode``)."""
     if not isinstance(payload, dict):
         return Rejected("unexpected response body")
-    code = payload.get("errcode", 0)
-    if code in (0, "0"):
-        return Delivered(None)
-    text = f"{payload.get('errmsg', '')}".strip()
-    if code == ERR_RATE_LIMITED:
-        return RateLimited(block_s, str(code))
-    if code == ERR_TOO_LONG:
-        return Rejected(f"message too long: {text}", str(code), too_long=True)
-    if code == ERR_SECURITY:
-        return Rejected(f"security check failed: {text}", str(code))
-    return Rejected(f"errcode {code}: {text}", str(code))
+    return delivered(platform.classify_errcode(payload))
+
+
+def delivered(result: CallResult, message_id: str | None = None) -> SendResult:
+    return Delivered(message_id) if isinstance(result, Ok) else result
 
 
 class DingTalkAdapter:
-    """One pooled HTTP client for every DingTalk app and robot."""
+    """Sends for every DingTalk app and robot, over one platform client."""
 
     platform = "dingtalk"
     # No idempotency key: a send whose outcome is unknown must not be repeated.
     idempotent = False
     max_text_bytes = MAX_TEXT_BYTES
 
-    def __init__(
-        self, http: httpx.AsyncClient, tokens: TokenCache, *, oapi_url: str, api_url: str
-    ) -> None:
-        self._http = http
-        self._tokens = tokens
-        self._oapi_url = oapi_url.rstrip("/")
-        self._api_url = api_url.rstrip("/")
+    def __init__(self, dingtalk: DingTalkClient) -> None:
+        self._dingtalk = dingtalk
 
     # --- the three ways to send -------------------------------------------------------
 
     async def send_session_webhook(self, url: str, message: Outgoing) -> SendResult:
-        return await self._post_webhook(url, webhook_body(message))
+        return delivered(await self._dingtalk.post_webhook(url, webhook_body(message)))
 
     async def send_custom_robot(
         self, access_token: str, secret: str | None, message: Outgoing
@@ -153,8 +131,8 @@ class DingTalkAdapter:
         if secret:
             timestamp = time.time_ns() // 1_000_000
             params |= {"timestamp": str(timestamp), "sign": robot_sign(secret, timestamp)}
-        url = f"{self._oapi_url}/robot/send?{urllib.parse.urlencode(params)}"
-        return await self._post_webhook(url, webhook_body(message))
+        url = f"{self._dingtalk.oapi_url}/robot/send?{urllib.parse.urlencode(params)}"
+        return delivered(await self._dingtalk.post_webhook(url, webhook_body(message)))
 
     async def send_robot(
         self,
@@ -178,8 +156,9 @@ class DingTalkAdapter:
         else:
             path = "/v1.0/robot/oToMessages/batchSend"
             body["userIds"] = list(user_ids)
-        result, _ = await self._api_call(app_key, app_secret, "POST", path, body)
-        return result
+        result = await self._call(app_key, app_secret, "POST", path, body)
+        key = result.payload.get("processQueryKey") if isinstance(result, Ok) else None
+        return delivered(result, str(key) if key else None)
 
     # --- AI cards (streamed in place) -------------------------------------------------
 
@@ -210,14 +189,15 @@ class DingTalkAdapter:
             body["imRobotOpenSpaceModel"] = {"supportForward": True}
             body["imRobotOpenDeliverModel"] = {"spaceType": "IM_ROBOT", "robotCode": robot_code}
         path = "/v1.0/card/instances/createAndDeliver"
-        result, payload = await self._api_call(app_key, app_secret, "POST", path, body)
-        if not isinstance(result, Delivered):
+        result = await self._call(app_key, app_secret, "POST", path, body)
+        if not isinstance(result, Ok):
             return result
+        payload = result.payload
         refused = _card_refusal(payload)
         if refused is not None:
             return refused
         # The card is created even when delivering it fails: each space reports on its own.
-        answer = payload.get("result") if isinstance(payload, dict) else None
+        answer = payload.get("result")
         spaces = answer.get("deliverResults") if isinstance(answer, dict) else None
         carrier: str | None = None
         for space_result in spaces if isinstance(spaces, list) else ():
@@ -251,104 +231,16 @@ class DingTalkAdapter:
             "isFinalize": finalize,
             "isError": False,
         }
-        result, payload = await self._api_call(
-            app_key, app_secret, "PUT", "/v1.0/card/streaming", body
-        )
-        if isinstance(result, Delivered):
-            return _card_refusal(payload) or Delivered(out_track_id)
+        result = await self._call(app_key, app_secret, "PUT", "/v1.0/card/streaming", body)
+        if isinstance(result, Ok):
+            return _card_refusal(result.payload) or Delivered(out_track_id)
         return result
 
-    # --- plumbing ---------------------------------------------------------------------
-
-    async def _api_call(
+    async def _call(
         self, app_key: str, app_secret: str, method: str, path: str, body: dict[str, Any]
-    ) -> tuple[SendResult, Any]:
-        """One OpenAPI call with the app's access token, fetched again once if refused."""
-        for attempt in range(2):
-            try:
-                token = await self._access_token(app_key, app_secret)
-            except httpx.HTTPError as exc:
-                return Unreachable(f"DingTalk token request failed: {exc!r}"), None
-            except _TokenRefused as exc:
-                return Rejected(str(exc), exc.code), None
-            result, expired, payload = await self._call_api(method, path, body, token)
-            if expired and attempt == 0:
-                await self._tokens.invalidate(f"dingtalk:{app_key}", token)
-                continue
-            return result, payload
-        return Rejected("access token refused twice", "token"), None
-
-    async def _post_webhook(self, url: str, body: dict[str, Any]) -> SendResult:
-        try:
-            response = await self._http.post(url, json=body)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            return Unreachable(f"cannot connect: {exc!r}")
-        except httpx.HTTPError as exc:
-            return Ambiguous(f"no answer from DingTalk: {exc!r}")
-        if response.status_code == 429:
-            return RateLimited(BLOCK_S, "429")
-        if response.status_code >= 500:
-            return Ambiguous(f"DingTalk answered HTTP {response.status_code}")
-        if response.status_code >= 400:
-            return Rejected(
-                f"HTTP {response.status_code}: {response.text[:200]}", str(response.status_code)
-            )
-        try:
-            payload = response.json()
-        except ValueError:
-            return Ambiguous("DingTalk answered a body that is not JSON")
-        return classify_errcode(payload)
-
-    async def _call_api(
-        self, method: str, path: str, body: dict[str, Any], token: str
-    ) -> tuple[SendResult, bool, Any]:
-        """(result, whether the token was refused, the answer's JSON)."""
-        try:
-            response = await self._http.request(
-                method,
-                self._api_url + path,
-                json=body,
-                headers={"x-acs-dingtalk-access-token": token},
-            )
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            return Unreachable(f"cannot connect: {exc!r}"), False, None
-        except httpx.HTTPError as exc:
-            return Ambiguous(f"no answer from DingTalk: {exc!r}"), False, None
-        try:
-            payload = response.json()
-        except ValueError:
-            payload = {}
-        code = str(payload.get("code", "")) if isinstance(payload, dict) else ""
-        if response.status_code == 200:
-            key = payload.get("processQueryKey") if isinstance(payload, dict) else None
-            return Delivered(str(key) if key else None), False, payload
-        if response.status_code == 401 or "token" in code.lower():
-            return Rejected(f"access token refused: {code}", code), True, payload
-        if response.status_code == 429 or "QpsLimit" in code or "Throttling" in code:
-            wait = float(response.headers.get("retry-after", "1"))
-            return RateLimited(wait, code), False, payload
-        if response.status_code >= 500:
-            return Ambiguous(f"DingTalk answered HTTP {response.status_code} {code}"), False, None
-        message = payload.get("message", "") if isinstance(payload, dict) else ""
-        rejected = Rejected(f"HTTP {response.status_code} {code}: {message}", code or None)
-        return rejected, False, payload
-
-    async def _access_token(self, app_key: str, app_secret: str) -> str:
-        async def fetch() -> tuple[str, float]:
-            response = await self._http.post(
-                self._api_url + "/v1.0/oauth2/accessToken",
-                json={"appKey": app_key, "appSecret": app_secret},
-            )
-            payload = response.json()
-            if response.status_code != 200 or "accessToken" not in payload:
-                raise _TokenRefused(
-                    f"DingTalk refused the app credentials of {app_key}: "
-                    f"{payload.get('code')} {payload.get('message')}",
-                    str(payload.get("code")),
-                )
-            return str(payload["accessToken"]), float(payload.get("expireIn", 7200))
-
-        return await self._tokens.get(f"dingtalk:{app_key}", fetch)
+    ) -> CallResult:
+        """An OpenAPI call with the app's access token, fetched again once if refused."""
+        return await self._dingtalk.call(Credentials(app_key, app_secret), method, path, json=body)
 
 
 def _card_refusal(payload: Any) -> Rejected | None:
@@ -357,9 +249,3 @@ def _card_refusal(payload: Any) -> Rejected | None:
         code = str(payload.get("code") or "card")
         return Rejected(f"AI card refused: {code} {payload.get('message', '')}".strip(), code)
     return None
-
-
-class _TokenRefused(Exception):
-    def __init__(self, text: str, code: str | None) -> None:
-        super().__init__(text)
-        self.code = code

@@ -1,6 +1,7 @@
 """Feishu sends (protocols §1.4): the app bot API (reply in thread under the original message,
-send to a chat, replace a card the app sent) with a cached ``tenant_access_token``, CardKit
-streaming cards, and signed custom-bot webhooks. Every app send carries the reply id as
+send to a chat, replace a card the app sent), CardKit streaming cards, and signed custom-bot
+webhooks, through ``zhongshu.platforms.feishu`` (the cached ``tenant_access_token``, fetched
+again once when refused; every answer a value). Every app send carries the reply id as
 ``uuid``, which Feishu deduplicates for an hour, and a card update sets the same content
 again: a resend after a crash is safe."""
 
@@ -14,24 +15,13 @@ import time
 from dataclasses import replace
 from typing import Any
 
-import httpx
-
-from zhongshu.notifier.adapters.results import (
-    Ambiguous,
-    Delivered,
-    RateLimited,
-    Rejected,
-    SendResult,
-    Unreachable,
-)
-from zhongshu.notifier.adapters.tokens import TokenCache
+from zhongshu.notifier.adapters.results import Delivered, Rejected, SendResult
 from zhongshu.notifier.message import Outgoing
+from zhongshu.platforms import Credentials, FeishuClient
+from zhongshu.platforms.results import CallResult, Ok
 
 MAX_TEXT_BYTES = 150_000
 MAX_CARD_BYTES = 30_000
-RATE_LIMIT_CODES = frozenset({99991400, 230020, 11232})
-TOO_LONG = 230025
-TOKEN_CODES = frozenset({99991663, 99991664, 99991665, 99991666, 99991668})
 MAX_UUID = 50
 STREAM_ELEMENT = "md_stream"
 
@@ -98,32 +88,13 @@ def render(message: Outgoing) -> tuple[str, dict[str, Any]]:
     return "text", {"text": mentions + message.text}
 
 
-def classify(response: httpx.Response) -> tuple[SendResult, bool]:
-    """(result, whether the token was refused)."""
-    try:
-        payload = response.json()
-    except ValueError:
-        payload = {}
-    code = payload.get("code", payload.get("StatusCode")) if isinstance(payload, dict) else None
-    text = str(payload.get("msg", "")) if isinstance(payload, dict) else ""
-    if response.status_code == 429 or code in RATE_LIMIT_CODES:
-        reset = response.headers.get("x-ogw-ratelimit-reset", "1")
-        try:
-            wait = max(0.05, float(reset))
-        except ValueError:
-            wait = 1.0
-        return RateLimited(wait, str(code if code is not None else 429)), False
-    if code in TOKEN_CODES:
-        return Rejected(f"token refused: {code} {text}", str(code)), True
-    if response.status_code >= 500:
-        return Ambiguous(f"Feishu answered HTTP {response.status_code}"), False
-    if code == 0 and response.status_code == 200:
-        data = payload.get("data") or {}
-        message_id = data.get("message_id") if isinstance(data, dict) else None
-        return Delivered(str(message_id) if message_id else None), False
-    if code == TOO_LONG:
-        return Rejected(f"content too long: {text}", str(code), too_long=True), False
-    return Rejected(f"code {code} (HTTP {response.status_code}): {text}", str(code)), False
+def delivered(result: CallResult) -> SendResult:
+    """A send's result: what Feishu accepted names the message it created (if any)."""
+    if not isinstance(result, Ok):
+        return result
+    data = result.payload.get("data")
+    message_id = data.get("message_id") if isinstance(data, dict) else None
+    return Delivered(str(message_id) if message_id else None)
 
 
 class FeishuAdapter:
@@ -131,10 +102,8 @@ class FeishuAdapter:
     idempotent = True  # the request uuid makes a resend within an hour a no-op
     max_text_bytes = MAX_TEXT_BYTES
 
-    def __init__(self, http: httpx.AsyncClient, tokens: TokenCache, *, base_url: str) -> None:
-        self._http = http
-        self._tokens = tokens
-        self._base = base_url.rstrip("/")
+    def __init__(self, feishu: FeishuClient) -> None:
+        self._feishu = feishu
 
     async def reply(
         self, *, app_id: str, app_secret: str, message_id: str, message: Outgoing
@@ -145,7 +114,7 @@ class FeishuAdapter:
         if message.idempotency_key:
             body["uuid"] = request_uuid(message.idempotency_key)
         path = f"/open-apis/im/v1/messages/{message_id}/reply"
-        return await self._app_post(app_id, app_secret, path, body)
+        return delivered(await self._call(app_id, app_secret, "POST", path, body))
 
     async def send_to_chat(
         self, *, app_id: str, app_secret: str, chat_id: str, message: Outgoing
@@ -158,9 +127,8 @@ class FeishuAdapter:
         }
         if message.idempotency_key:
             body["uuid"] = request_uuid(message.idempotency_key)
-        return await self._app_post(
-            app_id, app_secret, "/open-apis/im/v1/messages?receive_id_type=chat_id", body
-        )
+        path = "/open-apis/im/v1/messages?receive_id_type=chat_id"
+        return delivered(await self._call(app_id, app_secret, "POST", path, body))
 
     async def update_card(
         self, *, app_id: str, app_secret: str, message_id: str, message: Outgoing
@@ -173,8 +141,8 @@ class FeishuAdapter:
             return card
         body = {"content": json.dumps(card, ensure_ascii=False)}
         path = f"/open-apis/im/v1/messages/{message_id}"
-        result, _ = await self._app_call(app_id, app_secret, "PATCH", path, body)
-        if isinstance(result, Delivered):
+        result = await self._call(app_id, app_secret, "PATCH", path, body)
+        if isinstance(result, Ok):
             return Delivered(message_id)  # the answer names no message: it is the same one
         if isinstance(result, Rejected) and result.too_long:
             return replace(result, too_long=False)
@@ -189,9 +157,8 @@ class FeishuAdapter:
         if secret:
             timestamp = int(time.time())
             body |= {"timestamp": str(timestamp), "sign": custom_bot_sign(secret, timestamp)}
-        url = f"{self._base}/open-apis/bot/v2/hook/{hook_token}"
-        result, _ = await self._post(url, body, None)
-        return result
+        path = f"/open-apis/bot/v2/hook/{hook_token}"
+        return delivered(await self._feishu.call_without_token("POST", path, json=body))
 
     # --- CardKit streaming (typewriter cards) ---------------------------------------------
 
@@ -209,12 +176,12 @@ class FeishuAdapter:
         if title:
             card["header"] = {"title": {"tag": "plain_text", "content": title}}
         body = {"type": "card_json", "data": json.dumps(card, ensure_ascii=False)}
-        result, payload = await self._app_call(
-            app_id, app_secret, "POST", "/open-apis/cardkit/v1/cards", body
-        )
-        data = payload.get("data") if isinstance(payload, dict) else None
+        result = await self._call(app_id, app_secret, "POST", "/open-apis/cardkit/v1/cards", body)
+        if not isinstance(result, Ok):
+            return None, result
+        data = result.payload.get("data")
         card_id = data.get("card_id") if isinstance(data, dict) else None
-        return (str(card_id) if card_id else None), result
+        return (str(card_id) if card_id else None), Delivered(None)
 
     async def stream_text(
         self, *, app_id: str, app_secret: str, card_id: str, text: str, sequence: int
@@ -222,8 +189,7 @@ class FeishuAdapter:
         """Replace the streamed element with the full text so far (only the new tail types out)."""
         path = f"/open-apis/cardkit/v1/cards/{card_id}/elements/{STREAM_ELEMENT}/content"
         body = {"content": text, "sequence": sequence}
-        result, _ = await self._app_call(app_id, app_secret, "PUT", path, body)
-        return result
+        return delivered(await self._call(app_id, app_secret, "PUT", path, body))
 
     async def close_stream(
         self, *, app_id: str, app_secret: str, card_id: str, sequence: int
@@ -233,89 +199,10 @@ class FeishuAdapter:
             "sequence": sequence,
         }
         path = f"/open-apis/cardkit/v1/cards/{card_id}/settings"
-        result, _ = await self._app_call(app_id, app_secret, "PATCH", path, body)
-        return result
+        return delivered(await self._call(app_id, app_secret, "PATCH", path, body))
 
-    async def _app_call(
+    async def _call(
         self, app_id: str, app_secret: str, method: str, path: str, body: dict[str, Any]
-    ) -> tuple[SendResult, Any]:
-        for attempt in range(2):
-            try:
-                token = await self._tenant_token(app_id, app_secret)
-            except httpx.HTTPError as exc:
-                return Unreachable(f"Feishu token request failed: {exc!r}"), None
-            except _TokenRefused as exc:
-                return Rejected(str(exc), exc.code), None
-            try:
-                response = await self._http.request(
-                    method,
-                    self._base + path,
-                    json=body,
-                    headers={"Authorization": f"Bearer {token}"},
-                )
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                return Unreachable(f"cannot connect: {exc!r}"), None
-            except httpx.HTTPError as exc:
-                return Ambiguous(f"no answer from Feishu: {exc!r}"), None
-            result, refused = classify(response)
-            if refused and attempt == 0:
-                await self._tokens.invalidate(f"feishu:{app_id}", token)
-                continue
-            try:
-                payload = response.json()
-            except ValueError:
-                payload = None
-            return result, payload
-        return Rejected("tenant_access_token refused twice", "token"), None
-
-    async def _app_post(
-        self, app_id: str, app_secret: str, path: str, body: dict[str, Any]
-    ) -> SendResult:
-        for attempt in range(2):
-            try:
-                token = await self._tenant_token(app_id, app_secret)
-            except httpx.HTTPError as exc:
-                return Unreachable(f"Feishu token request failed: {exc!r}")
-            except _TokenRefused as exc:
-                return Rejected(str(exc), exc.code)
-            result, refused = await self._post(self._base + path, body, token)
-            if refused and attempt == 0:
-                await self._tokens.invalidate(f"feishu:{app_id}", token)
-                continue
-            return result
-        return Rejected("tenant_access_token refused twice", "token")
-
-    async def _post(
-        self, url: str, body: dict[str, Any], token: str | None
-    ) -> tuple[SendResult, bool]:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        try:
-            response = await self._http.post(url, json=body, headers=headers)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            return Unreachable(f"cannot connect: {exc!r}"), False
-        except httpx.HTTPError as exc:
-            return Ambiguous(f"no answer from Feishu: {exc!r}"), False
-        return classify(response)
-
-    async def _tenant_token(self, app_id: str, app_secret: str) -> str:
-        async def fetch() -> tuple[str, float]:
-            response = await self._http.post(
-                self._base + "/open-apis/auth/v3/tenant_access_token/internal",
-                json={"app_id": app_id, "app_secret": app_secret},
-            )
-            payload = response.json()
-            if payload.get("code") != 0 or "tenant_access_token" not in payload:
-                raise _TokenRefused(
-                    f"Feishu refused the credentials of {app_id}: "
-                    f"{payload.get('code')} {payload.get('msg')}",
-                    str(payload.get("code")),
-                )
-            return str(payload["tenant_access_token"]), float(payload.get("expire", 7200))
-
-        return await self._tokens.get(f"feishu:{app_id}", fetch)
-
-
-class _TokenRefused(Exception):
-    def __init__(self, text: str, code: str | None) -> None:
-        super().__init__(text)
-        self.code = code
+    ) -> CallResult:
+        """With the app's token, fetched again once if Feishu refuses it."""
+        return await self._feishu.call(Credentials(app_id, app_secret), method, path, json=body)
