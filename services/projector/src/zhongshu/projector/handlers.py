@@ -12,12 +12,12 @@ from redis.asyncio import Redis
 from zhongshu.projector import lag, retention
 from zhongshu.projector.db import connection, open_pool
 from zhongshu.projector.hot import HotTier
-from zhongshu.projector.jobs import Periodic
 from zhongshu.projector.projections import Projection, all_projections, schedules
 from zhongshu.projector.projections import definitions as kv
 from zhongshu.projector.settings import ProjectorSettings
 from zhongshu.projector.writer import LiveWriter
 from zhongshu.runtime import Delivery, Service
+from zhongshu.runtime.periodic import Periodic
 
 BATCH = 100
 """Messages per fetch, hence per transaction."""

@@ -24,6 +24,7 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import asyncpg
@@ -31,11 +32,12 @@ import asyncpg
 from zhongshu.projector import metrics
 from zhongshu.projector.db import connection
 from zhongshu.projector.hot import HotTier
-from zhongshu.projector.jobs import stop_task
 from zhongshu.projector.projections import Applied, Projection
 from zhongshu.projector.records import Record
+from zhongshu.runtime.cancellation import stop_task
 from zhongshu.runtime.consumer import Delivery
 from zhongshu.runtime.errors import PermanentError
+from zhongshu.runtime.periodic import Periodic
 
 log = logging.getLogger("zhongshu.projector.writer")
 T = TypeVar("T")
@@ -188,7 +190,13 @@ class LiveWriter:
     async def _drain(self) -> None:
         while self._queue:
             batch, self._queue = self._queue, []
-            keepalive = asyncio.create_task(self._keep_alive(batch))
+            keepalive = Periodic(
+                f"keepalive:{self.projection.stream}",
+                self._ack_wait_s / 3,
+                partial(self._keep_alive, batch),
+                wait_first=True,
+            )
+            keepalive.start()
             try:
                 await self._write(batch)
             except asyncio.CancelledError:
@@ -200,7 +208,7 @@ class LiveWriter:
                     if not queued.done.done():
                         queued.done.set_exception(exc)
             finally:
-                keepalive.cancel()
+                await keepalive.stop()
 
     async def _write(self, batch: list[_Queued]) -> None:
         stream = self.projection.stream
@@ -240,11 +248,10 @@ class LiveWriter:
                 await asyncio.sleep(RETRY_DELAYS_S[attempt])
         metrics.HOT_WRITES.labels("failed").inc(len(applied.statuses))
 
-    async def _keep_alive(self, batch: list[_Queued]) -> None:
+    @staticmethod
+    async def _keep_alive(batch: list[_Queued]) -> None:
         """While a write waits (Postgres down, a rebuild holding the stream), reset ack_wait so
         the messages are not redelivered to another replica meanwhile."""
-        while True:
-            await asyncio.sleep(self._ack_wait_s / 3)
-            for queued in batch:
-                with contextlib.suppress(Exception):
-                    await queued.delivery.in_progress()
+        for queued in batch:
+            with contextlib.suppress(Exception):
+                await queued.delivery.in_progress()

@@ -7,12 +7,11 @@ keeps the last definition and sets ``deleted``."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import asyncpg
 import msgspec
@@ -22,10 +21,10 @@ from nats.js.kv import KeyValue
 from zhongshu.contracts import streams
 from zhongshu.projector import metrics
 from zhongshu.projector.db import connection
-from zhongshu.projector.jobs import Periodic
 from zhongshu.projector.projections import written
 from zhongshu.projector.records import to_json
 from zhongshu.projector.writer import LOCK_SHARED, advance, retrying
+from zhongshu.runtime.buckets import WatchedBucket, written_at
 
 log = logging.getLogger("zhongshu.projector.definitions")
 
@@ -95,7 +94,7 @@ def plan(entry: KeyValue.Entry) -> DefinitionChange | None:
             log.warning("%s: %s is not JSON; skipped", entry.bucket, entry.key)
             return None
         definition = to_json(value)
-    at = entry.created if isinstance(entry.created, datetime) else datetime.now(UTC)
+    at = written_at(entry)
     return DefinitionChange(
         tenant, definition_id, int(entry.revision or 0), at, definition, deleted
     )
@@ -117,32 +116,29 @@ class MirrorWatcher:
 
     def __init__(self, js: JetStreamContext, pool: asyncpg.Pool, mirror: Mirror) -> None:
         self.mirror = mirror
-        self._js = js
         self._pool = pool
-        self.synced = asyncio.Event()
+        # Raw values: each entry is planned (a delete too) and written as it comes.
+        self._watched: WatchedBucket[bytes] = WatchedBucket(
+            js,
+            mirror.bucket,
+            include_history=True,
+            on_entry=self._entry,
+            name=f"mirror:{mirror.bucket}",
+            restart_delay_s=RESTART_DELAY_S,
+        )
+        self.synced = self._watched.ready
         """Set once the entries present at the start of a watch are written."""
-        # A broken (or ended) watch is started again after RESTART_DELAY_S.
-        self._loop = Periodic(f"mirror:{mirror.bucket}", RESTART_DELAY_S, self._watch)
 
     def start(self) -> None:
-        self._loop.start()
+        self._watched.start()
 
     async def stop(self) -> None:
-        await self._loop.stop()
+        await self._watched.stop()
 
-    async def _watch(self) -> None:
-        kv = await self._js.key_value(self.mirror.bucket)
-        watcher = await kv.watchall(include_history=True)
-        try:
-            async for entry in watcher:
-                if entry is None:
-                    self.synced.set()
-                    continue
-                change = plan(entry)
-                if change is not None:
-                    await retrying(f"mirror {self.mirror.bucket}", partial(self._write, change))
-        finally:
-            await cast(Any, watcher).stop()  # untyped in nats-py
+    async def _entry(self, entry: KeyValue.Entry, _value: bytes | None) -> None:
+        change = plan(entry)
+        if change is not None:
+            await retrying(f"mirror {self.mirror.bucket}", partial(self._write, change))
 
     async def _write(self, change: DefinitionChange) -> None:
         async with connection(self._pool) as conn, conn.transaction():
