@@ -9,7 +9,6 @@ watches while the drain is stopped or failing (or runs alone: ``ZHONGSHU_ARCHIVE
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -95,15 +94,6 @@ class LagMonitor:
         self.js, self.states, self.alerts = js, states, alerts
         self.streams = tuple(streams)
         self.warning_ratio, self.error_ratio = warning_ratio, error_ratio
-
-    async def run(self, interval_s: float, stopping: asyncio.Event) -> None:
-        while not stopping.is_set():
-            try:
-                await self.check()
-            except Exception as exc:
-                log.warning("lag check failed: %r", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), interval_s)
 
     async def check(self, now: float | None = None) -> list[Lag]:
         """Measure every stream, export the figures, alert where a ratio is crossed."""

@@ -23,6 +23,7 @@ from zhongshu.archiver.settings import ArchiverSettings
 from zhongshu.contracts.streams import STREAMS
 from zhongshu.runtime import Service
 from zhongshu.runtime.errors import ConfigurationError, RuntimeFailure
+from zhongshu.runtime.periodic import Periodic
 
 log = logging.getLogger("zhongshu.archiver")
 
@@ -54,8 +55,8 @@ class Archiver:
         self.streams = stream_names(settings)
         self.drains: list[StreamDrain] = []
         self.store_ok = False
-        self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._lag: Periodic | None = None
 
     async def start(self) -> None:
         s, svc = self.settings, self.service
@@ -100,11 +101,8 @@ class Archiver:
             warning_ratio=s.archive_lag_warning_ratio,
             error_ratio=s.archive_lag_error_ratio,
         )
-        self._tasks.append(
-            asyncio.create_task(
-                monitor.run(s.archive_lag_check_interval_s, self._stopping), name="archive:lag"
-            )
-        )
+        self._lag = Periodic("archive:lag", s.archive_lag_check_interval_s, monitor.check)
+        self._lag.start()
         log.info(
             "archiving %s to %s (months in %s)%s",
             ", ".join(self.streams),
@@ -120,13 +118,14 @@ class Archiver:
             await check_reachable(self.store)
             self.store_ok = True
         except StoreError as exc:
-            if self.store_ok or not self._tasks:
+            if self.store_ok or self._lag is None:  # a change, or the check at start
                 log.error("%s", exc)
             self.store_ok = False
         return self.store_ok
 
     async def stop(self, timeout_s: float) -> None:
-        self._stopping.set()
+        if self._lag is not None:
+            await self._lag.stop()
         for drain in self.drains:
             drain.stop()
         if not self._tasks:
