@@ -15,6 +15,7 @@ from zhongshu.contracts import envelope as wire
 from zhongshu.contracts.envelope import Envelope
 from zhongshu.contracts.events import CardActionReceived, Event, MessageReceived
 from zhongshu.contracts.ids import derive_msg_id
+from zhongshu.platforms import DingTalkClient, FeishuClient, TokenCache
 from zhongshu.router import domain
 from zhongshu.router.adapters.config import ConfigSource, open_config
 from zhongshu.router.adapters.departments import (
@@ -30,7 +31,6 @@ from zhongshu.router.metrics import RATE_LIMITED, ROUTED
 from zhongshu.router.rules import RouterRules, load_rules
 from zhongshu.router.settings import RouterSettings
 from zhongshu.runtime import Delivery, Service
-from zhongshu.runtime.tokens import TokenCache
 
 log = logging.getLogger("zhongshu.router")
 
@@ -209,8 +209,12 @@ def build_service(
         departments = CachedDepartments(
             redis,
             {
-                "feishu": FeishuDirectory(http, tokens, base_url=settings.feishu_base_url),
-                "dingtalk": DingTalkDirectory(http, tokens, oapi_url=settings.dingtalk_oapi_url),
+                "feishu": FeishuDirectory(
+                    FeishuClient(http, base_url=settings.feishu_base_url, tokens=tokens)
+                ),
+                "dingtalk": DingTalkDirectory(
+                    DingTalkClient(http, oapi_url=settings.dingtalk_oapi_url, tokens=tokens)
+                ),
             },
             ttl_s=settings.router_departments_ttl_s,
             negative_ttl_s=settings.router_departments_negative_ttl_s,

@@ -1,18 +1,19 @@
 """The router's settings: the runtime's, plus Redis (rate limits, task cache, department
-look-ups), its rules, and the platform base URLs for contact look-ups (tests point them at
-fakes, like the notifier's)."""
+look-ups), its rules, and the platform base URLs for contact look-ups (``PlatformURLs``: tests
+point them at fakes, like the notifier's)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from zhongshu.platforms.settings import PlatformURLs
 from zhongshu.runtime.settings import ServiceSettings
 
 
-class RouterSettings(ServiceSettings):
+class RouterSettings(ServiceSettings, PlatformURLs):
     model_config = SettingsConfigDict(env_prefix="ZHONGSHU_", extra="ignore", frozen=True)
 
     redis_url: str = Field(description="Redis for rate limits and the task-status cache")
@@ -25,16 +26,6 @@ class RouterSettings(ServiceSettings):
         description="how long a rate-limit verdict is remembered for a redelivered event",
     )
     router_concurrency: int = Field(default=16, gt=0, description="messages handled at once")
-    feishu_base_url: str = Field(
-        default="https://open.feishu.cn",
-        validation_alias=AliasChoices("FEISHU_BASE_URL", "feishu_base_url"),
-        description="Feishu OpenAPI: tenant_access_token and the contact user look-up",
-    )
-    dingtalk_oapi_url: str = Field(
-        default="https://oapi.dingtalk.com",
-        validation_alias=AliasChoices("DINGTALK_OAPI_URL", "dingtalk_oapi_url"),
-        description="DingTalk oapi: /gettoken and /topapi/v2/user/get",
-    )
     router_departments_ttl_s: float = Field(
         default=3600.0,
         gt=0,

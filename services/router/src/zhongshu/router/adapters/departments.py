@@ -15,16 +15,24 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import quote
 
-import httpx
 from redis.asyncio import Redis
 
 from zhongshu.contracts.events import Sender
+from zhongshu.platforms import Credentials, DingTalkClient, FeishuClient
+from zhongshu.platforms.results import (
+    Ambiguous,
+    CallResult,
+    CredentialsRefused,
+    Ok,
+    RateLimited,
+    Rejected,
+    Unreachable,
+)
 from zhongshu.router.metrics import DEPARTMENT_LOOKUPS
 from zhongshu.runtime.hubconfig import App
-from zhongshu.runtime.tokens import TokenCache
 
 log = logging.getLogger("zhongshu.router.departments")
 
@@ -73,16 +81,18 @@ class DepartmentSource(Protocol):
         ...
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        payload = response.json()
-    except ValueError:
-        return {}
-    return payload if isinstance(payload, dict) else {}
-
-
-class _TokenRefused(Exception):
-    """The platform refused the app's credentials (the message names codes, not secrets)."""
+def failed(result: CallResult) -> LookupFailed:
+    """A call that found nothing, by kind: the platforms' results never carry a secret."""
+    match result:
+        case CredentialsRefused(reason=reason):
+            return LookupFailed("credentials", reason)
+        case RateLimited(code=code):
+            return LookupFailed("rate_limited", f"code {code}")
+        case Unreachable(reason=reason) | Ambiguous(reason=reason, status=None):
+            return LookupFailed("unreachable", reason)
+        case Ambiguous(reason=reason) | Rejected(reason=reason):
+            return LookupFailed("error", reason)
+    return LookupFailed("error", "unexpected answer")
 
 
 # --------------------------------------------------------------------------- Feishu
@@ -93,19 +103,14 @@ class _TokenRefused(Exception):
 # 50/s per app. department_ids needs the contact:user.department:readonly field scope.
 FEISHU_USER_PATH = "/open-apis/contact/v3/users/{user_id}"
 FEISHU_USER_QUERY = {"user_id_type": "open_id", "department_id_type": "open_department_id"}
-# Token errors (protocols §1.4, lark-oapi's bucket): refresh the token and retry once.
-FEISHU_TOKEN_CODES = frozenset({99991663, 99991664, 99991665, 99991666, 99991668})
-FEISHU_RATE_LIMITED = 99991400  # with HTTP 429 (protocols §1.4)
 # 41050 "no user authority error": the user is outside the app's contact scope (contact FAQ);
 # the code for an open_id that does not exist at all is not published: we treat 41050 alike.
-FEISHU_UNKNOWN_USER_CODES = frozenset({41050})
+FEISHU_UNKNOWN_USER_CODES = frozenset({"41050"})
 
 
 class FeishuDirectory:
-    def __init__(self, http: httpx.AsyncClient, tokens: TokenCache, *, base_url: str) -> None:
-        self._http = http
-        self._tokens = tokens
-        self._base = base_url.rstrip("/")
+    def __init__(self, feishu: FeishuClient) -> None:
+        self._feishu = feishu
 
     def user_id(self, sender: Sender) -> str | None:
         return sender.open_id or None
@@ -114,48 +119,18 @@ class FeishuDirectory:
         creds = app.feishu
         if creds is None:
             return LookupFailed("error", "no feishu credentials")
-        key = f"feishu:{creds.app_id}"
-        url = self._base + FEISHU_USER_PATH.format(user_id=quote(user_id, safe=""))
-        for attempt in range(2):
-            try:
-                token = await self._tokens.get(
-                    key,
-                    lambda: self._fetch_token(creds.app_id, creds.app_secret.get_secret_value()),
-                )
-                response = await self._http.get(
-                    url, params=FEISHU_USER_QUERY, headers={"Authorization": f"Bearer {token}"}
-                )
-            except _TokenRefused as exc:
-                return LookupFailed("credentials", str(exc))
-            except httpx.HTTPError as exc:
-                return LookupFailed("unreachable", type(exc).__name__)
-            payload = _json(response)
-            code = payload.get("code")
-            if response.status_code == 200 and code == 0:
-                user = (payload.get("data") or {}).get("user") or {}
-                return Found(frozenset(str(d) for d in user.get("department_ids") or ()))
-            if code in FEISHU_TOKEN_CODES and attempt == 0:
-                await self._tokens.invalidate(key, token)
-                continue
-            if response.status_code == 429 or code == FEISHU_RATE_LIMITED:
-                return LookupFailed("rate_limited", f"code {code} (HTTP {response.status_code})")
-            if code in FEISHU_UNKNOWN_USER_CODES:
-                return UnknownUser()
-            return LookupFailed("error", f"code {code} (HTTP {response.status_code})")
-        return LookupFailed("credentials", "tenant_access_token refused twice")
-
-    async def _fetch_token(self, app_id: str, app_secret: str) -> tuple[str, float]:
-        """Protocols §1.4: {"code": 0, "tenant_access_token": "t-…", "expire": 7200}."""
-        response = await self._http.post(
-            self._base + "/open-apis/auth/v3/tenant_access_token/internal",
-            json={"app_id": app_id, "app_secret": app_secret},
+        result = await self._feishu.call(
+            Credentials(creds.app_id, creds.app_secret.get_secret_value()),
+            "GET",
+            FEISHU_USER_PATH.format(user_id=quote(user_id, safe="")),
+            params=FEISHU_USER_QUERY,
         )
-        payload = _json(response)
-        if payload.get("code") != 0 or "tenant_access_token" not in payload:
-            raise _TokenRefused(
-                f"Feishu refused the credentials of {app_id}: {payload.get('code')}"
-            )
-        return str(payload["tenant_access_token"]), float(payload.get("expire", 7200))
+        if isinstance(result, Ok):
+            user = (result.payload.get("data") or {}).get("user") or {}
+            return Found(frozenset(str(d) for d in user.get("department_ids") or ()))
+        if type(result) is Rejected and result.code in FEISHU_UNKNOWN_USER_CODES:
+            return UnknownUser()
+        return failed(result)
 
 
 # --------------------------------------------------------------------------- DingTalk
@@ -163,21 +138,14 @@ class FeishuDirectory:
 # "Query user details" (open.dingtalk.com/document/orgapp/query-user-details):
 # POST https://oapi.dingtalk.com/topapi/v2/user/get?access_token=… {"userid": <staff id>},
 # answering HTTP 200 {"errcode": 0, "result": {"dept_id_list": [1, …], …}}; errors are HTTP 200
-# with a non-zero errcode. The token is the old-style one: GET /gettoken?appkey=…&appsecret=…
-# → {"errcode": 0, "access_token": "…", "expires_in": 7200}.
+# with a non-zero errcode. The token is the old-style one (/gettoken), not the OpenAPI's.
 DINGTALK_USER_PATH = "/topapi/v2/user/get"
-DINGTALK_UNKNOWN_USER = 60121  # "找不到该用户"
-DINGTALK_TOKEN_CODES = frozenset({40014, 42001})  # invalid / expired access_token
-# 90002 is the platform-wide limit (help.dingtalk.io call-frequency-limit); 90018/90019 are the
-# per-app QPS limits as reported by users (UNCONFIRMED); 90006 the per-minute one.
-DINGTALK_RATE_LIMITED = frozenset({90002, 90006, 90018, 90019})
+DINGTALK_UNKNOWN_USER = "60121"  # "找不到该用户"
 
 
 class DingTalkDirectory:
-    def __init__(self, http: httpx.AsyncClient, tokens: TokenCache, *, oapi_url: str) -> None:
-        self._http = http
-        self._tokens = tokens
-        self._oapi = oapi_url.rstrip("/")
+    def __init__(self, dingtalk: DingTalkClient) -> None:
+        self._dingtalk = dingtalk
 
     def user_id(self, sender: Sender) -> str | None:
         return sender.staff_id or None
@@ -186,48 +154,17 @@ class DingTalkDirectory:
         creds = app.dingtalk
         if creds is None:
             return LookupFailed("error", "no dingtalk credentials")
-        # Not the notifier's "dingtalk:" key: that one holds the new-API (api.dingtalk.com) token.
-        key = f"dingtalk-oapi:{creds.app_key}"
-        for attempt in range(2):
-            try:
-                token = await self._tokens.get(
-                    key,
-                    lambda: self._fetch_token(creds.app_key, creds.app_secret.get_secret_value()),
-                )
-                response = await self._http.post(
-                    self._oapi + DINGTALK_USER_PATH,
-                    params={"access_token": token},
-                    json={"userid": user_id},
-                )
-            except _TokenRefused as exc:
-                return LookupFailed("credentials", str(exc))
-            except httpx.HTTPError as exc:
-                return LookupFailed("unreachable", type(exc).__name__)
-            payload = _json(response)
-            code = payload.get("errcode")
-            if response.status_code == 200 and code == 0:
-                result = payload.get("result") or {}
-                return Found(frozenset(str(d) for d in result.get("dept_id_list") or ()))
-            if code in DINGTALK_TOKEN_CODES and attempt == 0:
-                await self._tokens.invalidate(key, token)
-                continue
-            if response.status_code == 429 or code in DINGTALK_RATE_LIMITED:
-                return LookupFailed("rate_limited", f"errcode {code} (HTTP {response.status_code})")
-            if code == DINGTALK_UNKNOWN_USER:
-                return UnknownUser()
-            return LookupFailed("error", f"errcode {code} (HTTP {response.status_code})")
-        return LookupFailed("credentials", "access_token refused twice")
-
-    async def _fetch_token(self, app_key: str, app_secret: str) -> tuple[str, float]:
-        response = await self._http.get(
-            self._oapi + "/gettoken", params={"appkey": app_key, "appsecret": app_secret}
+        result = await self._dingtalk.call_oapi(
+            Credentials(creds.app_key, creds.app_secret.get_secret_value()),
+            DINGTALK_USER_PATH,
+            json={"userid": user_id},
         )
-        payload = _json(response)
-        if payload.get("errcode") != 0 or "access_token" not in payload:
-            raise _TokenRefused(
-                f"DingTalk refused the credentials of {app_key}: {payload.get('errcode')}"
-            )
-        return str(payload["access_token"]), float(payload.get("expires_in", 7200))
+        if isinstance(result, Ok):
+            found = result.payload.get("result") or {}
+            return Found(frozenset(str(d) for d in found.get("dept_id_list") or ()))
+        if type(result) is Rejected and result.code == DINGTALK_UNKNOWN_USER:
+            return UnknownUser()
+        return failed(result)
 
 
 # --------------------------------------------------------------------------- the cache
