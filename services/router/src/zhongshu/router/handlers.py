@@ -13,8 +13,7 @@ from redis.asyncio import Redis
 from zhongshu.contracts import channels, streams, subjects
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts.envelope import Envelope
-from zhongshu.contracts.events import CardActionReceived, Event, MessageReceived
-from zhongshu.contracts.ids import derive_msg_id
+from zhongshu.contracts.events import CardActionReceived, MessageReceived
 from zhongshu.platforms import DingTalkClient, FeishuClient, TokenCache
 from zhongshu.router import domain
 from zhongshu.router.adapters.config import ConfigSource, open_config
@@ -31,6 +30,7 @@ from zhongshu.router.metrics import RATE_LIMITED, ROUTED
 from zhongshu.router.rules import RouterRules, load_rules
 from zhongshu.router.settings import RouterSettings
 from zhongshu.runtime import Delivery, Service
+from zhongshu.runtime.outbox import Outbox
 
 log = logging.getLogger("zhongshu.router")
 
@@ -75,11 +75,12 @@ class InboundRouter:
             log.warning("inbound event %s names unknown app %r; ignored", env.id, event.app)
             ROUTED.labels("unknown_app").inc()
             return
-        out = _Outbox(env, delivery)
+        out = Outbox.answering(env, delivery, source=SOURCE)
         screened = domain.screen(event, app, self.rules)
         if isinstance(screened, domain.FromAlertSource):
             alert = domain.alert_raised(screened.message, screened.source, env.id)
-            await out.publish(subjects.alert(alert.level, alert.source), alert, domain.STAGE_ALERT)
+            subject = subjects.alert(alert.level, alert.source)
+            await out.publish(subject, alert, out.msg_id(domain.STAGE_ALERT))
             ROUTED.labels("alert").inc()
             return
         if isinstance(screened, domain.NotAddressed):
@@ -97,7 +98,8 @@ class InboundRouter:
             )
         if not access.allowed:
             audit = domain.access_denied(event, access)
-            await out.publish(subjects.audit(event.tenant, "access"), audit, domain.STAGE_AUDIT)
+            subject = subjects.audit(event.tenant, "access")
+            await out.publish(subject, audit, out.msg_id(domain.STAGE_AUDIT))
         verdict = await self.limiter.check(
             app=event.app,
             inbound_id=env.id,
@@ -111,11 +113,11 @@ class InboundRouter:
             ROUTED.labels("rate_limited").inc()
             if verdict.notify:
                 text = self.rules.slow_down_text.format(seconds=verdict.retry_after_s)
-                await out.reply(event, text)
+                await _reply(out, event, text)
             return
         if not access.allowed:
             ROUTED.labels("refused").inc()
-            await out.reply(event, self.rules.refusal_text)
+            await _reply(out, event, self.rules.refusal_text)
             return
         await self._dispatch(event, screened.what, access.roles, out)
 
@@ -124,23 +126,24 @@ class InboundRouter:
         event: domain.Inbound,
         what: domain.Classification,
         roles: tuple[str, ...],
-        out: _Outbox,
+        out: Outbox,
     ) -> None:
         if isinstance(what, domain.Command):
             command = domain.command_requested(event, what, roles)
             subject = subjects.chat_command(event.platform, event.tenant)
-            await out.publish(subject, command, domain.STAGE_COMMAND)
+            await out.publish(subject, command, out.msg_id(domain.STAGE_COMMAND))
             ROUTED.labels("command").inc()
             return
         if isinstance(what, domain.UnknownCommand):
-            await out.reply(event, self.rules.unknown_command_text.format(command=what.command))
+            text = self.rules.unknown_command_text.format(command=what.command)
+            await _reply(out, event, text)
             ROUTED.labels("unknown_command").inc()
             return
-        await out.reply(event, await self._answer(event.tenant, what))
+        await _reply(out, event, await self._answer(event.tenant, what))
         if isinstance(event, MessageReceived):  # the record; the router already answered
             query = domain.query_requested(event, what, roles)
             subject = subjects.chat_query(event.platform, event.tenant)
-            await out.publish(subject, query, domain.STAGE_QUERY)
+            await out.publish(subject, query, out.msg_id(domain.STAGE_QUERY))
         ROUTED.labels("query").inc()
 
     async def _answer(self, tenant: str, query: domain.Query) -> str:
@@ -153,29 +156,11 @@ class InboundRouter:
         return domain.tasks_text(list(recent), self.rules)
 
 
-class _Outbox:
-    """Publishes an inbound event's outputs with ids derived from it (redelivery-safe)."""
-
-    def __init__(self, env: Envelope[Any], delivery: Delivery) -> None:
-        self.env = env
-        self.delivery = delivery
-
-    async def publish(self, subject: str, event: Event, stage: str) -> None:
-        out = wire.make_envelope(
-            event,
-            id=derive_msg_id(self.env.id, stage),
-            source=SOURCE,
-            tenant=self.env.tenant,
-            conversation_id=self.env.conversation_id,
-            correlation_id=self.env.correlation_id or self.env.id,
-        )
-        await self.delivery.publish_envelope(subject, out)
-
-    async def reply(self, event: domain.Inbound, text: str) -> None:
-        reply = domain.reply(event, self.env.id, text)
-        await self.publish(
-            subjects.chat_reply(reply.platform, reply.tenant), reply, domain.STAGE_REPLY
-        )
+async def _reply(out: Outbox, event: domain.Inbound, text: str) -> None:
+    """The router's one direct reply to the input, under its own id (derived from the input's,
+    so a redelivery answers with the same)."""
+    reply = domain.reply(event, out.parent_id, text)
+    await out.reply(reply, reply.reply_id)
 
 
 def build_service(
