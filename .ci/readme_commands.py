@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -145,6 +146,8 @@ def check_up(
     """Run the first command in the background as a terminal would (its own process group),
     wait for the ready line, ask :port for /healthz, then Ctrl-C it (SIGINT to the group) and
     check that it exits 0 with every process it started gone. Returns its output lines."""
+    data = cwd / "data"
+    fresh = not data.exists()
     proc = subprocess.Popen(
         ["bash", "-c", command],
         cwd=cwd,
@@ -184,6 +187,8 @@ def check_up(
             time.sleep(0.1)
         if left:
             raise NewcomerPathBroken(f"still running after it exited: pids {left}")
+        if fresh:  # what `zhongshu up` generated (secrets, stores) must not leak into the tests
+            shutil.rmtree(data, ignore_errors=True)
         return output.lines
     finally:
         for pid in {proc.pid, *spawned, *descendants(proc.pid)}:

@@ -72,8 +72,17 @@ def test_issuer_and_audience_follow_the_gateways_settings() -> None:
     assert claims["scope"] == "admin"
 
 
-def test_without_the_secret_it_says_which_variable_to_set() -> None:
-    code, output = create("--tenant", "acme", "--scope", "admin", ZHONGSHU_JWT_SECRET=None)
+def test_without_the_secret_it_says_which_variable_to_set(tmp_path: Path) -> None:
+    # A data dir with no generated secret (./data may hold one from a local `zhongshu up`).
+    code, output = create(
+        "--tenant",
+        "acme",
+        "--scope",
+        "admin",
+        "--data-dir",
+        str(tmp_path),
+        ZHONGSHU_JWT_SECRET=None,
+    )
     assert code == 1
     assert "ZHONGSHU_JWT_SECRET is not set" in output
     assert "Traceback" not in output
