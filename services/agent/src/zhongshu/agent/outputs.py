@@ -1,4 +1,5 @@
-"""What one run publishes: the task's lifecycle (events and hot status) and its replies.
+"""What one run publishes through its outbox (``runtime.outbox``): the task's lifecycle (events
+and hot status) and its replies.
 
 Every id is derived from the input's id, so a run repeated after a crash or redelivery
 publishes the same ids (dropped by JetStream within its window, and by the notifier's ledger
@@ -13,7 +14,6 @@ from typing import Any
 
 from zhongshu.agent import domain
 from zhongshu.agent.adapters.taskstatus import TaskStatusStore
-from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import subjects
 from zhongshu.contracts.events import (
     Event,
@@ -29,42 +29,9 @@ from zhongshu.contracts.events import (
 )
 from zhongshu.contracts.hotcache import TaskState, TaskStatus
 from zhongshu.contracts.ids import derive_msg_id
-from zhongshu.runtime import Delivery
+from zhongshu.runtime.outbox import Outbox
 
 SOURCE = "zhongshu/agent"
-
-
-class Outbox:
-    """Publishes through the delivery (so the input is acked only after every PubAck), in the
-    input's tenant, conversation and correlation."""
-
-    def __init__(
-        self,
-        delivery: Delivery,
-        *,
-        tenant: str,
-        conversation_id: str | None,
-        correlation_id: str,
-    ) -> None:
-        self.delivery = delivery
-        self.tenant = tenant
-        self.conversation_id = conversation_id
-        self.correlation_id = correlation_id
-
-    async def publish(self, subject: str, event: Event, msg_id: str) -> None:
-        out = wire.make_envelope(
-            event,
-            id=msg_id,
-            source=SOURCE,
-            tenant=self.tenant,
-            conversation_id=self.conversation_id,
-            correlation_id=self.correlation_id,
-        )
-        await self.delivery.publish_envelope(subject, out)
-
-    async def reply(self, reply: ReplyGenerated, msg_id: str | None = None) -> None:
-        subject = subjects.chat_reply(reply.platform, reply.tenant)
-        await self.publish(subject, reply, msg_id or derive_msg_id(reply.reply_id, "final"))
 
 
 @dataclass(frozen=True)

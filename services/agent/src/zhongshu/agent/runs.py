@@ -23,7 +23,7 @@ from zhongshu.agent.llm.errors import LLMGaveUp
 from zhongshu.agent.llm.types import ChatMessage
 from zhongshu.agent.metrics import TASKS
 from zhongshu.agent.models import Models, effective_setup
-from zhongshu.agent.outputs import ChatTarget, Outbox, ReplyStream, TaskLog
+from zhongshu.agent.outputs import SOURCE, ChatTarget, ReplyStream, TaskLog
 from zhongshu.agent.settings import AgentSettings
 from zhongshu.agent.tools.builtin import builtin_tools
 from zhongshu.agent.tools.registry import Tool, ToolContext, ToolRegistry
@@ -39,6 +39,7 @@ from zhongshu.contracts.ids import derive_msg_id, schedule_fire_id
 from zhongshu.runtime import Delivery
 from zhongshu.runtime.hubconfig import HubConfig
 from zhongshu.runtime.liveconfig import ConfigSource
+from zhongshu.runtime.outbox import Outbox
 
 log = logging.getLogger("zhongshu.agent")
 
@@ -113,12 +114,7 @@ class Agent:
             reply_handle=origin.reply_handle,
             in_reply_to=env.correlation_id or env.id,
         )
-        outbox = Outbox(
-            delivery,
-            tenant=origin.tenant,
-            conversation_id=env.conversation_id,
-            correlation_id=env.correlation_id or env.id,
-        )
+        outbox = Outbox.answering(env, delivery, source=SOURCE, tenant=origin.tenant)
         conversation = env.conversation_id or f"{origin.app}:{origin.chat_id}"
         reply_id = derive_msg_id(env.id, domain.STAGE_REPLY)
         if plan.mode == "reset":
@@ -168,12 +164,7 @@ class Agent:
         if status is not None and status.status == "cancelled":  # by the API before it ran
             log.info("task %s was cancelled before it started; not run", task_id)
             return
-        outbox = Outbox(
-            delivery,
-            tenant=request.tenant,
-            conversation_id=env.conversation_id,
-            correlation_id=env.correlation_id or env.id,
-        )
+        outbox = Outbox.answering(env, delivery, source=SOURCE, tenant=request.tenant)
         task = TaskLog(
             outbox,
             self.statuses,
