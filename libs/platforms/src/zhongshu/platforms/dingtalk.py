@@ -246,11 +246,12 @@ class DingTalkClient:
         payload = json_object(answer)
         if answer.status_code >= 500:
             return Ambiguous(f"DingTalk answered HTTP {answer.status_code}", answer.status_code)
+        refused = f"DingTalk refused a Stream connection for {app.key}"
         if answer.status_code != 200:
             code = str(payload.get("code", ""))
-            reason = f"open connection: HTTP {answer.status_code} {code}".rstrip()
+            reason = f"{refused}: HTTP {answer.status_code} {code}".rstrip()
             return Rejected(reason, code or str(answer.status_code))
         endpoint, ticket = payload.get("endpoint"), payload.get("ticket")
         if not isinstance(endpoint, str) or not isinstance(ticket, str):
-            return Rejected("open connection: reply has no endpoint/ticket")
+            return Rejected(f"{refused}: the answer has no endpoint/ticket")
         return StreamTicket(endpoint, ticket)

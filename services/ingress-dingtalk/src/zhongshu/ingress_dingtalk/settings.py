@@ -1,32 +1,23 @@
-"""ingress-dingtalk's settings: the runtime's, the DingTalk base URLs (so tests and the sandbox
-point them at fakes) and the Stream-mode timings."""
+"""ingress-dingtalk's settings: the runtime's, the DingTalk base URLs (``PlatformURLs``, so tests
+and the sandbox point them at fakes) and the Stream-mode timings."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from zhongshu.platforms.settings import PlatformURLs
 from zhongshu.runtime.settings import ServiceSettings
 
 
-class DingTalkIngressSettings(ServiceSettings):
+class DingTalkIngressSettings(ServiceSettings, PlatformURLs):
     model_config = SettingsConfigDict(env_prefix="ZHONGSHU_", extra="ignore", frozen=True)
 
     config: Path | None = Field(
         default=None,
         description="zhongshu.yaml with the apps (ZHONGSHU_CONFIG; default ./config/zhongshu.yaml)",
-    )
-    dingtalk_api_url: str = Field(
-        default="https://api.dingtalk.com",
-        validation_alias=AliasChoices("DINGTALK_API_URL", "dingtalk_api_url"),
-        description="DingTalk OpenAPI base (Stream gateway: /v1.0/gateway/connections/open)",
-    )
-    dingtalk_oapi_url: str = Field(
-        default="https://oapi.dingtalk.com",
-        validation_alias=AliasChoices("DINGTALK_OAPI_URL", "dingtalk_oapi_url"),
-        description="DingTalk legacy OAPI base",
     )
     callback_max_skew_s: float = Field(
         default=3600.0, gt=0, description="how far a callback's timestamp may be from now"

@@ -1,5 +1,6 @@
-"""ingress-feishu's settings: the runtime's, plus where the platform lives, how much clock skew a
-signed request may have, and what a card click is answered with while the real result follows."""
+"""ingress-feishu's settings: the runtime's, plus where the platform lives (``PlatformURLs``),
+how much clock skew a signed request may have, and what a card click is answered with while the
+real result follows."""
 
 from __future__ import annotations
 
@@ -10,21 +11,17 @@ from typing import Any
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from zhongshu.platforms.settings import PlatformURLs
 from zhongshu.runtime.settings import ServiceSettings
 
 DEFAULT_CARD_RESPONSE = {"toast": {"type": "info", "content": "收到，处理中…"}}
 
 
-class FeishuIngressSettings(ServiceSettings):
+class FeishuIngressSettings(ServiceSettings, PlatformURLs):
     model_config = SettingsConfigDict(
         env_prefix="ZHONGSHU_", extra="ignore", frozen=True, populate_by_name=True
     )
 
-    feishu_base_url: str = Field(
-        default="https://open.feishu.cn",
-        validation_alias=AliasChoices("FEISHU_BASE_URL", "feishu_base_url"),
-        description="Feishu (or Lark: https://open.larksuite.com) open platform, or a fake",
-    )
     config_path: Path | None = Field(
         default=None,
         validation_alias=AliasChoices("ZHONGSHU_CONFIG", "config_path"),

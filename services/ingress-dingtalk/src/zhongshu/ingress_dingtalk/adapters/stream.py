@@ -1,7 +1,7 @@
-"""DingTalk Stream mode (protocols §2.3): open a connection with the app's credentials, read
-JSON frames over the WebSocket, answer SYSTEM ping/disconnect, hand CALLBACK and EVENT frames
-to a handler and ACK each one only with what the handler returned; reconnect with a new
-ticket and jittered exponential backoff."""
+"""DingTalk Stream mode (protocols §2.3): open a connection with the app's credentials
+(``DingTalkClient.open_stream``), read JSON frames over the WebSocket, answer SYSTEM
+ping/disconnect, hand CALLBACK and EVENT frames to a handler and ACK each one only with what the
+handler returned; reconnect with a new ticket and jittered exponential backoff."""
 
 from __future__ import annotations
 
@@ -21,10 +21,11 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from zhongshu.ingress_dingtalk.normalize import BOT_MESSAGE_TOPIC, CARD_CALLBACK_TOPIC
+from zhongshu.platforms import Credentials, DingTalkClient
+from zhongshu.platforms.dingtalk import StreamTicket
 
 log = logging.getLogger("zhongshu.ingress_dingtalk.stream")
 
-OPEN_PATH = "/v1.0/gateway/connections/open"
 SUBSCRIPTIONS = (
     {"type": "EVENT", "topic": "*"},
     {"type": "CALLBACK", "topic": BOT_MESSAGE_TOPIC},
@@ -81,7 +82,8 @@ def ack_frame(frame: Frame, data: dict[str, Any] | str) -> str:
 
 
 class GatewayRefused(Exception):
-    """The open-connection call failed (bad credentials, platform error)."""
+    """The open-connection call failed (bad credentials, platform error); the reason is the
+    platform client's (no secret)."""
 
 
 def _local_ip() -> str:
@@ -106,7 +108,7 @@ class StreamClient:
         name: str = "",
     ) -> None:
         self.api_url = api_url.rstrip("/")
-        self.client_id, self._client_secret = client_id, client_secret
+        self.client_id, self._app = client_id, Credentials(client_id, client_secret)
         self.handler = handler
         self.backoff_initial_s, self.backoff_max_s = backoff_initial_s, backoff_max_s
         self.name = name or client_id
@@ -115,22 +117,13 @@ class StreamClient:
 
     async def open_connection(self) -> tuple[str, str]:
         """A fresh (endpoint, ticket) pair: each WebSocket needs a new ticket."""
-        body = {
-            "clientId": self.client_id,
-            "clientSecret": self._client_secret,
-            "subscriptions": list(SUBSCRIPTIONS),
-            "ua": USER_AGENT,
-            "localIp": _local_ip(),
-        }
         async with httpx.AsyncClient(timeout=10.0) as http:
-            response = await http.post(self.api_url + OPEN_PATH, json=body)
-        if response.status_code != 200:
-            raise GatewayRefused(f"open connection: HTTP {response.status_code}")
-        reply = response.json()
-        endpoint, ticket = reply.get("endpoint"), reply.get("ticket")
-        if not isinstance(endpoint, str) or not isinstance(ticket, str):
-            raise GatewayRefused("open connection: reply has no endpoint/ticket")
-        return endpoint, ticket
+            opened = await DingTalkClient(http, api_url=self.api_url).open_stream(
+                self._app, subscriptions=SUBSCRIPTIONS, user_agent=USER_AGENT, local_ip=_local_ip()
+            )
+        if not isinstance(opened, StreamTicket):
+            raise GatewayRefused(opened.reason)
+        return opened.endpoint, opened.ticket
 
     async def run_forever(self) -> None:
         failures = 0

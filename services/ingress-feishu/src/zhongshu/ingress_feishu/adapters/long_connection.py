@@ -1,6 +1,7 @@
 """Feishu's long connection (WebSocket) for hubs with no public URL: ask the open platform for
-an endpoint, hold the socket, answer pings, reassemble split payloads, hand each event to the
-ingress and ACK it only once the ingress says it is stored; reconnect with jitter when dropped.
+an endpoint (``FeishuClient.ws_endpoint``), hold the socket, answer pings, reassemble split
+payloads, hand each event to the ingress and ACK it only once the ingress says it is stored;
+reconnect with jitter when dropped.
 
 Our own asyncio implementation of the protocol lark-oapi's ``ws.Client`` speaks
 (platform-protocols.md §1.3): that client grabs a module-level loop and blocks it, so it
@@ -25,17 +26,19 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
 from zhongshu.ingress_feishu.pbbp2 import METHOD_CONTROL, METHOD_DATA, Frame, FrameError
+from zhongshu.platforms import Credentials, FeishuClient
+from zhongshu.platforms.feishu import Endpoint
 
 log = logging.getLogger("zhongshu.ingress_feishu.long_connection")
 
-ENDPOINT_PATH = "/callback/ws/endpoint"
 Handler = Callable[[str, bytes], Awaitable[tuple[int, bytes | None]]]
 """``(frame type: "event" | "card", plaintext envelope) → (code, response data)``; the code
 goes back to Feishu in the ACK (200 = stored), an exception ACKs 500 so Feishu re-pushes."""
 
 
 class EndpointRefused(Exception):
-    """The open platform refused to hand out a connection (bad credentials, limit reached)."""
+    """No endpoint: the open platform refused one (bad credentials, limit reached) or could not
+    be asked; the reason is the platform client's (no secret)."""
 
 
 @dataclass
@@ -70,10 +73,10 @@ class LongConnection:
         http: httpx.AsyncClient,
         max_backoff_s: float = 120.0,
     ) -> None:
-        self.base_url, self.app_id = base_url.rstrip("/"), app_id
-        self._secret = app_secret
+        self.app_id = app_id
+        self._app = Credentials(app_id, app_secret)
+        self._feishu = FeishuClient(http, base_url=base_url)
         self._handle = handle
-        self._http = http
         self._max_backoff_s = max_backoff_s
         self.config = ClientConfig()
         self.connected = asyncio.Event()
@@ -116,22 +119,11 @@ class LongConnection:
         return min(self._max_backoff_s, backoff) + jitter
 
     async def _endpoint(self) -> str:
-        response = await self._http.post(
-            self.base_url + ENDPOINT_PATH,
-            json={"AppID": self.app_id, "AppSecret": self._secret},
-            headers={"locale": "zh"},
-        )
-        response.raise_for_status()
-        body = response.json()
-        if body.get("code") != 0:
-            raise EndpointRefused(f"code {body.get('code')}: {body.get('msg')}")
-        data = body.get("data") or {}
-        if isinstance(data.get("ClientConfig"), dict):
-            self.config.update(data["ClientConfig"])
-        url = data.get("URL")
-        if not isinstance(url, str):
-            raise EndpointRefused("no URL in the endpoint answer")
-        return url
+        endpoint = await self._feishu.ws_endpoint(self._app)
+        if not isinstance(endpoint, Endpoint):
+            raise EndpointRefused(endpoint.reason)
+        self.config.update(endpoint.client_config)
+        return endpoint.url
 
     async def _session(self, ws: ClientConnection, service_id: int) -> None:
         pinger = asyncio.create_task(self._ping(ws, service_id))
