@@ -14,11 +14,13 @@ from typing import Any
 import msgspec
 
 from zhongshu.contracts import envelope as wire
+from zhongshu.contracts import subjects
 from zhongshu.contracts.envelope import Envelope
 from zhongshu.contracts.events import StepCompleted, TaskCompleted, TaskFailed
 from zhongshu.runtime import Delivery
+from zhongshu.runtime.outbox import Outbox
 from zhongshu.taskengine import metrics, naming
-from zhongshu.taskengine.engine import Engine, Outbox
+from zhongshu.taskengine.engine import SOURCE, Engine
 from zhongshu.taskengine.runstate import RunState
 from zhongshu.taskengine.steps.worker import record_failure
 
@@ -79,7 +81,7 @@ async def _settle(
     if state.finished or progress.done:
         return
     run_id, tenant = state.run_id, state.started.tenant
-    outbox = Outbox(delivery, tenant=tenant, correlation_id=state.correlation_id)
+    outbox = Outbox(delivery, source=SOURCE, tenant=tenant, correlation_id=state.correlation_id)
     duration_ms = (
         int((datetime.now(UTC) - progress.started_at).total_seconds() * 1000)
         if progress.started_at is not None
@@ -91,7 +93,7 @@ async def _settle(
         if event.result_data is not None:
             output["data"] = event.result_data
         await outbox.publish(
-            outbox.run_subject(run_id),
+            subjects.workflow_run(outbox.tenant, run_id),
             StepCompleted(
                 run_id=run_id,
                 step=step,

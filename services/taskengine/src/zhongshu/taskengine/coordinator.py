@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from zhongshu.contracts import envelope as wire
+from zhongshu.contracts import subjects
 from zhongshu.contracts.envelope import Envelope
 from zhongshu.contracts.events import (
     RunCompleted,
@@ -23,9 +24,10 @@ from zhongshu.contracts.events import (
     TaskFailed,
 )
 from zhongshu.runtime import Delivery
+from zhongshu.runtime.outbox import Outbox
 from zhongshu.taskengine import metrics, naming, plan
 from zhongshu.taskengine.adapters.definitions import DefinitionMissing
-from zhongshu.taskengine.engine import SOURCE, Engine, Outbox
+from zhongshu.taskengine.engine import SOURCE, Engine
 from zhongshu.taskengine.runstate import RunState
 
 log = logging.getLogger("zhongshu.taskengine.coordinator")
@@ -41,7 +43,7 @@ async def on_run_event(engine: Engine, envelope: Envelope[Any], delivery: Delive
     if state.started is None or state.finished:
         return
     run = state.started
-    outbox = Outbox(delivery, tenant=run.tenant, correlation_id=state.correlation_id)
+    outbox = Outbox(delivery, source=SOURCE, tenant=run.tenant, correlation_id=state.correlation_id)
     try:
         loaded = await engine.definitions.load(run.tenant, run.workflow, run.version or None)
     except DefinitionMissing as exc:
@@ -70,7 +72,7 @@ async def complete_run(outbox: Outbox, state: RunState, decision: plan.CompleteR
     run_id = state.run_id
     duration_ms = _duration_ms(state)
     await outbox.publish_now(
-        outbox.task_subject(run_id),
+        subjects.task_event(outbox.tenant, run_id),
         TaskCompleted(
             task_id=run_id,
             result_text=decision.result_text,
@@ -80,7 +82,7 @@ async def complete_run(outbox: Outbox, state: RunState, decision: plan.CompleteR
         naming.task_completed(run_id),
     )
     await outbox.publish(
-        outbox.run_subject(run_id),
+        subjects.workflow_run(outbox.tenant, run_id),
         RunCompleted(run_id=run_id, outputs=decision.outputs, duration_ms=duration_ms),
         naming.run_completed(run_id),
     )
@@ -91,12 +93,12 @@ async def complete_run(outbox: Outbox, state: RunState, decision: plan.CompleteR
 async def fail_run(outbox: Outbox, state: RunState, reason: str, step: str | None = None) -> None:
     run_id = state.run_id
     await outbox.publish_now(
-        outbox.task_subject(run_id),
+        subjects.task_event(outbox.tenant, run_id),
         TaskFailed(task_id=run_id, reason=reason, error_code="workflow_failed"),
         naming.task_failed(run_id),
     )
     await outbox.publish(
-        outbox.run_subject(run_id),
+        subjects.workflow_run(outbox.tenant, run_id),
         RunFailed(run_id=run_id, reason=reason, step=step),
         naming.run_failed(run_id),
     )

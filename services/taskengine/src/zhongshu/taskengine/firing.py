@@ -9,9 +9,10 @@ import logging
 
 from zhongshu.contracts import subjects
 from zhongshu.runtime import Delivery
+from zhongshu.runtime.outbox import Outbox
 from zhongshu.taskengine import metrics
 from zhongshu.taskengine.conditions import ConditionError
-from zhongshu.taskengine.engine import Engine, Outbox
+from zhongshu.taskengine.engine import SOURCE, Engine
 from zhongshu.taskengine.triggers import event_id, parse_event, task_for
 
 log = logging.getLogger("zhongshu.taskengine.firing")
@@ -35,7 +36,9 @@ async def on_event(engine: Engine, raw: bytes, delivery: Delivery) -> None:
             metrics.EVENTS_SKIPPED.labels("condition_failed").inc()
             log.warning("trigger %s skipped %s: %s", trigger.key, delivery.subject, exc)
             continue
-        outbox = Outbox(delivery, tenant=task.tenant, correlation_id=event_id(event, raw))
+        outbox = Outbox(
+            delivery, source=SOURCE, tenant=task.tenant, correlation_id=event_id(event, raw)
+        )
         await outbox.publish(subjects.task_requested(task.tenant), task, task.task_id)
         metrics.TRIGGERS_FIRED.inc()
         log.info("trigger %s fired on %s: task %s", trigger.key, delivery.subject, task.task_id)

@@ -6,14 +6,16 @@ run fails the task at once with the reason, instead of leaving it pending."""
 from __future__ import annotations
 
 from zhongshu.contracts import headers as H
+from zhongshu.contracts import subjects
 from zhongshu.contracts.envelope import Envelope
 from zhongshu.contracts.events import RunFailed, RunStarted, TaskFailed, TaskRequested, TaskStarted
 from zhongshu.contracts.ids import schedule_fire_id
 from zhongshu.contracts.validation import WorkflowInvalid, validate_workflow
 from zhongshu.runtime import Delivery
+from zhongshu.runtime.outbox import Outbox
 from zhongshu.taskengine import dag, metrics, naming
 from zhongshu.taskengine.adapters.definitions import DefinitionMissing, LoadedDefinition
-from zhongshu.taskengine.engine import Engine, Outbox
+from zhongshu.taskengine.engine import SOURCE, Engine
 
 
 async def on_task_requested(
@@ -30,7 +32,10 @@ async def on_task_requested(
     if state.started is not None or state.finished:
         return  # a request seen again: the run exists
     outbox = Outbox(
-        delivery, tenant=request.tenant, correlation_id=envelope.correlation_id or envelope.id
+        delivery,
+        source=SOURCE,
+        tenant=request.tenant,
+        correlation_id=envelope.correlation_id or envelope.id,
     )
     name = request.workflow.name
     try:
@@ -39,12 +44,12 @@ async def on_task_requested(
     except (DefinitionMissing, WorkflowInvalid) as exc:
         code = "workflow_not_found" if isinstance(exc, DefinitionMissing) else "workflow_invalid"
         await outbox.publish_now(
-            outbox.task_subject(run_id),
+            subjects.task_event(outbox.tenant, run_id),
             TaskFailed(task_id=run_id, reason=str(exc), error_code=code),
             naming.task_failed(run_id),
         )
         await outbox.publish(
-            outbox.run_subject(run_id),
+            subjects.workflow_run(outbox.tenant, run_id),
             RunFailed(run_id=run_id, reason=str(exc)),
             naming.run_failed(run_id),
         )
@@ -52,7 +57,7 @@ async def on_task_requested(
         return
     # Stored before RunStarted: a run that exists has told its task it started.
     await outbox.publish_now(
-        outbox.task_subject(run_id),
+        subjects.task_event(outbox.tenant, run_id),
         TaskStarted(
             task_id=run_id,
             origin=request.origin,
@@ -62,7 +67,7 @@ async def on_task_requested(
         naming.task_started(run_id),
     )
     await outbox.publish(
-        outbox.run_subject(run_id),
+        subjects.workflow_run(outbox.tenant, run_id),
         RunStarted(
             run_id=run_id,
             tenant=request.tenant,

@@ -14,7 +14,6 @@ import httpx
 import msgspec
 
 from zhongshu.contracts import headers as H
-from zhongshu.contracts import subjects
 from zhongshu.contracts.definitions import (
     EVENT_ID_HEADER,
     SIGNATURE_HEADER,
@@ -26,7 +25,6 @@ from zhongshu.contracts.definitions import (
 )
 from zhongshu.contracts.envelope import Envelope
 from zhongshu.contracts.events import ReplyGenerated, StepRequested
-from zhongshu.contracts.ids import derive_msg_id
 from zhongshu.contracts.notifications import NOTIFICATION_TYPE, WorkflowNotification
 from zhongshu.taskengine import naming, templates
 from zhongshu.taskengine.engine import SOURCE
@@ -83,9 +81,7 @@ async def _reply(
         chat_id=chat_id,
         text=text,
     )
-    # The agent's convention for a whole (not streamed) reply, which the notifier expects.
-    msg_id = derive_msg_id(reply_id, "final")
-    await ctx.outbox.publish(subjects.chat_reply(app.platform, request.tenant), reply, msg_id)
+    await ctx.outbox.reply(reply)  # under the id of a whole reply, as the agent's
     return {"app": app_name, "chat": chat_id, "reply_id": reply_id}
 
 

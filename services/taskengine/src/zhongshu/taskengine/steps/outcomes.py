@@ -8,7 +8,8 @@ from typing import Any
 
 from zhongshu.contracts.envelope import Envelope
 from zhongshu.contracts.events import RunStarted, StepRequested
-from zhongshu.taskengine.engine import Engine, Outbox
+from zhongshu.runtime.outbox import Outbox
+from zhongshu.taskengine.engine import Engine
 
 
 @dataclass(frozen=True)

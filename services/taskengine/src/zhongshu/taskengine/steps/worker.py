@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 from zhongshu.contracts import envelope as wire
+from zhongshu.contracts import subjects
 from zhongshu.contracts.envelope import Envelope
 from zhongshu.contracts.events import (
     StepCompleted,
@@ -25,8 +26,9 @@ from zhongshu.contracts.events import (
     StepStarted,
 )
 from zhongshu.runtime import Delivery
+from zhongshu.runtime.outbox import Outbox
 from zhongshu.taskengine import metrics, naming
-from zhongshu.taskengine.engine import SOURCE, Engine, Outbox
+from zhongshu.taskengine.engine import SOURCE, Engine
 from zhongshu.taskengine.steps import collect, infer, notify
 from zhongshu.taskengine.steps.outcomes import (
     Awaiting,
@@ -61,10 +63,12 @@ async def on_step_requested(
     progress = state.step(request.step)
     if state.started is None or state.finished or progress.done:
         return
-    outbox = Outbox(delivery, tenant=request.tenant, correlation_id=state.correlation_id)
+    outbox = Outbox(
+        delivery, source=SOURCE, tenant=request.tenant, correlation_id=state.correlation_id
+    )
     attempt = progress.attempts + 1
     await outbox.publish_now(
-        outbox.run_subject(request.run_id),
+        subjects.workflow_run(outbox.tenant, request.run_id),
         StepStarted(run_id=request.run_id, step=request.step, attempt=attempt),
         naming.step_started(request.run_id, request.step, attempt),
     )
@@ -87,7 +91,7 @@ async def on_step_requested(
             metrics.STEP_ATTEMPTS.labels(request.kind, "handed_off").inc()
         elif isinstance(outcome, Succeeded):
             await outbox.publish(
-                outbox.run_subject(request.run_id),
+                subjects.workflow_run(outbox.tenant, request.run_id),
                 StepCompleted(
                     run_id=request.run_id,
                     step=request.step,
@@ -140,7 +144,7 @@ async def record_failure(
     failure = retries_used + 1
     final = retries_used >= step.retries
     await outbox.publish_now(
-        outbox.run_subject(step.run_id),
+        subjects.workflow_run(outbox.tenant, step.run_id),
         StepFailed(
             run_id=step.run_id,
             step=step.step,
