@@ -1,1 +1,1 @@
-pytest_plugins = ["zhongshu.runtime.testing"]
+pytest_plugins = ["zhongshu.devstack.testing"]

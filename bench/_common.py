@@ -27,7 +27,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from zhongshu.runtime.stack import NatsServer
+from zhongshu.devstack import NatsServer
 
 HERE = Path(__file__).resolve().parent
 LOCALHOST = "127.0.0.1"

@@ -48,13 +48,13 @@ from zhongshu.contracts import headers as H
 from zhongshu.contracts import streams, subjects
 from zhongshu.contracts.events import CommandRequested, MessageReceived, ReplyGenerated
 from zhongshu.contracts.examples import example
+from zhongshu.devstack import RedisServer, free_port
 from zhongshu.runtime.provision import provision, refused
-from zhongshu.runtime.stack import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 LLM_LATENCY_MS = 200
 QPS_CAP = 10
-FAKE_LLM = (sys.executable, "-m", "tests.fakes.llm")
+FAKE_LLM = (sys.executable, "-m", "zhongshu.devstack.fakes.llm")
 
 
 # ---------------------------------------------------------------- processes

@@ -19,34 +19,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import httpx
 import nats
 from _common import Deadline, bench_server, figure, log
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # tests.fakes
-
-from tests.fakes.dingtalk_openapi import FakeDingTalkOpenAPI  # noqa: E402
-from tests.fakes.feishu_openapi import FakeFeishuOpenAPI  # noqa: E402
-from zhongshu.contracts import envelope as wire  # noqa: E402
-from zhongshu.contracts import headers as H  # noqa: E402
-from zhongshu.contracts import streams, subjects  # noqa: E402
-from zhongshu.contracts.events import (  # noqa: E402
+from zhongshu.contracts import envelope as wire
+from zhongshu.contracts import headers as H
+from zhongshu.contracts import streams, subjects
+from zhongshu.contracts.events import (
     REPLY_HANDLE_DINGTALK_SESSION_WEBHOOK,
     ReplyGenerated,
     ReplyHandle,
 )
-from zhongshu.notifier.main import build_service  # noqa: E402
-from zhongshu.notifier.settings import NotifierSettings  # noqa: E402
-from zhongshu.runtime.hubconfig import HubConfig  # noqa: E402
-from zhongshu.runtime.provision import provision, refused  # noqa: E402
-from zhongshu.runtime.stack import RedisServer, free_port  # noqa: E402
+from zhongshu.devstack import RedisServer, free_port
+from zhongshu.devstack.fakes.dingtalk_openapi import FakeDingTalkOpenAPI
+from zhongshu.devstack.fakes.feishu_openapi import FakeFeishuOpenAPI
+from zhongshu.notifier.main import build_service
+from zhongshu.notifier.settings import NotifierSettings
+from zhongshu.runtime.hubconfig import HubConfig
+from zhongshu.runtime.provision import provision, refused
 
 TENANT = "bench"
 

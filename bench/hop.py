@@ -299,12 +299,12 @@ async def worker_router(w: Worker) -> None:
     round trip per message)."""
     import tempfile
 
+    from zhongshu.devstack import RedisServer, free_port
     from zhongshu.router.handlers import build_service
     from zhongshu.router.settings import RouterSettings
     from zhongshu.runtime.hubconfig import HubConfig
     from zhongshu.runtime.liveconfig import StaticConfig
     from zhongshu.runtime.routing import DEFAULT_COMMANDS, CommandSpec, RoutingRules
-    from zhongshu.runtime.stack import RedisServer, free_port
 
     a = w.a
     message = example(MessageReceived)
@@ -779,7 +779,7 @@ def box_state() -> dict[str, Any]:
 
 
 def orchestrate(a: argparse.Namespace) -> int:
-    from zhongshu.runtime.testing import provision_all
+    from zhongshu.devstack.testing import provision_all
 
     stop_on_sigterm()
     dl = Deadline(a.deadline)

@@ -237,11 +237,9 @@ _TEXTS = (
 def write_requests(n: int, raw_file: Path, service_file: Path, tag: str) -> None:
     """``n`` distinct ``im.message.receive_v1`` events, one request a line
     (``timestamp TAB nonce TAB signature TAB body``): plaintext for raw, encrypted and signed
-    with the app's Encrypt Key (``tests/fakes/feishu.py``, an independent implementation of
-    Feishu) for the service."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    from tests.fakes.feishu import FeishuEventSender, User
+    with the app's Encrypt Key (``zhongshu.devstack.fakes.feishu``, an independent implementation
+    of Feishu) for the service."""
+    from zhongshu.devstack.fakes.feishu import FeishuEventSender, User
 
     feishu = FeishuEventSender(
         "http://127.0.0.1:1",
@@ -724,7 +722,7 @@ def box_state() -> dict[str, Any]:
 
 
 def orchestrate(a: argparse.Namespace) -> int:
-    from zhongshu.runtime.testing import provision_all
+    from zhongshu.devstack.testing import provision_all
 
     if shutil.which("wrk") is None:
         print(json.dumps(SKIP_LINE), flush=True)

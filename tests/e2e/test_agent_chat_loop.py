@@ -25,11 +25,6 @@ import nats.js.errors
 import pytest_asyncio
 from nats.js.client import JetStreamContext
 
-from tests.fakes.dingtalk import DingTalkCallbackSender
-from tests.fakes.dingtalk_openapi import FakeDingTalkOpenAPI
-from tests.fakes.feishu import FeishuEventSender, User
-from tests.fakes.feishu_openapi import FakeFeishuOpenAPI, StreamingCard
-from tests.fakes.llm import FakeLLM
 from zhongshu.agent import domain
 from zhongshu.agent.handlers import build_service as build_agent
 from zhongshu.agent.settings import AgentSettings
@@ -43,6 +38,13 @@ from zhongshu.contracts.events import (
     TaskProgressed,
     TaskStarted,
 )
+from zhongshu.devstack import NatsServer
+from zhongshu.devstack.fakes.dingtalk import DingTalkCallbackSender
+from zhongshu.devstack.fakes.dingtalk_openapi import FakeDingTalkOpenAPI
+from zhongshu.devstack.fakes.feishu import FeishuEventSender, User
+from zhongshu.devstack.fakes.feishu_openapi import FakeFeishuOpenAPI, StreamingCard
+from zhongshu.devstack.fakes.llm import FakeLLM
+from zhongshu.devstack.testing import collect, provision_all
 from zhongshu.ingress_dingtalk.main import build_service as build_dingtalk_ingress
 from zhongshu.ingress_dingtalk.settings import DingTalkIngressSettings
 from zhongshu.ingress_feishu.main import build_service as build_feishu_ingress
@@ -55,8 +57,6 @@ from zhongshu.runtime.hubconfig import HubConfig, load_config
 from zhongshu.runtime.liveconfig import StaticConfig
 from zhongshu.runtime.service import Service
 from zhongshu.runtime.settings import ServiceSettings
-from zhongshu.runtime.stack import NatsServer
-from zhongshu.runtime.testing import collect, provision_all
 
 ROOT = Path(__file__).resolve().parents[2]
 ENCRYPT_KEY, TOKEN = "enc-key-for-agent-e2e", "verification-token-for-agent-e2e"

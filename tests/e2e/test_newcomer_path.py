@@ -13,7 +13,7 @@ from types import ModuleType
 
 import pytest
 
-from zhongshu.runtime.stack import free_port
+from zhongshu.devstack import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 # The second command runs the whole suite; here it runs one quick file (pytest reads
@@ -24,7 +24,8 @@ QUICK_TESTS = "libs/contracts/tests/test_envelope_round_trip.py -q"
 def _load_readme_commands() -> ModuleType:
     path = REPO / ".ci" / "readme_commands.py"
     spec = importlib.util.spec_from_file_location("readme_commands", path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)

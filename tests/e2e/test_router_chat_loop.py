@@ -3,7 +3,6 @@ router on the session's real JetStream and Redis (the notifier's half is tested 
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,10 +10,11 @@ from pathlib import Path
 import pytest_asyncio
 from nats.js.client import JetStreamContext
 
-from tests.fakes.feishu import FeishuEventSender, User
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import streams, subjects
 from zhongshu.contracts.events import CommandRequested, ReplyGenerated
+from zhongshu.devstack.fakes.feishu import FeishuEventSender, User
+from zhongshu.devstack.testing import collect, drained
 from zhongshu.ingress_feishu.main import build_service as build_ingress
 from zhongshu.ingress_feishu.settings import FeishuIngressSettings
 from zhongshu.router.adapters.config import StaticConfig
@@ -22,7 +22,6 @@ from zhongshu.router.handlers import build_service as build_router
 from zhongshu.router.settings import RouterSettings
 from zhongshu.runtime.hubconfig import load_config
 from zhongshu.runtime.service import Service
-from zhongshu.runtime.testing import collect
 
 ENCRYPT_KEY, TOKEN = "enc-key-for-router-e2e", "verification-token-for-router-e2e"
 BOT = User("Acme Bot")
@@ -38,14 +37,7 @@ class Loop:
         )
 
     async def settle(self, within_s: float = 15) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within_s
-        while True:
-            info = await self.js.consumer_info(streams.CHAT_INBOUND.name, "router")
-            if info.num_pending == 0 and info.num_ack_pending == 0:
-                return
-            assert loop.time() < deadline, f"router did not settle: {info}"
-            await asyncio.sleep(0.05)
+        await drained(self.js, streams.CHAT_INBOUND.name, "router", within_s=within_s)
 
     async def replies(self) -> list[ReplyGenerated]:
         found = await collect(self.js, subjects.chat_reply("feishu", self.tenant), within_s=2)

@@ -10,16 +10,12 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import nats
 import pytest_asyncio
 from nats.js.client import JetStreamContext
 
-from tests.fakes.callback_receiver import FakeCallbackReceiver
-from tests.fakes.feishu_openapi import FakeFeishuOpenAPI
-from tests.fakes.llm import FakeLLM
 from zhongshu.agent.handlers import build_service as build_agent
 from zhongshu.agent.settings import AgentSettings
 from zhongshu.contracts import envelope as wire
@@ -33,13 +29,16 @@ from zhongshu.contracts.definitions import (
     subscription_secret,
 )
 from zhongshu.contracts.events import DeliveryTarget, TaskCompleted, TaskRequested
+from zhongshu.devstack import NatsServer
+from zhongshu.devstack.fakes.callback_receiver import FakeCallbackReceiver
+from zhongshu.devstack.fakes.feishu_openapi import FakeFeishuOpenAPI
+from zhongshu.devstack.fakes.llm import FakeLLM
+from zhongshu.devstack.testing import collect, eventually, provision_all
 from zhongshu.notifier.main import build_service as build_notifier
 from zhongshu.notifier.settings import NotifierSettings
 from zhongshu.runtime.hubconfig import HubConfig, parse_config
 from zhongshu.runtime.liveconfig import StaticConfig
 from zhongshu.runtime.service import Service
-from zhongshu.runtime.stack import NatsServer
-from zhongshu.runtime.testing import collect, provision_all
 from zhongshu.taskengine.handlers import build_service as build_engine
 from zhongshu.taskengine.settings import TaskEngineSettings
 
@@ -155,14 +154,6 @@ async def loop_(
             await client.close()
 
 
-async def wait_until(what: str, check: Any) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT_S
-    while not check():
-        assert loop.time() < deadline, f"{what} did not happen within {WAIT_S}s"
-        await asyncio.sleep(0.1)
-
-
 async def test_a_matching_device_event_reaches_the_chat_and_a_signed_callback_once(
     loop_: tuple[Loop, FakeCallbackReceiver],
 ) -> None:
@@ -173,12 +164,13 @@ async def test_a_matching_device_event_reaches_the_chat_and_a_signed_callback_on
     await loop.device_reports("dev-8", 20)  # below the condition: nothing happens
 
     answer = "Answer: Device dev-7 reports 35 degrees"
-    await wait_until("the chat message", lambda: loop.feishu.deliveries)
-    await wait_until(
-        "the signed TaskCompleted callback",
+    await eventually(lambda: loop.feishu.deliveries, "the chat message", WAIT_S)
+    await eventually(
         lambda: any(
             json.loads(r.body)["type"] == TaskCompleted.TYPE for r in receiver.accepted("ops-hook")
         ),
+        "the signed TaskCompleted callback",
+        WAIT_S,
     )
     await asyncio.sleep(1.0)  # anything duplicated would arrive by now
 

@@ -24,8 +24,8 @@ from zhongshu.contracts import headers as H
 from zhongshu.contracts import subjects
 from zhongshu.contracts.events import TaskRequested
 from zhongshu.contracts.examples import example
-from zhongshu.runtime.stack import NatsServer
-from zhongshu.runtime.testing import provision_all
+from zhongshu.devstack import NatsServer
+from zhongshu.devstack.testing import provision_all
 
 runner = CliRunner()
 EVENTS = 200  # half in January 2025, half in February

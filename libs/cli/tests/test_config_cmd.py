@@ -9,10 +9,10 @@ from typer.testing import CliRunner
 
 from zhongshu.cli.main import app
 from zhongshu.contracts.streams import CONFIG_KV
+from zhongshu.devstack import NatsServer
+from zhongshu.devstack.testing import provision_all
 from zhongshu.runtime import bus
 from zhongshu.runtime.liveconfig import CONFIG_KEY
-from zhongshu.runtime.stack import NatsServer
-from zhongshu.runtime.testing import provision_all
 
 runner = CliRunner()
 

@@ -16,7 +16,7 @@ from zhongshu.cli.provision_cmd import provision_url
 from zhongshu.contracts import headers as H
 from zhongshu.contracts import subjects
 from zhongshu.contracts.streams import CHAT_INBOUND, DLQ
-from zhongshu.runtime.stack import NatsServer
+from zhongshu.devstack import NatsServer
 
 runner = CliRunner()
 ORIGINAL_SUBJECT = subjects.chat_inbound("feishu", "acme")

@@ -21,13 +21,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from typer.testing import CliRunner
 
-from tests.fakes.dingtalk_openapi import FakeDingTalkOpenAPI
-from tests.fakes.feishu_openapi import FakeFeishuOpenAPI
-from tests.fakes.llm import FakeLLM
-from tests.fakes.local_server import LocalServer
 from zhongshu.cli import doctor, runstate
 from zhongshu.cli.doctor import Answer, Finding, Level, Options
 from zhongshu.cli.main import app
+from zhongshu.devstack.fakes.dingtalk_openapi import FakeDingTalkOpenAPI
+from zhongshu.devstack.fakes.feishu_openapi import FakeFeishuOpenAPI
+from zhongshu.devstack.fakes.llm import FakeLLM
+from zhongshu.devstack.fakes.local_server import LocalServer
 
 runner = CliRunner()
 

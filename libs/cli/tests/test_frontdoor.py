@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from zhongshu.cli import frontdoor
-from zhongshu.runtime.stack import free_port
+from zhongshu.devstack import free_port
 
 
 def test_each_public_path_has_its_owner() -> None:

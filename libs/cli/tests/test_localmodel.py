@@ -25,10 +25,10 @@ from zhongshu.contracts import headers as H
 from zhongshu.contracts import subjects
 from zhongshu.contracts.events import CommandRequested, MessageReceived, ReplyGenerated
 from zhongshu.contracts.examples import example
-from zhongshu.runtime.stack import free_port
-from zhongshu.runtime.testing import collect
+from zhongshu.devstack import free_port
+from zhongshu.devstack.testing import collect
 
-FAKE_SERVER = f"{sys.executable} -m tests.fakes.llm"
+FAKE_SERVER = f"{sys.executable} -m zhongshu.devstack.fakes.llm"
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ from zhongshu.contracts import headers as H
 from zhongshu.contracts import subjects
 from zhongshu.contracts.events import AuditRecorded, TaskCompleted, TaskRequested, TaskStarted
 from zhongshu.contracts.hotcache import task_status_key
-from zhongshu.runtime.stack import NatsServer
-from zhongshu.runtime.testing import provision_all
+from zhongshu.devstack import NatsServer
+from zhongshu.devstack.testing import provision_all
 
 runner = CliRunner()
 TENANT = f"cli-{uuid.uuid4().hex[:8]}"

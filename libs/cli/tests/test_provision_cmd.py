@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from zhongshu.cli.main import app
 from zhongshu.contracts.streams import KV_BUCKETS, STREAMS
-from zhongshu.runtime.stack import NatsServer
+from zhongshu.devstack import NatsServer
 
 runner = CliRunner()
 

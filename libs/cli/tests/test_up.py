@@ -17,7 +17,7 @@ import pytest
 
 from tests.proctree import alive, descendants
 from zhongshu.cli import runstate
-from zhongshu.runtime.stack import free_port
+from zhongshu.devstack import free_port
 
 READY_TIMEOUT_S = 45.0
 STOP_TIMEOUT_S = 60.0

@@ -17,8 +17,8 @@ from zhongshu.contracts.envelope import Envelope
 from zhongshu.contracts.events import AlertRaised, MessageReceived, ReplyGenerated
 from zhongshu.contracts.examples import example
 from zhongshu.contracts.ids import derive_msg_id
+from zhongshu.devstack.testing import collect, eventually
 from zhongshu.runtime import Delivery, Service, ServiceSettings
-from zhongshu.runtime.testing import collect, eventually
 
 
 def tenant() -> str:

@@ -15,9 +15,9 @@ from zhongshu.contracts import streams, subjects
 from zhongshu.contracts.events import AuditRecorded, MessageReceived
 from zhongshu.contracts.examples import example
 from zhongshu.contracts.streams import DEDUPE_KV
+from zhongshu.devstack.testing import collect
 from zhongshu.runtime import bus, once
 from zhongshu.runtime.ingress import IngressGate, Outcome, Rejected
-from zhongshu.runtime.testing import collect
 
 
 async def gate(url: str) -> IngressGate:

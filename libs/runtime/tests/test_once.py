@@ -18,8 +18,8 @@ from zhongshu.contracts.events import MessageReceived
 from zhongshu.contracts.examples import example
 from zhongshu.contracts.ids import derive_msg_id
 from zhongshu.contracts.streams import DEDUPE_KV
+from zhongshu.devstack.testing import collect, eventually
 from zhongshu.runtime import Delivery, Service, ServiceSettings, once
-from zhongshu.runtime.testing import collect, eventually
 
 
 async def a_stream_with_a_short_window(js: JetStreamContext) -> tuple[str, str]:

@@ -8,9 +8,9 @@ import msgspec
 from nats.js.client import JetStreamContext
 
 from zhongshu.contracts.streams import KV_BUCKETS, STREAMS, KeyValueSpec, StreamSpec
+from zhongshu.devstack import NatsServer
 from zhongshu.runtime import bus
 from zhongshu.runtime.provision import Action, provision, refused
-from zhongshu.runtime.stack import NatsServer
 
 
 def a_stream(**changes: object) -> StreamSpec:

@@ -17,7 +17,6 @@ import pytest_asyncio
 from nats.js.client import JetStreamContext
 from redis.asyncio import Redis
 
-from tests.fakes.llm import FakeLLM
 from zhongshu.agent import domain
 from zhongshu.agent.handlers import build_service
 from zhongshu.agent.settings import AgentSettings
@@ -40,10 +39,11 @@ from zhongshu.contracts.events import (
 )
 from zhongshu.contracts.examples import example
 from zhongshu.contracts.hotcache import task_status_key
+from zhongshu.devstack.fakes.llm import FakeLLM
+from zhongshu.devstack.testing import collect
 from zhongshu.runtime.hubconfig import parse_config
 from zhongshu.runtime.liveconfig import StaticConfig
 from zhongshu.runtime.service import Service
-from zhongshu.runtime.testing import collect
 
 PLATFORM = "feishu"
 SHOUT_SERVER = Path(__file__).with_name("mcp_shout_server.py")
@@ -380,7 +380,7 @@ async def test_fetch_url_reads_only_allow_listed_addresses(hub: Hub) -> None:
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route
 
-    from tests.fakes.local_server import LocalServer
+    from zhongshu.devstack.fakes.local_server import LocalServer
 
     async def status(request: Any) -> PlainTextResponse:
         return PlainTextResponse("all systems green")

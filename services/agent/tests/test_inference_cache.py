@@ -24,15 +24,6 @@ from zhongshu.agent.adapters.inference_cache import (
 
 
 @pytest_asyncio.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-@pytest_asyncio.fixture
 async def other_redis(redis_url: str) -> AsyncIterator[Redis]:
     """A second client: another replica's connection."""
     client = Redis.from_url(redis_url)

@@ -12,7 +12,6 @@ from itertools import pairwise
 import httpx
 import pytest
 
-from tests.fakes.llm import FakeLLM
 from zhongshu.agent.llm import (
     AttemptRecord,
     ChatMessage,
@@ -22,6 +21,7 @@ from zhongshu.agent.llm import (
     Provider,
     ToolSpec,
 )
+from zhongshu.devstack.fakes.llm import FakeLLM
 
 SECRET = "sk-test-5f0c1e9a7d3b"
 STATUS_TOOL = ToolSpec(

@@ -21,15 +21,6 @@ WEEK_MS = 7 * 24 * 3600 * 1000
 
 
 @pytest_asyncio.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-@pytest_asyncio.fixture
 async def other_redis(redis_url: str) -> AsyncIterator[Redis]:
     """A second client: another replica's connection."""
     client = Redis.from_url(redis_url)

@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
@@ -19,15 +17,6 @@ from zhongshu.agent.adapters.qps import (
     ModelGate,
     RateLimitTimeout,
 )
-
-
-@pytest_asyncio.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 def fresh_key() -> str:

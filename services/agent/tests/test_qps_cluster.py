@@ -18,13 +18,13 @@ import msgspec
 import pytest_asyncio
 from nats.js.client import JetStreamContext
 
-from tests.fakes.llm import FakeLLM
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import headers as H
 from zhongshu.contracts import streams, subjects
 from zhongshu.contracts.events import CommandRequested, MessageReceived, ReplyGenerated
 from zhongshu.contracts.examples import example
-from zhongshu.runtime.testing import collect
+from zhongshu.devstack.fakes.llm import FakeLLM
+from zhongshu.devstack.testing import collect
 
 QPS = 10
 REPLICAS = 3

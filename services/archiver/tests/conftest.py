@@ -5,23 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import nats
 import pytest
 import pytest_asyncio
 
-# pytest's importlib mode does not put this directory (archiver_testing) on sys.path.
-if str(Path(__file__).resolve().parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import nats
-from archiver_testing import Bus
-
+from services.archiver.tests.archiver_testing import Bus
 from zhongshu.archiver.adapters.objectstore import ObjectStore, open_store
-from zhongshu.runtime.stack import NatsServer
-from zhongshu.runtime.testing import provision_all
+from zhongshu.devstack import NatsServer
+from zhongshu.devstack.testing import provision_all
 
 
 @pytest.fixture

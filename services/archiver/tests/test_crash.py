@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from archiver_testing import (
+
+from services.archiver.tests.archiver_testing import (
     Bus,
     archived_lines,
     publish_events,
@@ -21,7 +22,6 @@ from archiver_testing import (
     stop_quietly,
     wait_archived,
 )
-
 from zhongshu.archiver import verify
 from zhongshu.archiver.adapters.objectstore import ObjectStore
 from zhongshu.archiver.adapters.statekv import StateStore

@@ -10,10 +10,10 @@ import time
 
 import msgspec
 import pytest
-from archiver_testing import Bus, settings, start_archiver, stop_quietly
 from nats.js.api import StreamConfig
 from prometheus_client import REGISTRY
 
+from services.archiver.tests.archiver_testing import Bus, settings, start_archiver, stop_quietly
 from zhongshu.archiver.adapters.statekv import StateStore
 from zhongshu.archiver.alerts import Alerts
 from zhongshu.archiver.lag import LagMonitor
@@ -21,10 +21,10 @@ from zhongshu.archiver.main import build_service
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts.envelope import Envelope
 from zhongshu.contracts.events import AlertRaised
+from zhongshu.devstack import NatsServer
+from zhongshu.devstack.testing import collect
 from zhongshu.runtime.bus import Publisher
 from zhongshu.runtime.errors import RuntimeFailure
-from zhongshu.runtime.stack import NatsServer
-from zhongshu.runtime.testing import collect
 
 MAX_AGE_S = 60.0
 

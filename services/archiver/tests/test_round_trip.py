@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from archiver_testing import (
+from nats.js.api import StreamConfig
+
+from services.archiver.tests.archiver_testing import (
     Bus,
     archived_lines,
     envelope_bytes,
@@ -21,8 +23,6 @@ from archiver_testing import (
     stream_payloads,
     wait_archived,
 )
-from nats.js.api import StreamConfig
-
 from zhongshu.archiver import catalog, restore, verify
 from zhongshu.archiver.adapters.objectstore import ObjectStore
 from zhongshu.archiver.layout import Month

@@ -7,7 +7,10 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
-from archiver_testing import (
+from moto.server import ThreadedMotoServer
+from nats.js.api import StreamConfig
+
+from services.archiver.tests.archiver_testing import (
     Bus,
     archived_lines,
     publish_events,
@@ -17,9 +20,6 @@ from archiver_testing import (
     stream_payloads,
     wait_archived,
 )
-from moto.server import ThreadedMotoServer
-from nats.js.api import StreamConfig
-
 from zhongshu.archiver import restore, verify
 from zhongshu.archiver.adapters.objectstore import StoreError, check_reachable, open_store
 from zhongshu.archiver.layout import Month

@@ -29,8 +29,8 @@ from zhongshu.contracts import streams, subjects
 from zhongshu.contracts.events import MessageReceived
 from zhongshu.contracts.examples import example
 from zhongshu.contracts.ids import derive_msg_id
-from zhongshu.runtime.stack import NatsServer, free_port
-from zhongshu.runtime.testing import collect, provision_all
+from zhongshu.devstack import NatsServer, free_port
+from zhongshu.devstack.testing import collect, eventually, provision_all
 
 TENANT = "acme"
 
@@ -115,14 +115,6 @@ async def reply_count(js: JetStreamContext) -> int:
     return int(info.state.messages)
 
 
-async def wait_for(predicate_coro: object, within_s: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within_s
-    while not await predicate_coro():  # type: ignore[operator]
-        assert loop.time() < deadline, "timed out"
-        await asyncio.sleep(0.05)
-
-
 async def test_sigkill_mid_batch_loses_nothing_and_duplicates_nothing(server: NatsServer) -> None:
     nc = await nats.connect(server.url)
     js = nc.jetstream()
@@ -131,13 +123,13 @@ async def test_sigkill_mid_batch_loses_nothing_and_duplicates_nothing(server: Na
     # Pretend work so the kill lands in the middle of a batch.
     echo = EchoProcess(echo_env(server.url, ZHONGSHU_ECHO_DELAY_S="0.002")).wait_ready()
     try:
-        await wait_for(lambda: _at_least(js, 400), 60)
+        await eventually(lambda: _at_least(js, 400), f"{400} replies", 60)
         echo.proc.send_signal(signal.SIGKILL)
         echo.wait()
         killed_at = await reply_count(js)
         assert killed_at < count, "the worker finished before it was killed"
         echo = EchoProcess(echo_env(server.url)).wait_ready()
-        await wait_for(lambda: _at_least(js, count), 60)
+        await eventually(lambda: _at_least(js, count), f"{count} replies", 60)
         await asyncio.sleep(3)  # anything duplicated would arrive after the last redelivery
         replies = await collect(
             js, subjects.chat_reply("feishu", TENANT), count=count + 1, within_s=5
@@ -162,7 +154,9 @@ async def test_sigterm_finishes_in_flight_work_before_exiting(server: NatsServer
     echo = EchoProcess(echo_env(server.url, ZHONGSHU_ECHO_DELAY_S="0.3")).wait_ready()
     try:
         await publish_inbound(js, 10)
-        await wait_for(lambda: _at_least(js, 2), 30)  # the second fetch (a batch) is in flight
+        await eventually(
+            lambda: _at_least(js, 2), f"{2} replies", 30
+        )  # the second fetch (a batch) is in flight
         echo.proc.send_signal(signal.SIGTERM)
         assert echo.wait(30) == 0
         assert "draining" in echo.output
@@ -197,7 +191,7 @@ async def test_health_readiness_and_metrics_are_served(server: NatsServer) -> No
     echo = EchoProcess(echo_env(server.url)).wait_ready()
     try:
         await publish_inbound(js, 5)
-        await wait_for(lambda: _at_least(js, 5), 30)
+        await eventually(lambda: _at_least(js, 5), f"{5} replies", 30)
         base = f"http://127.0.0.1:{echo.health_port}"
         async with httpx.AsyncClient(base_url=base) as http:
             assert (await http.get("/healthz")).status_code == 200
@@ -266,7 +260,7 @@ async def test_spans_are_exported_over_otlp_when_an_endpoint_is_set(server: Nats
     echo = EchoProcess(echo_env(server.url, OTEL_EXPORTER_OTLP_ENDPOINT=collector.url)).wait_ready()
     try:
         await publish_inbound(js, 3)
-        await wait_for(lambda: _at_least(js, 3), 30)
+        await eventually(lambda: _at_least(js, 3), f"{3} replies", 30)
         echo.proc.send_signal(signal.SIGTERM)
         assert echo.wait(30) == 0
         traces = [post for post in collector.posts if post[0] == "/v1/traces"]

@@ -6,21 +6,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest_asyncio
 
-_HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:  # pytest's importlib mode does not add test directories
-    sys.path.insert(0, _HERE)
-
-from gateway_testing import (  # noqa: E402
+from services.gateway.tests.gateway_testing import (
     CALLBACK_KEY,
     GENEROUS,
     MIGRATIONS,
@@ -29,10 +23,9 @@ from gateway_testing import (  # noqa: E402
     StartGateway,
     new_tenant,
 )
-
-from zhongshu.gateway.main import build_service  # noqa: E402
-from zhongshu.gateway.settings import GatewaySettings  # noqa: E402
-from zhongshu.runtime.service import Service  # noqa: E402
+from zhongshu.gateway.main import build_service
+from zhongshu.gateway.settings import GatewaySettings
+from zhongshu.runtime.service import Service
 
 
 @pytest_asyncio.fixture(scope="session")

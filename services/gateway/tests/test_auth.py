@@ -16,16 +16,16 @@ import pytest
 import pytest_asyncio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from gateway_testing import SECRET, Api, StartGateway, mint
 from nats.js.client import JetStreamContext
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tests.fakes.local_server import LocalServer
+from services.gateway.tests.gateway_testing import SECRET, Api, StartGateway, mint
 from zhongshu.contracts import subjects
-from zhongshu.runtime.testing import collect
+from zhongshu.devstack.fakes.local_server import LocalServer
+from zhongshu.devstack.testing import collect
 
 PROMPT = "the quarterly numbers of ACME, confidential"
 

@@ -10,10 +10,10 @@ from typing import Any
 import asyncpg
 import msgspec
 import pytest
-from gateway_testing import CALLBACK_KEY, Api
 from nats.js.client import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 
+from services.gateway.tests.gateway_testing import CALLBACK_KEY, Api
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import subjects
 from zhongshu.contracts.definitions import (
@@ -26,7 +26,7 @@ from zhongshu.contracts.definitions import (
 )
 from zhongshu.contracts.events import AuditRecorded, TaskRequested
 from zhongshu.contracts.streams import SUBSCRIPTIONS_KV, TRIGGERS_KV, WORKFLOWS_KV
-from zhongshu.runtime.testing import collect
+from zhongshu.devstack.testing import collect
 
 ADMIN = ("admin",)
 

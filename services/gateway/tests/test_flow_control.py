@@ -4,18 +4,16 @@ and a daily task quota per tenant, answered with 429, `Retry-After` and `RateLim
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-import pytest_asyncio
-from gateway_testing import StartGateway
 from nats.js.client import JetStreamContext
 from redis.asyncio import Redis
 
+from services.gateway.tests.gateway_testing import StartGateway
 from zhongshu.contracts import subjects
+from zhongshu.devstack.testing import collect
 from zhongshu.gateway.adapters.ratelimit import RedisRateLimiter
 from zhongshu.runtime.hubconfig import Rate
-from zhongshu.runtime.testing import collect
 
 
 async def test_over_the_token_rate_is_429_with_retry_after_and_ratelimit_headers(
@@ -97,15 +95,6 @@ async def test_asking_for_quotas_spends_nothing(start_gateway: StartGateway) -> 
         assert quotas["token"]["limit"] == 5
         assert quotas["token"]["remaining"] == 4
         assert quotas["tenant"] == api.tenant
-
-
-@pytest_asyncio.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client: Redis = Redis.from_url(redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def test_gcra_admits_a_burst_of_the_limit_then_one_per_interval(redis: Redis) -> None:

@@ -10,7 +10,6 @@ from typing import Any
 
 import hypothesis
 import schemathesis
-from gateway_testing import StartGateway
 from hypothesis import HealthCheck, Phase
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Err
@@ -20,6 +19,8 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+
+from services.gateway.tests.gateway_testing import StartGateway
 
 EXAMPLES_PER_OPERATION = 25
 CHECKS = [

@@ -9,14 +9,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway_testing import Api
 from nats.js.client import JetStreamContext
 
+from services.gateway.tests.gateway_testing import Api
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import headers as H
 from zhongshu.contracts import streams, subjects
 from zhongshu.contracts.events import TaskRequested
-from zhongshu.runtime.testing import collect
+from zhongshu.devstack.testing import collect
 
 ADMIN = ("admin",)
 

@@ -9,14 +9,14 @@ from typing import Any
 
 import asyncpg
 import pytest
-from gateway_testing import Api, StartGateway
 from nats.js.client import JetStreamContext
 
+from services.gateway.tests.gateway_testing import Api, StartGateway
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import headers as H
 from zhongshu.contracts import subjects
 from zhongshu.contracts.events import TaskFailed, TaskRequested
-from zhongshu.runtime.testing import collect
+from zhongshu.devstack.testing import collect
 
 WRITE = ("tasks:write", "tasks:read")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,17 +10,11 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-# pytest's importlib mode puts neither the workspace root (for tests/fakes) nor this directory
-# (for dingtalk_testing) on sys.path.
-for _path in (Path(__file__).resolve().parents[3], Path(__file__).resolve().parent):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-
-from dingtalk_testing import DingTalkApp, MakeApp, StartReplica, write_app  # noqa: E402
-
-from zhongshu.ingress_dingtalk.main import build_service  # noqa: E402
-from zhongshu.ingress_dingtalk.settings import DingTalkIngressSettings  # noqa: E402
-from zhongshu.runtime import Service  # noqa: E402
+from zhongshu.devstack.fakes.dingtalk import DingTalkApp, MakeApp, write_app
+from zhongshu.devstack.testing import StartService
+from zhongshu.ingress_dingtalk.main import build_service
+from zhongshu.ingress_dingtalk.settings import DingTalkIngressSettings
+from zhongshu.runtime import Service
 
 
 @pytest.fixture
@@ -33,7 +26,7 @@ def make_app(tmp_path: Path) -> MakeApp:
 
 
 @pytest_asyncio.fixture
-async def start_replica() -> AsyncIterator[StartReplica]:
+async def start_replica() -> AsyncIterator[StartService]:
     """Start an ingress-dingtalk replica in this process; every one is stopped after the test."""
     started: list[Service] = []
 

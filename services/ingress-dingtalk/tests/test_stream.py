@@ -11,19 +11,19 @@ from collections.abc import AsyncIterator
 
 import nats
 import pytest_asyncio
-from dingtalk_testing import DingTalkApp, MakeApp, StartReplica
 from nats.js.client import JetStreamContext
 
-from tests.fakes.dingtalk import FakeStreamGateway, bot_message
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import streams, subjects
 from zhongshu.contracts.events import CardActionReceived, MessageReceived, PlatformEventReceived
+from zhongshu.devstack import NatsServer
+from zhongshu.devstack.fakes.dingtalk import DingTalkApp, FakeStreamGateway, MakeApp, bot_message
+from zhongshu.devstack.testing import StartService as StartReplica
+from zhongshu.devstack.testing import collect, provision_all
 from zhongshu.ingress_dingtalk import handlers
 from zhongshu.ingress_dingtalk.adapters.stream import Frame
 from zhongshu.ingress_dingtalk.main import INGRESS
 from zhongshu.runtime import Service
-from zhongshu.runtime.stack import NatsServer
-from zhongshu.runtime.testing import collect, provision_all
 
 FAST = {
     "stream_lease_renew_s": 1.0,

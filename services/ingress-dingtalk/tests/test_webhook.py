@@ -9,19 +9,30 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-from dingtalk_testing import DingTalkApp, MakeApp, StartReplica, base_url
 from nats.js.client import JetStreamContext
 
-from tests.fakes.dingtalk import DingTalkCallbackSender, now_ms, sign
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import headers as H
 from zhongshu.contracts import subjects
 from zhongshu.contracts.events import AuditRecorded, MessageReceived
 from zhongshu.contracts.events.chat import REPLY_HANDLE_DINGTALK_SESSION_WEBHOOK
-from zhongshu.runtime.stack import NatsServer
-from zhongshu.runtime.testing import collect, provision_all
+from zhongshu.devstack import NatsServer
+from zhongshu.devstack.fakes.dingtalk import (
+    DingTalkApp,
+    DingTalkCallbackSender,
+    MakeApp,
+    now_ms,
+    sign,
+)
+from zhongshu.devstack.testing import StartService as StartReplica
+from zhongshu.devstack.testing import collect, provision_all
+from zhongshu.runtime import Service
 
 HOUR_MS = 3_600_000
+
+
+def base_url(service: Service) -> str:
+    return f"http://127.0.0.1:{service.health_port}"
 
 
 def inbound(app: DingTalkApp) -> str:

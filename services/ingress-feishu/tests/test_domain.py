@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.fakes.feishu import FeishuEventSender
+from zhongshu.devstack.fakes.feishu import FeishuEventSender
 from zhongshu.ingress_feishu.domain import (
     AppSecrets,
     Challenge,

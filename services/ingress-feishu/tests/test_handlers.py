@@ -13,15 +13,15 @@ import pytest
 import pytest_asyncio
 from nats.js.client import JetStreamContext
 
-from tests.fakes.feishu import FeishuEventSender, User
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import subjects
 from zhongshu.contracts.events import AuditRecorded, CardActionReceived, MessageReceived
+from zhongshu.devstack import NatsServer
+from zhongshu.devstack.fakes.feishu import FeishuEventSender, User
+from zhongshu.devstack.testing import collect, provision_all
 from zhongshu.ingress_feishu.main import build_service
 from zhongshu.ingress_feishu.settings import FeishuIngressSettings
 from zhongshu.runtime.service import Service
-from zhongshu.runtime.stack import NatsServer
-from zhongshu.runtime.testing import collect, provision_all
 
 ENCRYPT_KEY, TOKEN = "enc-key-for-tests", "verification-token-for-tests"
 BOT = User("Acme Bot")

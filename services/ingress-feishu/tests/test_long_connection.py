@@ -15,18 +15,18 @@ import httpx
 import pytest_asyncio
 from nats.js.client import JetStreamContext
 
-from tests.fakes.feishu import FeishuEventSender
-from tests.fakes.feishu_ws import FeishuLongConnectionServer
-from tests.fakes.feishu_ws import Frame as ReferenceFrame
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import subjects
 from zhongshu.contracts.events import MessageReceived
+from zhongshu.devstack import NatsServer
+from zhongshu.devstack.fakes.feishu import FeishuEventSender
+from zhongshu.devstack.fakes.feishu_ws import FeishuLongConnectionServer
+from zhongshu.devstack.fakes.feishu_ws import Frame as ReferenceFrame
+from zhongshu.devstack.testing import collect, provision_all
 from zhongshu.ingress_feishu.main import build_service
 from zhongshu.ingress_feishu.pbbp2 import METHOD_DATA, Frame
 from zhongshu.ingress_feishu.settings import FeishuIngressSettings
 from zhongshu.runtime.service import Service
-from zhongshu.runtime.stack import NatsServer
-from zhongshu.runtime.testing import collect, provision_all
 
 APP_ID, APP_SECRET = "cli_longconn", "long-connection-secret"
 

@@ -5,30 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
+import nats
 import pytest_asyncio
 
-# pytest's importlib mode does not put the workspace root (for tests/fakes) on sys.path.
-for _path in (Path(__file__).resolve().parents[3], Path(__file__).resolve().parent):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-
-import nats  # noqa: E402
-from notifier_testing import Bus, Platforms, StartNotifier  # noqa: E402
-
-from tests.fakes.dingtalk_openapi import FakeDingTalkOpenAPI  # noqa: E402
-from tests.fakes.feishu_openapi import FakeFeishuOpenAPI  # noqa: E402
-from zhongshu.notifier.main import build_service  # noqa: E402
-from zhongshu.notifier.settings import NotifierSettings  # noqa: E402
-from zhongshu.runtime import Service  # noqa: E402
-from zhongshu.runtime.hubconfig import HubConfig  # noqa: E402
-from zhongshu.runtime.stack import NatsServer  # noqa: E402
-from zhongshu.runtime.testing import provision_all  # noqa: E402
+from services.notifier.tests.notifier_testing import Bus, Platforms, StartNotifier
+from zhongshu.devstack import NatsServer
+from zhongshu.devstack.fakes.dingtalk_openapi import FakeDingTalkOpenAPI
+from zhongshu.devstack.fakes.feishu_openapi import FakeFeishuOpenAPI
+from zhongshu.devstack.testing import provision_all
+from zhongshu.notifier.main import build_service
+from zhongshu.notifier.settings import NotifierSettings
+from zhongshu.runtime import Service
+from zhongshu.runtime.hubconfig import HubConfig
 
 
 @pytest_asyncio.fixture

@@ -3,7 +3,6 @@ the notifier reported about them."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -11,15 +10,15 @@ from typing import Any
 from nats.aio.client import Client
 from nats.js.client import JetStreamContext
 
-from tests.fakes.dingtalk_openapi import FakeDingTalkOpenAPI
-from tests.fakes.feishu_openapi import FakeFeishuOpenAPI
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import headers as H
 from zhongshu.contracts import subjects
 from zhongshu.contracts.events import ReplyGenerated
+from zhongshu.devstack.fakes.dingtalk_openapi import FakeDingTalkOpenAPI
+from zhongshu.devstack.fakes.feishu_openapi import FakeFeishuOpenAPI
+from zhongshu.devstack.testing import collect
 from zhongshu.runtime import Service
 from zhongshu.runtime.hubconfig import HubConfig
-from zhongshu.runtime.testing import collect
 
 
 @dataclass
@@ -71,17 +70,6 @@ class Platforms:
 
 
 StartNotifier = Callable[..., Awaitable[Service]]
-
-
-async def drained(bus: Bus, durable: str, stream: str, within_s: float = 30) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within_s
-    while True:
-        info = await bus.js.consumer_info(stream, durable)
-        if info.num_pending == 0 and info.num_ack_pending == 0:
-            return
-        assert loop.time() < deadline, f"{durable} still has work: {info}"
-        await asyncio.sleep(0.1)
 
 
 async def publish(bus: Bus, *replies: ReplyGenerated) -> None:

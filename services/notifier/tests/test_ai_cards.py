@@ -10,11 +10,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from notifier_testing import Bus, Platforms, StartNotifier, outcomes, publish
 
-from tests.fakes.dingtalk_openapi import AICard
+from services.notifier.tests.notifier_testing import (
+    Bus,
+    Platforms,
+    StartNotifier,
+    outcomes,
+    publish,
+)
 from zhongshu.contracts.events import ReplyDelivered, ReplyDeliveryFailed, ReplyGenerated
 from zhongshu.contracts.events.chat import REPLY_HANDLE_DINGTALK_SESSION_WEBHOOK, ReplyHandle
+from zhongshu.devstack.fakes.dingtalk_openapi import AICard
 
 TEMPLATE = "ai-card-template.schema"  # the fake's template, with a `content` variable
 GROUP = "cidGroupOps=="

@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from notifier_testing import Bus, Platforms, StartNotifier, drained
-
-from tests.fakes.base_openapi import SlidingWindow
+from services.notifier.tests.notifier_testing import Bus, Platforms, StartNotifier
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import headers as H
 from zhongshu.contracts import streams, subjects
 from zhongshu.contracts.events import AlertRaised
+from zhongshu.devstack.fakes.base_openapi import SlidingWindow
+from zhongshu.devstack.testing import drained
 
 
 async def raise_alerts(bus: Bus, *alerts: AlertRaised) -> None:
@@ -46,7 +46,7 @@ async def test_a_burst_of_50_alerts_to_one_dingtalk_robot_is_delivered_without_a
     await raise_alerts(bus, *alerts)
     await platforms.dingtalk.wait_until(lambda: len(platforms.dingtalk.deliveries) >= 50, 60)
     took = asyncio.get_running_loop().time() - started
-    await drained(bus, "notifier-alerts", streams.ALERTS.name)
+    await drained(bus.js, streams.ALERTS.name, "notifier-alerts")
     sent = platforms.dingtalk.delivered_to("robot")
     assert len(sent) == 50
     assert platforms.dingtalk.rate_limit_errors == 0
@@ -72,7 +72,7 @@ async def test_repeats_of_one_alert_within_the_window_become_one_message_with_a_
     )
     await raise_alerts(bus, *([alert] * 5))
     await platforms.feishu.wait_until(lambda: len(platforms.feishu.deliveries) >= 2, 20)
-    await drained(bus, "notifier-alerts", streams.ALERTS.name)
+    await drained(bus.js, streams.ALERTS.name, "notifier-alerts")
     first, summary = platforms.feishu.deliveries
     assert first.msg_type == summary.msg_type == "interactive"
     assert first.content["header"]["template"] == "red"
@@ -103,7 +103,7 @@ async def test_alert_levels_go_to_their_own_channels_in_their_colours(
         AlertRaised(level="critical", source="a", title="c"),  # no route configured
     )
     await platforms.feishu.wait_until(lambda: len(platforms.feishu.deliveries) >= 2, 20)
-    await drained(bus, "notifier-alerts", streams.ALERTS.name)
+    await drained(bus.js, streams.ALERTS.name, "notifier-alerts")
     colours = {
         d.content["header"]["title"]["content"]: d.content["header"]["template"]
         for d in platforms.feishu.deliveries

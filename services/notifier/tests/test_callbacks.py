@@ -16,9 +16,8 @@ from typing import Any
 import msgspec
 import pytest
 import pytest_asyncio
-from notifier_testing import Bus, drained
 
-from tests.fakes.callback_receiver import FakeCallbackReceiver, Injected
+from services.notifier.tests.notifier_testing import Bus
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import headers as H
 from zhongshu.contracts import streams, subjects
@@ -42,6 +41,8 @@ from zhongshu.contracts.events import (
     TaskStarted,
 )
 from zhongshu.contracts.ids import schedule_fire_id
+from zhongshu.devstack.fakes.callback_receiver import FakeCallbackReceiver, Injected
+from zhongshu.devstack.testing import collect, drained
 from zhongshu.notifier import callbacks
 from zhongshu.notifier.adapters.callback_http import (
     Failed,
@@ -60,7 +61,6 @@ from zhongshu.notifier.main import build_service
 from zhongshu.notifier.settings import NotifierSettings
 from zhongshu.runtime import Service
 from zhongshu.runtime.hubconfig import HubConfig
-from zhongshu.runtime.testing import collect
 
 KEY = "test-callback-key-not-for-production"
 # Retries in fractions of a second instead of hours; four deliveries in all.
@@ -174,9 +174,9 @@ async def task_lifecycle(bus: Bus, task_id: str, *, tenant: str = "acme") -> lis
 
 
 async def all_drained(bus: Bus) -> None:
-    await drained(bus, callbacks.EVENTS_DURABLE, streams.TASKS.name)
-    await drained(bus, callbacks.RUNS_DURABLE, streams.WORKFLOWS.name)
-    await drained(bus, callbacks.TARGETS_DURABLE, streams.TASKS.name)
+    await drained(bus.js, streams.TASKS.name, callbacks.EVENTS_DURABLE)
+    await drained(bus.js, streams.WORKFLOWS.name, callbacks.RUNS_DURABLE)
+    await drained(bus.js, streams.TASKS.name, callbacks.TARGETS_DURABLE)
 
 
 async def delivery_log(bus: Bus, status: str, tenant: str = "acme") -> list[Any]:

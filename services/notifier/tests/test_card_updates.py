@@ -7,13 +7,18 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from notifier_testing import Bus, Platforms, StartNotifier, drained, outcomes, publish
-
+from services.notifier.tests.notifier_testing import (
+    Bus,
+    Platforms,
+    StartNotifier,
+    outcomes,
+    publish,
+)
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import streams, subjects
 from zhongshu.contracts.events import ReplyDelivered, ReplyDeliveryFailed, ReplyGenerated
 from zhongshu.contracts.events.chat import REPLY_HANDLE_FEISHU_CARD_UPDATE, ReplyHandle
-from zhongshu.runtime.testing import collect
+from zhongshu.devstack.testing import collect, drained
 
 CHAT = "oc_ops"
 SHARED = {"update_multi": True}
@@ -64,7 +69,7 @@ async def test_a_card_reply_to_a_card_action_replaces_the_clicked_card_once(
     # The producer publishes it again after the duplicate window: the ledger has it.
     env = wire.make_envelope(reply, id=f"{reply.reply_id}:again", source="test", tenant="acme")
     await bus.js.publish(subjects.chat_reply("feishu", "acme"), wire.encode(env))
-    await drained(bus, "notifier-replies", streams.REPLIES.name)
+    await drained(bus.js, streams.REPLIES.name, "notifier-replies")
     assert len(platforms.feishu.updates) == 1
 
 

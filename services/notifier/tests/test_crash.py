@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from notifier_testing import Bus, Platforms, drained
 
-from tests.fakes.base_openapi import SlidingWindow
+from services.notifier.tests.notifier_testing import Bus, Platforms
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import headers as H
 from zhongshu.contracts import streams, subjects
@@ -28,7 +27,8 @@ from zhongshu.contracts.events.chat import (
     REPLY_HANDLE_FEISHU_MESSAGE,
     ReplyHandle,
 )
-from zhongshu.runtime.testing import collect
+from zhongshu.devstack.fakes.base_openapi import SlidingWindow
+from zhongshu.devstack.testing import collect, drained
 
 PER_PLATFORM = 250
 
@@ -167,7 +167,7 @@ async def test_kill_9_mid_burst_then_restart_delivers_every_reply_exactly_once(
     second = await NotifierProcess.start(env)
     try:
         outcomes = await collect(bus.js, subjects.ALL_DELIVERIES, count=len(replies), within_s=120)
-        await drained(bus, "notifier-replies", streams.REPLIES.name, within_s=60)
+        await drained(bus.js, streams.REPLIES.name, "notifier-replies", within_s=60)
     finally:
         await second.kill()
 

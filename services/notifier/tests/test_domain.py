@@ -93,7 +93,7 @@ def test_alert_cards_are_coloured_by_level_and_count_repeats() -> None:
 def test_dingtalk_sign_matches_the_platform_formula() -> None:
     # base64(HMAC-SHA256(key=secret, msg=timestamp + "\n" + secret)), protocols §2.4; the
     # callback fake written for ingress implements the same formula independently.
-    from tests.fakes.dingtalk import sign
+    from zhongshu.devstack.fakes.dingtalk import sign
 
     assert dingtalk.robot_sign("SECabc", 1700000000000) == sign(1700000000000, "SECabc")
 

@@ -7,22 +7,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 
-import pytest_asyncio
 from redis.asyncio import Redis
 
 from zhongshu.notifier.adapters.alertwindow import AlertWindow
 from zhongshu.notifier.adapters.ratelimit import SlidingWindowLimiter
 from zhongshu.notifier.adapters.streamstate import StreamState
 from zhongshu.platforms.tokens import TokenCache
-
-
-@pytest_asyncio.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def test_a_token_is_cached_then_fetched_again_before_it_expires(redis: Redis) -> None:

@@ -10,9 +10,14 @@ from typing import Any
 
 import httpx
 import msgspec
-from notifier_testing import Bus, Platforms, StartNotifier, drained, outcomes, publish
 
-from tests.fakes.base_openapi import Injected
+from services.notifier.tests.notifier_testing import (
+    Bus,
+    Platforms,
+    StartNotifier,
+    outcomes,
+    publish,
+)
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import streams, subjects
 from zhongshu.contracts.events import ReplyDelivered, ReplyDeliveryFailed, ReplyGenerated
@@ -21,7 +26,8 @@ from zhongshu.contracts.events.chat import (
     REPLY_HANDLE_FEISHU_MESSAGE,
     ReplyHandle,
 )
-from zhongshu.runtime.testing import collect
+from zhongshu.devstack.fakes.base_openapi import Injected
+from zhongshu.devstack.testing import collect, drained
 
 
 def dingtalk_reply(handle: ReplyHandle | None, text: str = "pong", **kw: Any) -> ReplyGenerated:
@@ -122,7 +128,7 @@ async def test_a_redelivered_reply_is_not_sent_again(
     # The producer publishes it again after the duplicate window (a different msg id).
     env = wire.make_envelope(reply, id=f"{reply.reply_id}:again", source="test", tenant="acme")
     await bus.js.publish(subjects.chat_reply("feishu", "acme"), wire.encode(env))
-    await drained(bus, "notifier-replies", streams.REPLIES.name)
+    await drained(bus.js, streams.REPLIES.name, "notifier-replies")
     delivered = await outcomes(bus, "delivered", "feishu", 2, within_s=1)
     assert len(delivered) == 1  # the same outcome id: JetStream dropped the copy
     assert len(platforms.feishu.deliveries) == 1

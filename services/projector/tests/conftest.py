@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import sys
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,17 +14,11 @@ from pathlib import Path
 import asyncpg
 import nats
 import pytest_asyncio
-from redis.asyncio import Redis
 
-_HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:  # pytest's importlib mode does not add test directories
-    sys.path.insert(0, _HERE)
-
-from projector_testing import Bus, fresh_database  # noqa: E402
-
-from zhongshu.projector.db import open_pool  # noqa: E402
-from zhongshu.runtime.stack import NatsServer  # noqa: E402
-from zhongshu.runtime.testing import provision_all  # noqa: E402
+from services.projector.tests.projector_testing import Bus, fresh_database
+from zhongshu.devstack import NatsServer
+from zhongshu.devstack.testing import provision_all
+from zhongshu.projector.db import open_pool
 
 
 @pytest_asyncio.fixture
@@ -58,12 +51,3 @@ async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
         yield opened
     finally:
         await opened.close()
-
-
-@pytest_asyncio.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client: Redis = Redis.from_url(redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()

@@ -140,16 +140,3 @@ async def dump(conn: asyncpg.Connection) -> dict[str, list[str]]:
         rows = await conn.fetch(f'SELECT t::text AS r FROM "{name}" t ORDER BY 1')
         out[name] = [r["r"] for r in rows]
     return out
-
-
-async def wait_for(check: Any, *, what: str) -> Any:
-    """Poll ``await check()`` until it returns something truthy."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + SETTLE_LIMIT_S
-    while True:
-        value = await check()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        await asyncio.sleep(0.05)

@@ -8,9 +8,15 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 import pytest
-from projector_testing import Bus, settings, settled, start_projector, unique
 from redis.asyncio import Redis
 
+from services.projector.tests.projector_testing import (
+    Bus,
+    settings,
+    settled,
+    start_projector,
+    unique,
+)
 from zhongshu.contracts import subjects
 from zhongshu.contracts.events import TaskCompleted, TaskRequested, TaskStarted
 from zhongshu.contracts.hotcache import (

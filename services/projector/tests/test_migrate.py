@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
-from projector_testing import Bus, settings, start_projector
 
+from services.projector.tests.projector_testing import Bus, settings, start_projector
 from zhongshu.projector.migrate import migrate, migrations
 
 

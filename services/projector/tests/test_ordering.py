@@ -8,9 +8,17 @@ import asyncio
 from pathlib import Path
 
 import asyncpg
-from projector_testing import SOURCES, Bus, settings, settled, start_projector, unique, wait_for
 from prometheus_client import REGISTRY
 
+from services.projector.tests.projector_testing import (
+    SETTLE_LIMIT_S,
+    SOURCES,
+    Bus,
+    settings,
+    settled,
+    start_projector,
+    unique,
+)
 from zhongshu.contracts import headers as H
 from zhongshu.contracts import subjects
 from zhongshu.contracts.events import (
@@ -20,9 +28,9 @@ from zhongshu.contracts.events import (
     TaskRequested,
     TaskStarted,
 )
+from zhongshu.devstack import PostgresServer
+from zhongshu.devstack.testing import collect, eventually
 from zhongshu.projector import lag
-from zhongshu.runtime.stack import PostgresServer
-from zhongshu.runtime.testing import collect
 
 
 def requested(tenant: str, task_id: str, prompt: str = "hello") -> TaskRequested:
@@ -100,7 +108,9 @@ async def test_writes_wait_while_postgres_is_down_and_lose_nothing(
                 tenant=tenant,
             )
             # Held past ack_wait (1.5 s) while the writer retries in place.
-            await wait_for(lambda: _gt(write_retries(), retried_before + 3), what="write retries")
+            await eventually(
+                lambda: _gt(write_retries(), retried_before + 3), "write retries", SETTLE_LIMIT_S
+            )
             await asyncio.to_thread(pg.start)
 
             await settled(service, pool)

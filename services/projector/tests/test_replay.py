@@ -12,9 +12,16 @@ from typing import Any
 import asyncpg
 import msgspec
 import pytest
-from projector_testing import Bus, dump, settings, settled, start_projector, unique
 from redis.asyncio import Redis
 
+from services.projector.tests.projector_testing import (
+    Bus,
+    dump,
+    settings,
+    settled,
+    start_projector,
+    unique,
+)
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import headers as H
 from zhongshu.contracts import subjects
@@ -48,8 +55,8 @@ from zhongshu.contracts.events import (
 )
 from zhongshu.contracts.hotcache import HOT_TTL_S, TaskStatus, task_status_key
 from zhongshu.contracts.ids import schedule_fire_id
+from zhongshu.devstack.testing import collect
 from zhongshu.projector.rebuild import rebuild
-from zhongshu.runtime.testing import collect
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 

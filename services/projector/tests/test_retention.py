@@ -8,8 +8,14 @@ from typing import Any
 
 import asyncpg
 import pytest
-from projector_testing import Bus, settings, start_projector, unique, wait_for
 
+from services.projector.tests.projector_testing import (
+    SETTLE_LIMIT_S,
+    Bus,
+    settings,
+    start_projector,
+    unique,
+)
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import streams, subjects
 from zhongshu.contracts.events import (
@@ -25,6 +31,7 @@ from zhongshu.contracts.events import (
     TaskRequested,
     TaskStarted,
 )
+from zhongshu.devstack.testing import eventually
 from zhongshu.projector import retention
 from zhongshu.projector.projections import Projection
 from zhongshu.projector.projections.audit import AuditProjection
@@ -204,7 +211,7 @@ async def test_a_projector_with_retention_prunes_what_it_projected(
             found = await pool.fetch("SELECT task_id FROM tasks WHERE tenant = $1", t)
             return [r["task_id"] for r in found] == ["new"]
 
-        await wait_for(only_new_left, what="the old task to be pruned")
+        await eventually(only_new_left, "the old task to be pruned", SETTLE_LIMIT_S)
         info = await service.js.stream_info(streams.TASKS.name)
         assert info.state.messages == 4  # the bus keeps its events: pruning is the warm tier's
     finally:

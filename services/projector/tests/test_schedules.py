@@ -6,10 +6,18 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
-from projector_testing import Bus, settings, settled, start_projector, unique, wait_for
 
+from services.projector.tests.projector_testing import (
+    SETTLE_LIMIT_S,
+    Bus,
+    settings,
+    settled,
+    start_projector,
+    unique,
+)
 from zhongshu.contracts import headers as H
 from zhongshu.contracts import streams, subjects
+from zhongshu.devstack.testing import eventually
 
 
 async def define(bus: Bus, tenant: str, schedule_id: str, spec: str) -> None:
@@ -44,21 +52,23 @@ async def test_removed_schedules_are_marked_deleted(
         }
         await bus.js.purge_stream(streams.SCHEDULES.name, subject=subjects.schedule(t, "purged"))
         await bus.js.publish(subjects.schedule(t, "tombstoned"), b"")
-        await wait_for(
+        await eventually(
             lambda: _equals(deleted, {
                 "purged": (True, "0 0 3 1 1 *"),
                 "tombstoned": (True, "0 0 4 1 1 *"),
             }),
-            what="both schedules marked deleted",
+            "both schedules marked deleted",
+            SETTLE_LIMIT_S,
         )  # fmt: skip
 
         await define(bus, t, "purged", "0 30 3 1 1 *")  # created again
-        await wait_for(
+        await eventually(
             lambda: _equals(deleted, {
                 "purged": (False, "0 30 3 1 1 *"),
                 "tombstoned": (True, "0 0 4 1 1 *"),
             }),
-            what="the schedule defined again",
+            "the schedule defined again",
+            SETTLE_LIMIT_S,
         )  # fmt: skip
     finally:
         await service.stop()

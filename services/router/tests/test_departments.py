@@ -4,7 +4,6 @@ failure refuses (fail closed) and is counted, and apps without department rules 
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,9 +14,6 @@ import pytest_asyncio
 from nats.js.client import JetStreamContext
 from prometheus_client import REGISTRY
 
-from tests.fakes.base_openapi import Injected
-from tests.fakes.dingtalk_openapi import FakeDingTalkOpenAPI
-from tests.fakes.feishu_openapi import FakeFeishuOpenAPI
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import headers as H
 from zhongshu.contracts import streams, subjects
@@ -29,13 +25,16 @@ from zhongshu.contracts.events import (
     Sender,
 )
 from zhongshu.contracts.examples import example
+from zhongshu.devstack.fakes.base_openapi import Injected
+from zhongshu.devstack.fakes.dingtalk_openapi import FakeDingTalkOpenAPI
+from zhongshu.devstack.fakes.feishu_openapi import FakeFeishuOpenAPI
+from zhongshu.devstack.testing import collect, drained
 from zhongshu.router.adapters.config import StaticConfig
 from zhongshu.router.handlers import build_service
 from zhongshu.router.rules import RouterRules
 from zhongshu.router.settings import RouterSettings
 from zhongshu.runtime.hubconfig import parse_config
 from zhongshu.runtime.service import Service
-from zhongshu.runtime.testing import collect
 
 REFUSAL = RouterRules().refusal_text
 
@@ -135,14 +134,7 @@ class Hub:
         return env.id
 
     async def settle(self, within_s: float = 15) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within_s
-        while True:
-            info = await self.js.consumer_info(streams.CHAT_INBOUND.name, "router")
-            if info.num_pending == 0 and info.num_ack_pending == 0:
-                return
-            assert loop.time() < deadline, f"router did not settle: {info}"
-            await asyncio.sleep(0.05)
+        await drained(self.js, streams.CHAT_INBOUND.name, "router", within_s=within_s)
 
     async def _decoded(self, subject: str, cls: type[Any]) -> list[Any]:
         decoder = wire.decoder(cls)

@@ -35,6 +35,7 @@ from zhongshu.contracts.examples import example
 from zhongshu.contracts.hotcache import task_index_key as index_key
 from zhongshu.contracts.hotcache import task_status_key as status_key
 from zhongshu.contracts.ids import derive_msg_id
+from zhongshu.devstack.testing import collect, drained
 from zhongshu.router import domain
 from zhongshu.router.adapters.config import StaticConfig
 from zhongshu.router.handlers import build_service
@@ -42,7 +43,6 @@ from zhongshu.router.rules import AlertSource, RouterRules
 from zhongshu.router.settings import RouterSettings
 from zhongshu.runtime.hubconfig import HubConfig, parse_config
 from zhongshu.runtime.service import Service
-from zhongshu.runtime.testing import collect
 
 PLATFORM = "feishu"
 
@@ -105,14 +105,7 @@ class Hub:
 
     async def settle(self, within_s: float = 15) -> None:
         """Until the router has acked everything in CHAT_INBOUND."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within_s
-        while True:
-            info = await self.js.consumer_info(streams.CHAT_INBOUND.name, "router")
-            if info.num_pending == 0 and info.num_ack_pending == 0:
-                return
-            assert loop.time() < deadline, f"router did not settle: {info}"
-            await asyncio.sleep(0.05)
+        await drained(self.js, streams.CHAT_INBOUND.name, "router", within_s=within_s)
 
     async def outputs(self, subject: str, event_cls: type[Any]) -> list[Envelope[Any]]:
         msgs = await collect(self.js, subject, within_s=2)
@@ -138,15 +131,6 @@ async def hub(
     finally:
         for service in hub.services:
             await service.stop()
-
-
-@pytest_asyncio.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def test_help_is_answered_once_with_a_reply_and_recorded_as_a_query(hub: Hub) -> None:

@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
-import pytest_asyncio
 from redis.asyncio import Redis
 
 from zhongshu.router import domain
 from zhongshu.router.adapters.ratelimit import RedisRateLimiter, keys
 from zhongshu.runtime.hubconfig import Rate
-
-
-@pytest_asyncio.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def test_the_script_computes_what_the_domain_computes(redis: Redis) -> None:

@@ -20,7 +20,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from tests.fakes.local_server import LocalServer
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import headers as H
 from zhongshu.contracts import streams, subjects
@@ -41,10 +40,11 @@ from zhongshu.contracts.events import (
     WorkflowRef,
 )
 from zhongshu.contracts.ids import derive_msg_id
-from zhongshu.runtime import Service, testing
+from zhongshu.devstack.fakes.local_server import LocalServer
+from zhongshu.devstack.testing import collect, eventually
+from zhongshu.runtime import Service
 from zhongshu.runtime.hubconfig import HubConfig, parse_config
 from zhongshu.runtime.liveconfig import StaticConfig
-from zhongshu.runtime.testing import collect
 from zhongshu.taskengine.adapters.trigger_table import TriggerTable
 from zhongshu.taskengine.handlers import build_service
 from zhongshu.taskengine.settings import TaskEngineSettings
@@ -59,10 +59,6 @@ CONSUMERS = (
     (streams.WORKFLOWS.name, "taskengine-steps"),
     (streams.TASKS.name, "taskengine-children"),
 )
-
-
-async def eventually(predicate: Callable[[], Any], what: str, within_s: float = WAIT_S) -> Any:
-    return await testing.eventually(predicate, what, within_s)
 
 
 Answer = Callable[[TaskRequested], str | Exception]
@@ -180,7 +176,9 @@ class Hub:
         revision = int(await bucket.put(key, msgspec.json.encode(trigger)))
         if engine is not None:
             table: TriggerTable = engine.state["triggers"]
-            await eventually(lambda: table.revision >= revision, "the engine to load the trigger")
+            await eventually(
+                lambda: table.revision >= revision, "the engine to load the trigger", WAIT_S
+            )
         return revision
 
     async def request_run(
@@ -231,7 +229,7 @@ class Hub:
                     return event
             return None
 
-        result: RunCompleted | RunFailed = await eventually(ended, f"run {run_id} to end")
+        result: RunCompleted | RunFailed = await eventually(ended, f"run {run_id} to end", WAIT_S)
         return result
 
     async def settle(self) -> None:
@@ -247,9 +245,9 @@ class Hub:
                     return False
             return True
 
-        await eventually(idle, "the engine to settle")
+        await eventually(idle, "the engine to settle", WAIT_S)
         await asyncio.sleep(0.2)  # a retry's backoff ends in a publish: let it land
-        await eventually(idle, "the engine to settle again")
+        await eventually(idle, "the engine to settle again", WAIT_S)
 
 
 def of_type(events: list[Any], cls: type[Any]) -> list[Any]:
@@ -285,7 +283,7 @@ class DataServer(LocalServer):
         self._gate.set()
 
     async def wait_for_hit(self, path: str) -> None:
-        await eventually(lambda: self.hits[path] > 0, f"a request to /{path}")
+        await eventually(lambda: self.hits[path] > 0, f"a request to /{path}", WAIT_S)
 
     def _count(self, request: Request) -> None:
         self.hits[request.url.path.lstrip("/")] += 1

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest_asyncio
-from taskengine_testing import DataServer, Hub, eventually, of_type
 
+from services.taskengine.tests.taskengine_testing import WAIT_S, DataServer, Hub, of_type
 from zhongshu.contracts.events import (
     RunCompleted,
     StepCompleted,
@@ -21,6 +21,7 @@ from zhongshu.contracts.events import (
     TaskCompleted,
     TaskStarted,
 )
+from zhongshu.devstack.testing import eventually
 from zhongshu.taskengine.dsl import chat, collect, infer, notify, workflow
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -73,7 +74,7 @@ async def spawn_engine(hub: Hub, tmp_path: Path, name: str) -> EngineProcess:
         assert proc.returncode is None, f"the engine exited:\n{engine.output()}"
         return "READY taskengine" in engine.output()
 
-    await eventually(ready, "the engine process to start")
+    await eventually(ready, "the engine process to start", WAIT_S)
     return engine
 
 

@@ -11,8 +11,8 @@ from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import headers as H
 from zhongshu.contracts import subjects
 from zhongshu.contracts.events import RunStarted, StepCompleted, StepRequested, StepStarted
+from zhongshu.devstack.testing import collect
 from zhongshu.runtime.bus import Publisher
-from zhongshu.runtime.testing import collect
 from zhongshu.taskengine.adapters.runlog import RunLog
 
 

@@ -9,12 +9,13 @@ from typing import Any
 
 import msgspec
 from nats.js.client import JetStreamContext
-from taskengine_testing import Hub, eventually
 
+from services.taskengine.tests.taskengine_testing import WAIT_S, Hub
 from zhongshu.contracts import headers as H
 from zhongshu.contracts import streams
 from zhongshu.contracts.definitions import TaskTemplate, TriggerDefinition, definition_key
 from zhongshu.contracts.events import DeliveryTarget, RunCompleted, TaskStarted
+from zhongshu.devstack.testing import eventually
 from zhongshu.taskengine import naming
 from zhongshu.taskengine.dsl import chat, notify, workflow
 
@@ -138,7 +139,7 @@ async def test_a_disabled_or_deleted_trigger_stops_firing(hub: Hub) -> None:
     await bucket.delete(definition_key(hub.tenant, "deleted"))
     table = engine.state["triggers"]
     gone = definition_key(hub.tenant, "deleted")
-    await eventually(lambda: all(t.key != gone for t in table.triggers), "the deletion")
+    await eventually(lambda: all(t.key != gone for t in table.triggers), "the deletion", WAIT_S)
     await publish(hub.js, "events.iot.dev-6", iot_event("dev-6", 81))
     await hub.settle()
     requests = await hub.task_requests()

@@ -8,9 +8,8 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
-from taskengine_testing import CALLBACK_KEY, DataServer, Hub, of_type
 
-from tests.fakes.callback_receiver import FakeCallbackReceiver
+from services.taskengine.tests.taskengine_testing import CALLBACK_KEY, DataServer, Hub, of_type
 from zhongshu.contracts.definitions import (
     TASK_CALLBACKS_ID,
     StepDefinition,
@@ -30,6 +29,7 @@ from zhongshu.contracts.events import (
     TaskStarted,
 )
 from zhongshu.contracts.notifications import NOTIFICATION_TYPE
+from zhongshu.devstack.fakes.callback_receiver import FakeCallbackReceiver
 from zhongshu.taskengine import naming
 from zhongshu.taskengine.dsl import callback, chat, collect, infer, notify, workflow
 

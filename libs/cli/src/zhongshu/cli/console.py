@@ -62,8 +62,8 @@ def reported_errors() -> Iterator[None]:
     # Imported here: the runtime costs ~1 s to import, and `--help` should not pay for it.
     import nats.errors
 
+    from zhongshu.devstack import StackError
     from zhongshu.runtime.errors import RuntimeFailure
-    from zhongshu.runtime.stack import StackError
 
     try:
         yield

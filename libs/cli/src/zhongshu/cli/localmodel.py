@@ -16,7 +16,7 @@ from typing import Final
 
 from zhongshu.cli.console import CliError, uv_command
 from zhongshu.cli.supervisor import ChildSpec
-from zhongshu.runtime.stack import free_port
+from zhongshu.devstack import free_port
 
 NAME: Final = "local-model"
 COMMAND_ENV: Final = "ZHONGSHU_LOCAL_MODEL_COMMAND"

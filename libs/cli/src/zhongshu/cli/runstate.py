@@ -92,7 +92,7 @@ def pid_alive(pid: int | None) -> bool:
 def resolve_nats_url(data_dir: Path) -> str:
     """``ZHONGSHU_NATS_URL``, else the embedded server of a running ``zhongshu up`` in
     `data_dir`, else the default local server."""
-    from zhongshu.runtime.stack import NATS_URL_ENV
+    from zhongshu.devstack import NATS_URL_ENV
 
     if url := os.environ.get(NATS_URL_ENV):
         return url

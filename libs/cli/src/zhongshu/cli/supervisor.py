@@ -26,7 +26,7 @@ from rich.text import Text
 
 from zhongshu.cli import runstate
 from zhongshu.cli.runstate import RunState, ServiceRecord
-from zhongshu.runtime.stack import free_port
+from zhongshu.devstack import free_port
 
 LogFormat = Literal["pretty", "json"]
 

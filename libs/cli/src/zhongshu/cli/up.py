@@ -24,9 +24,9 @@ from zhongshu.cli.console import CliError, console, safe_url, uv_command
 from zhongshu.cli.provision_cmd import outcomes_table, provision_url, refusal_message, summary
 from zhongshu.cli.runstate import RunState
 from zhongshu.cli.supervisor import ChildSpec, LinePrinter, LogFormat, Supervisor
+from zhongshu.devstack import EmbeddedStack, free_port
 from zhongshu.runtime.hubconfig import config_path, parse_config
 from zhongshu.runtime.provision import refused
-from zhongshu.runtime.stack import EmbeddedStack, free_port
 
 HTTP_PORT_ENV = "ZHONGSHU_HTTP_PORT"
 OBJECT_STORE_ENV = "ZHONGSHU_OBJECT_STORE_URL"

@@ -1,8 +1,8 @@
 """zhongshu.runtime: what every service shares (settings, bus, provisioning, the consume loop,
-telemetry, health and the embedded stack).
+telemetry and health). The embedded stack and the pytest plugin are in ``zhongshu.devstack``.
 
-Names are imported lazily so that tools needing one submodule (the CLI's ``stack``, ``bus``)
-do not pay for OpenTelemetry, uvicorn and the rest at start-up."""
+Names are imported lazily so that tools needing one submodule (the CLI's ``bus``) do not pay
+for OpenTelemetry, uvicorn and the rest at start-up."""
 
 from __future__ import annotations
 

@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fakes.llm import FakeLLM, LLMCall
+from zhongshu.devstack.fakes.llm import FakeLLM, LLMCall
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
@@ -280,7 +280,7 @@ async def fake_process(*args: str) -> AsyncIterator[str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tests.fakes.llm",
+        "zhongshu.devstack.fakes.llm",
         "--port",
         "0",
         *args,

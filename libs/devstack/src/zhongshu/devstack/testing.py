@@ -1,7 +1,8 @@
-"""pytest plugin: real nats-server, PostgreSQL and Redis for tests (no mocks, no Docker).
+"""pytest plugin: real nats-server, PostgreSQL and Redis for tests (no mocks, no Docker), and what
+the tests of every package share.
 
 Registered by the workspace's root ``conftest.py``:
-``pytest_plugins = ["zhongshu.runtime.testing"]``.
+``pytest_plugins = ["zhongshu.devstack.testing"]``.
 
 Session-scoped, started only when a test asks for them (all three at once, in about a second):
 ``embedded_stack``, ``nats_url``, ``postgres_url``, ``redis_url`` and ``nats_server`` (the
@@ -9,9 +10,12 @@ Session-scoped, started only when a test asks for them (all three at once, in ab
 ``ZHONGSHU_NATS_URL`` / ``ZHONGSHU_POSTGRES_URL`` / ``ZHONGSHU_REDIS_URL`` replaces the embedded
 server (``nats_server`` then skips the test).
 
-Function-scoped: ``nc`` (a connected ``nats.aio.client.Client``), ``js`` (its JetStream context) and
-``private_nats_server`` (a nats-server of the test's own under ``tmp_path``, which the test may
-kill and restart).
+Function-scoped: ``nc`` (a connected ``nats.aio.client.Client``), ``js`` (its JetStream context),
+``redis`` (a ``redis.asyncio.Redis`` client of the session's Redis) and ``private_nats_server`` (a
+nats-server of the test's own under ``tmp_path``, which the test may kill and restart).
+
+Helpers: :func:`eventually` (poll until true), :func:`drained` (a durable consumer has nothing
+pending), :func:`collect` (what a subject holds) and :func:`provision_all`.
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ import asyncio
 import contextlib
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nats
 import nats.errors
@@ -31,22 +35,35 @@ import pytest_asyncio
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from redis.asyncio import Redis
 
-from zhongshu.runtime.stack import EmbeddedStack, NatsServer
+from zhongshu.devstack.nats import NatsServer
+from zhongshu.devstack.stack import EmbeddedStack
+
+if TYPE_CHECKING:
+    from zhongshu.runtime.service import Service
 
 __all__ = [
+    "StartService",
     "collect",
+    "drained",
     "embedded_stack",
+    "eventually",
     "js",
     "nats_server",
     "nats_url",
     "nc",
     "postgres_url",
     "private_nats_server",
+    "provision_all",
     "provisioned_nats_url",
+    "redis",
     "redis_url",
     "server_dir",
 ]
+
+StartService = Callable[..., Awaitable["Service"]]
+"""The type of a fixture that starts a service in the test's process (and stops it after)."""
 
 
 @contextlib.contextmanager
@@ -151,6 +168,17 @@ async def js(nc: Client) -> JetStreamContext:
     return nc.jetstream()
 
 
+@pytest_asyncio.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    """A client of the session's Redis, closed after the test (keys are shared by the session:
+    make them unique to the test)."""
+    client = Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
 async def collect(
     js: JetStreamContext, subject: str, *, count: int | None = None, within_s: float = 10.0
 ) -> list[Msg]:
@@ -190,4 +218,19 @@ async def eventually(
         if result:
             return result
         assert loop.time() < deadline, f"gave up waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def drained(
+    js: JetStreamContext, stream: str, durable: str, *, within_s: float = 30.0
+) -> None:
+    """Wait until the durable consumer ``durable`` of ``stream`` has nothing pending and nothing
+    unacknowledged; fail the test after ``within_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while True:
+        info = await js.consumer_info(stream, durable)
+        if info.num_pending == 0 and info.num_ack_pending == 0:
+            return
+        assert loop.time() < deadline, f"{durable} still has work: {info}"
         await asyncio.sleep(0.05)

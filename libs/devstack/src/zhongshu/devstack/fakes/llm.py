@@ -16,7 +16,7 @@ once a tool result follows, ``Answer: <tool result>``. Tests may replace ``fake.
 
 As a process (benchmarks run agent replicas against one of these)::
 
-    python -m tests.fakes.llm --port 8080 --latency-ms 200 [--api-key K]
+    python -m zhongshu.devstack.fakes.llm --port 8080 --latency-ms 200 [--api-key K]
 
 prints ``READY fake-llm url=http://127.0.0.1:8080/v1`` once listening, and serves
 ``GET /_calls`` (arrivals, wall-clock) and ``POST /_control`` (latency, failures, reset) so
@@ -44,7 +44,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.fakes.local_server import LocalServer
+from zhongshu.devstack.fakes.local_server import LocalServer
 
 DEFAULT_MODEL = "fake-model"
 STALL_MAX_S = 600.0
@@ -555,7 +555,9 @@ async def _serve(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Takes llama.cpp's server arguments too (``--model PATH --model_alias NAME --host --port``,
     others ignored), so ``zhongshu up --local-model`` can run it in the server's place."""
-    parser = argparse.ArgumentParser(prog="python -m tests.fakes.llm", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m zhongshu.devstack.fakes.llm", description=__doc__
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--latency-ms", type=float, default=0.0)

@@ -19,7 +19,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.fakes.base_openapi import FakeServer, Injected
 from zhongshu.contracts.definitions import (
     EVENT_ID_HEADER,
     SIGNATURE_HEADER,
@@ -27,6 +26,7 @@ from zhongshu.contracts.definitions import (
     TIMESTAMP_HEADER,
     verify_callback,
 )
+from zhongshu.devstack.fakes.base_openapi import FakeServer, Injected
 
 __all__ = ["FakeCallbackReceiver", "Injected", "ReceivedCallback"]
 

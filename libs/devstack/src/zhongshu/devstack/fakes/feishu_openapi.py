@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes.base_openapi import FakeServer, Injected, SlidingWindow
+from zhongshu.devstack.fakes.base_openapi import FakeServer, Injected, SlidingWindow
 
 UUID_TTL_S = 3600.0
 MAX_TEXT_BYTES = 150 * 1024

@@ -38,7 +38,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes.base_openapi import FakeServer, Injected, SlidingWindow
+from zhongshu.devstack.fakes.base_openapi import FakeServer, Injected, SlidingWindow
 
 MAX_TEXT_BYTES = 20_000
 SIGN_MAX_SKEW_MS = 60 * 60 * 1000

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from zhongshu.runtime.stack import (
+from zhongshu.devstack import (
     NATS_URL_ENV,
     POSTGRES_URL_ENV,
     REDIS_URL_ENV,
@@ -322,7 +322,7 @@ def test_servers_die_when_the_python_process_is_sigkilled(server_dir: Path) -> N
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from zhongshu.runtime.stack import EmbeddedStack\n"
+        "from zhongshu.devstack import EmbeddedStack\n"
         "stack = EmbeddedStack(Path(sys.argv[1]), postgres=False).start()\n"
         "print(' '.join(str(s.pid) for s in stack.servers), flush=True)\n"
         "time.sleep(60)\n"

@@ -13,7 +13,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
-from tests.fakes.local_server import LocalServer
+from zhongshu.devstack.fakes.local_server import LocalServer
 
 
 class SlidingWindow:

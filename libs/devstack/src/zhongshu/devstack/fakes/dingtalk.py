@@ -11,6 +11,9 @@ Used by the ingress tests and, later, by the sandbox::
         # point DINGTALK_API_URL at gateway.base_url, then:
         message_id = await gateway.push_bot_message(bot_message(text="hi"))
         ack = await gateway.wait_for_ack(message_id)
+
+:func:`write_app` registers an app with unique credentials and writes the ``zhongshu.yaml`` that
+configures the hub for it.
 """
 
 from __future__ import annotations
@@ -24,23 +27,69 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from tests.fakes.local_server import LocalServer
+from zhongshu.devstack.fakes.local_server import LocalServer
 
 BOT_MESSAGE_TOPIC = "/v1.0/im/bot/messages/get"
 CARD_CALLBACK_TOPIC = "/v1.0/card/instances/callback"
 OPEN_PATH = "/v1.0/gateway/connections/open"
 SESSION_WEBHOOK_LIFETIME_MS = 90 * 60 * 1000  # what the platform gives (§2.1)
+
+
+@dataclass(frozen=True)
+class DingTalkApp:
+    """One configured DingTalk app of a test (unique names: leases and tenants are shared
+    by the session's NATS server)."""
+
+    name: str
+    tenant: str
+    app_key: str
+    app_secret: str
+    config: Path
+
+
+def write_app(directory: Path, receive: tuple[str, ...] = ("http",)) -> DingTalkApp:
+    """A zhongshu.yaml under ``directory`` with one DingTalk app receiving through ``receive``."""
+    suffix = uuid.uuid4().hex[:8]
+    app = DingTalkApp(
+        name=f"dt-{suffix}",
+        tenant=f"t{suffix}",
+        app_key=f"ding{suffix}",
+        app_secret=f"secret-{uuid.uuid4().hex}",
+        config=directory / f"zhongshu-{suffix}.yaml",
+    )
+    document = {
+        "tenants": {app.tenant: {"name": "Test"}},
+        "apps": {
+            app.name: {
+                "tenant": app.tenant,
+                "platform": "dingtalk",
+                "dingtalk": {
+                    "app_key": app.app_key,
+                    "app_secret": app.app_secret,
+                    "robot_code": app.app_key,
+                    "receive": list(receive),
+                },
+            }
+        },
+    }
+    app.config.write_text(yaml.safe_dump(document))
+    return app
+
+
+MakeApp = Callable[..., DingTalkApp]
 
 
 def now_ms() -> int:

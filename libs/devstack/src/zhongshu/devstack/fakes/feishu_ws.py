@@ -22,7 +22,7 @@ import uuid
 from typing import Any
 
 import uvicorn
-from google.protobuf import (  # type: ignore[import-untyped]
+from google.protobuf import (
     descriptor_pb2,
     descriptor_pool,
     message_factory,
