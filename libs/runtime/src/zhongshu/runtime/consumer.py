@@ -33,6 +33,7 @@ from zhongshu.runtime import metrics, once, telemetry
 from zhongshu.runtime.bus import Publisher
 from zhongshu.runtime.errors import PermanentError
 from zhongshu.runtime.once import Claims
+from zhongshu.runtime.periodic import Periodic
 
 log = logging.getLogger("zhongshu.runtime.consumer")
 
@@ -168,19 +169,9 @@ class Delivery:
     @contextlib.asynccontextmanager
     async def keepalive(self) -> AsyncIterator[None]:
         """Keep the message alive for the duration of a long step (an LLM call)."""
-
-        async def beat() -> None:
-            while True:
-                await asyncio.sleep(self.ack_wait_s / 3)
-                await self.msg.in_progress()
-
-        task = asyncio.create_task(beat())
-        try:
+        beat = Periodic("keepalive", self.ack_wait_s / 3, self.msg.in_progress, wait_first=True)
+        async with beat:
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 class ConsumerLoop(Generic[T]):

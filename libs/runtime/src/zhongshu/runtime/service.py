@@ -46,6 +46,7 @@ from zhongshu.runtime import bus, telemetry
 from zhongshu.runtime.consumer import ConsumerLoop, ConsumerSpec, Decoder, Delivery, Handler
 from zhongshu.runtime.errors import ConfigurationError, RuntimeFailure
 from zhongshu.runtime.health import HealthServer, ReadinessCheck, build_app
+from zhongshu.runtime.periodic import Periodic
 from zhongshu.runtime.settings import ServiceSettings, load_settings
 from zhongshu.runtime.webhooks import Webhook
 
@@ -111,7 +112,7 @@ class Service(Generic[S, D]):
         self._js: JetStreamContext | None = None
         self._publisher: bus.Publisher | None = None
         self._health: HealthServer | None = None
-        self._metrics_task: asyncio.Task[None] | None = None
+        self._metrics: Periodic | None = None
 
     # ------------------------------------------------------------------ declaration
 
@@ -335,7 +336,9 @@ class Service(Generic[S, D]):
         self._health.start()
         for loop in self.loops:
             loop.start()
-        self._metrics_task = asyncio.create_task(self._refresh_metrics())
+        interval = float(os.environ.get("ZHONGSHU_METRICS_INTERVAL_S", "5"))
+        self._metrics = Periodic("metrics", interval, self._refresh_metrics, wait_first=True)
+        self._metrics.start()
         log.info(
             "%s started: %d consumer(s), health on http://%s:%d",
             self.name,
@@ -347,8 +350,8 @@ class Service(Generic[S, D]):
     async def stop(self) -> None:
         """Stop fetching, finish in-flight work and ack it, run shutdown hooks, close."""
         timeout = self._settings.drain_timeout_s if self._settings else 30.0
-        if self._metrics_task is not None:
-            self._metrics_task.cancel()
+        if self._metrics is not None:
+            await self._metrics.stop()
         await asyncio.gather(*(loop.stop(timeout) for loop in self.loops))
         for hook in reversed(self._shutdown):
             try:
@@ -413,9 +416,6 @@ class Service(Generic[S, D]):
         )
 
     async def _refresh_metrics(self) -> None:
-        interval = float(os.environ.get("ZHONGSHU_METRICS_INTERVAL_S", "5"))
-        while True:
-            await asyncio.sleep(interval)
-            for loop in self.loops:
-                with contextlib.suppress(Exception):
-                    await loop.refresh_metrics()
+        for loop in self.loops:
+            with contextlib.suppress(Exception):
+                await loop.refresh_metrics()
