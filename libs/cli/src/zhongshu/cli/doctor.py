@@ -16,8 +16,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,10 @@ from rich.markup import escape
 from zhongshu.cli import frontdoor, runstate
 from zhongshu.cli.console import CliError, console
 from zhongshu.cli.up import HTTP_PORT_ENV
+from zhongshu.platforms import Credentials, DingTalkClient, FeishuClient, PlatformURLs
+from zhongshu.platforms.calls import exchange, json_object
+from zhongshu.platforms.results import Token, TokenResult, Unreachable
+from zhongshu.platforms.settings import DINGTALK_API_ENV, FEISHU_BASE_ENV
 from zhongshu.runtime.bus import redact_url
 from zhongshu.runtime.errors import ConfigurationError
 from zhongshu.runtime.hubconfig import DEFAULT_PATH, App, HubConfig, parse_config
@@ -37,13 +41,8 @@ MIN_PYTHON = (3, 11)
 DEFAULT_TIMEOUT_S = 5.0
 EXAMPLE_CONFIG = Path("config/zhongshu.example.yaml")
 
-# The platforms' base URLs, overridable as the services override them (tests and the sandbox
-# point them at fakes): FEISHU_BASE_URL (ingress-feishu, router, notifier) and DINGTALK_API_URL
-# (ingress-dingtalk, notifier; the new OpenAPI that issues app access tokens).
-FEISHU_BASE_ENV = "FEISHU_BASE_URL"
-FEISHU_BASE_URL = "https://open.feishu.cn"
-DINGTALK_API_ENV = "DINGTALK_API_URL"
-DINGTALK_API_URL = "https://api.dingtalk.com"
+# The platforms' base URLs are the services' (PlatformURLs: FEISHU_BASE_URL, DINGTALK_API_URL,
+# read from the environment the doctor was given); the tokens are asked of the same clients.
 
 # The clock: a signed callback is refused when its timestamp is further from our clock than the
 # ingress's window. DingTalk's robot callbacks: 1 hour (ingress-dingtalk `callback_max_skew_s`,
@@ -60,8 +59,8 @@ MODEL_ENDPOINT_ENVS = ("MODEL_ENDPOINT", "ZHONGSHU_MODEL_ENDPOINT")
 MODEL_API_KEY_ENVS = ("MODEL_API_KEY", "ZHONGSHU_MODEL_API_KEY")
 
 # Feishu's answers to tenant_access_token/internal for wrong credentials.
-FEISHU_BAD_APP_ID = 10003
-FEISHU_BAD_SECRET = 10014
+FEISHU_BAD_APP_ID = "10003"
+FEISHU_BAD_SECRET = "10014"
 CLOCK_FIX = "sync the system clock with NTP (e.g. `sudo timedatectl set-ntp true`, or chrony/ntpd)"
 
 
@@ -231,7 +230,8 @@ def _missing_finding(path: Path, problem: str) -> Finding:
 @dataclass(frozen=True)
 class Answer:
     """What a probe got: an HTTP status (and JSON body, Date header) or the error that stopped
-    it. `sent_at`/`received_at` are local wall-clock seconds around the exchange."""
+    it. `sent_at`/`received_at` are local wall-clock seconds around the exchange. `accepted`:
+    the platform issued a token (the body then holds no token)."""
 
     status: int | None = None
     body: dict[str, Any] = field(default_factory=dict)
@@ -241,6 +241,7 @@ class Answer:
     """scheme://host[:port] asked (no credentials, no path)."""
     sent_at: float = 0.0
     received_at: float = 0.0
+    accepted: bool = False
 
 
 def model_finding(name: str, endpoint: str, answer: Answer, key_source: str) -> Finding:
@@ -276,12 +277,12 @@ def feishu_finding(app_name: str, app_id: str, answer: Answer) -> Finding:
     if answer.status is None:
         return _platform_unreachable(check, FEISHU_BASE_ENV, answer)
     code, msg = answer.body.get("code"), answer.body.get("msg", "")
-    if code == 0 and "tenant_access_token" in answer.body:
+    if answer.accepted:
         return Finding(check, Level.OK, f"credentials of {app_id} accepted")
     field_path = f"apps.{app_name}.feishu"
-    if code == FEISHU_BAD_APP_ID:
+    if str(code) == FEISHU_BAD_APP_ID:
         fix = f"{field_path}.app_id is wrong: copy the App ID from the Feishu developer console"
-    elif code == FEISHU_BAD_SECRET:
+    elif str(code) == FEISHU_BAD_SECRET:
         fix = (
             f"{field_path}.app_secret is wrong: copy the App Secret of {app_id} from the Feishu "
             "developer console (Credentials & Basic Info)"
@@ -299,7 +300,7 @@ def dingtalk_finding(app_name: str, app_key: str, answer: Answer) -> Finding:
     check = f"dingtalk {app_name}"
     if answer.status is None:
         return _platform_unreachable(check, DINGTALK_API_ENV, answer)
-    if answer.status == 200 and "accessToken" in answer.body:
+    if answer.accepted:
         return Finding(check, Level.OK, f"credentials of {app_key} accepted")
     code, message = answer.body.get("code"), answer.body.get("message", "")
     if code is None:
@@ -435,36 +436,49 @@ async def probe(
     headers: Mapping[str, str] | None = None,
     json_body: dict[str, Any] | None = None,
 ) -> Answer:
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL:
+    where = _where(url)
+    if where is None:
         return Answer(error="not a valid URL")
-    where = f"{parsed.scheme}://{parsed.host}" + (f":{parsed.port}" if parsed.port else "")
     sent_at = now()
-    try:
-        response = await client.request(method, url, headers=headers, json=json_body)
-    except httpx.InvalidURL:
-        return Answer(error="not a valid URL", where=where)
-    except httpx.TimeoutException:
-        limit = client.timeout.read or client.timeout.connect or 0
-        return Answer(error=f"no answer within {limit:g} s", where=where)
-    except httpx.HTTPError as exc:
-        # The exception's text, never the request (it may carry a secret in its body).
-        reason = str(exc) or type(exc).__name__
-        return Answer(error=f"{type(exc).__name__}: {reason}", where=where)
-    received_at = now()
-    try:
-        payload = response.json()
-    except ValueError:
-        payload = None
+    # A failure is the exception's text, never the request (it may carry a secret).
+    response = await exchange(client, method, url, headers=headers, json=json_body)
+    if not isinstance(response, httpx.Response):
+        return Answer(error=response.reason, where=where)
     return Answer(
         status=response.status_code,
-        body=payload if isinstance(payload, dict) else {},
+        body=json_object(response),
         date=response.headers.get("date"),
         where=where,
         sent_at=sent_at,
-        received_at=received_at,
+        received_at=now(),
     )
+
+
+def _where(url: str) -> str | None:
+    """scheme://host[:port] of ``url``, or None when it is not a URL."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return None
+    return f"{parsed.scheme}://{parsed.host}" + (f":{parsed.port}" if parsed.port else "")
+
+
+async def ask_token(
+    request: Awaitable[TokenResult], base_url: str, text_key: str, now: Callable[[], float]
+) -> Answer:
+    """A platform client's fresh token request, as an Answer: its status, the platform's code
+    and message (under ``text_key``, as the platform names it) and ``Date``; never the token."""
+    where = _where(base_url) or ""
+    sent_at = now()
+    result = await request
+    received_at = now()
+    if isinstance(result, Unreachable):
+        return Answer(error=result.reason, where=where)
+    answer = Answer(where=where, date=result.date, sent_at=sent_at, received_at=received_at)
+    if isinstance(result, Token):
+        return replace(answer, status=200, accepted=True)
+    body = {"code": result.code, text_key: result.message}
+    return replace(answer, status=result.status, body=body)
 
 
 @dataclass(frozen=True)
@@ -530,31 +544,22 @@ async def check_app(
     environ: Mapping[str, str],
     now: Callable[[], float],
 ) -> tuple[Finding, Answer | None]:
+    urls = PlatformURLs.from_environ(environ)
     if app.feishu is not None:
         secret = app.feishu.app_secret.get_secret_value()
         if not secret:
             return _secret_unset(f"feishu {name}", f"apps.{name}.feishu.app_secret"), None
-        base = (environ.get(FEISHU_BASE_ENV) or FEISHU_BASE_URL).rstrip("/")
-        answer = await probe(
-            client,
-            "POST",
-            base + "/open-apis/auth/v3/tenant_access_token/internal",
-            now,
-            json_body={"app_id": app.feishu.app_id, "app_secret": secret},
-        )
+        feishu = FeishuClient(client, base_url=urls.feishu_base_url)
+        request = feishu.request_token(Credentials(app.feishu.app_id, secret))
+        answer = await ask_token(request, feishu.base_url, "msg", now)
         return feishu_finding(name, app.feishu.app_id, answer), answer
     if app.dingtalk is not None:
         secret = app.dingtalk.app_secret.get_secret_value()
         if not secret:
             return _secret_unset(f"dingtalk {name}", f"apps.{name}.dingtalk.app_secret"), None
-        base = (environ.get(DINGTALK_API_ENV) or DINGTALK_API_URL).rstrip("/")
-        answer = await probe(
-            client,
-            "POST",
-            base + "/v1.0/oauth2/accessToken",
-            now,
-            json_body={"appKey": app.dingtalk.app_key, "appSecret": secret},
-        )
+        dingtalk = DingTalkClient(client, api_url=urls.dingtalk_api_url)
+        request = dingtalk.request_token(Credentials(app.dingtalk.app_key, secret))
+        answer = await ask_token(request, dingtalk.api_url, "message", now)
         return dingtalk_finding(name, app.dingtalk.app_key, answer), answer
     raise AssertionError(f"app {name} has no platform section")  # pragma: no cover - validated
 
