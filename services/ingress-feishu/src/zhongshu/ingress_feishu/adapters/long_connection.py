@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import logging
 import random
@@ -28,6 +29,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from zhongshu.ingress_feishu.pbbp2 import METHOD_CONTROL, METHOD_DATA, Frame, FrameError
 from zhongshu.platforms import Credentials, FeishuClient
 from zhongshu.platforms.feishu import Endpoint
+from zhongshu.runtime.periodic import Periodic
 
 log = logging.getLogger("zhongshu.ingress_feishu.long_connection")
 
@@ -126,8 +128,9 @@ class LongConnection:
         return endpoint.url
 
     async def _session(self, ws: ClientConnection, service_id: int) -> None:
-        pinger = asyncio.create_task(self._ping(ws, service_id))
-        try:
+        # The interval is read before each wait: a pong may change it.
+        ping = functools.partial(self._ping, ws, service_id)
+        async with Periodic("feishu-ping", lambda: self.config.ping_interval_s, ping):
             async for message in ws:
                 if isinstance(message, str):
                     continue
@@ -142,17 +145,12 @@ class LongConnection:
                     task = asyncio.create_task(self._data(ws, frame))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
-        finally:
-            pinger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pinger
 
-    async def _ping(self, ws: ClientConnection, service_id: int) -> None:
-        while True:
-            ping = Frame(service=service_id, method=METHOD_CONTROL, headers=[("type", "ping")])
-            with contextlib.suppress(Exception):
-                await ws.send(ping.encode())
-            await asyncio.sleep(self.config.ping_interval_s)
+    @staticmethod
+    async def _ping(ws: ClientConnection, service_id: int) -> None:
+        ping = Frame(service=service_id, method=METHOD_CONTROL, headers=[("type", "ping")])
+        with contextlib.suppress(Exception):
+            await ws.send(ping.encode())
 
     def _control(self, frame: Frame) -> None:
         if frame.header("type") == "pong" and frame.payload:
