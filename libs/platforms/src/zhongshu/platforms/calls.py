@@ -83,18 +83,41 @@ def retry_after(value: str | None, default: float) -> float:
         return default
 
 
-def credentials_refused(
-    answer: httpx.Response, what: str, code: Any, text_key: str
-) -> CredentialsRefused:
-    """``<what> <code> <the platform's message>``, with the answer's status and ``Date``."""
-    message = str(json_object(answer).get(text_key, ""))
-    return CredentialsRefused(
-        f"{what} {code} {message}".rstrip(),
-        str(code),
-        message=message,
-        status=answer.status_code,
-        date=answer.headers.get("date"),
-    )
+@dataclass(frozen=True)
+class TokenEndpoint:
+    """How one platform's token endpoint answers: the JSON keys of the token, its lifetime, the
+    error code and message, and the codes that only mean "slow down" (no verdict on the app)."""
+
+    platform: str
+    token: str
+    lifetime: str
+    code: str
+    message: str
+    busy: frozenset[Any] = frozenset()
+
+    async def ask(
+        self, http: httpx.AsyncClient, method: str, url: str, app: Credentials, **kwargs: Any
+    ) -> TokenResult:
+        """One fresh token request (``kwargs`` carry the credentials as the endpoint wants)."""
+        answer = await exchange(http, method, url, secret=app.secret, **kwargs)
+        if not isinstance(answer, httpx.Response):
+            return Unreachable(answer.reason)
+        payload, status, date = json_object(answer), answer.status_code, answer.headers.get("date")
+        code, token = payload.get(self.code), payload.get(self.token)
+        if isinstance(token, str) and code in (0, None) and status == 200:
+            return Token(token, seconds(payload.get(self.lifetime)), date)
+        busy = isinstance(code, int | str) and code in self.busy
+        if not code or busy or status == 429 or status >= 500:
+            return Unreachable(f"{self.platform} answered the token request: HTTP {status}")
+        message = str(payload.get(self.message, ""))
+        refused = f"{self.platform} refused the credentials of {app.key}: {self.code} {code}"
+        return CredentialsRefused(
+            f"{refused} {message}".rstrip(),
+            str(code),
+            message=message,
+            status=status,
+            date=date,
+        )
 
 
 def seconds(value: Any, default: float = 7200.0) -> float:

@@ -20,11 +20,10 @@ import httpx
 
 from zhongshu.platforms.calls import (
     Credentials,
-    credentials_refused,
+    TokenEndpoint,
     exchange,
     json_object,
     retry_after,
-    seconds,
     with_token,
 )
 from zhongshu.platforms.results import (
@@ -33,7 +32,6 @@ from zhongshu.platforms.results import (
     Ok,
     RateLimited,
     Rejected,
-    Token,
     TokenResult,
     Unreachable,
 )
@@ -52,6 +50,10 @@ ROBOT_BLOCK_S = 600.0
 OAPI_RATE_LIMITS = {130101: ROBOT_BLOCK_S, 90002: 1.0, 90006: 60.0, 90018: 1.0, 90019: 1.0}
 ERR_TOO_LONG = 460101
 ERR_SECURITY = 310000
+TOKEN = TokenEndpoint("DingTalk", "accessToken", "expireIn", "code", "message")
+OAPI_TOKEN = TokenEndpoint(
+    "DingTalk", "access_token", "expires_in", "errcode", "errmsg", busy=frozenset(OAPI_RATE_LIMITS)
+)
 
 
 @dataclass(frozen=True)
@@ -138,44 +140,15 @@ class DingTalkClient:
     async def request_token(self, app: Credentials) -> TokenResult:
         """Ask for an OpenAPI access token now (not cached): ``{"accessToken", "expireIn"}``;
         wrong credentials answer HTTP 400 ``invalidClientIdOrSecret``."""
-        answer = await exchange(
-            self._http,
-            "POST",
-            self.api_url + TOKEN_PATH,
-            secret=app.secret,
-            json={"appKey": app.key, "appSecret": app.secret},
-        )
-        if not isinstance(answer, httpx.Response):
-            return Unreachable(answer.reason)
-        payload = json_object(answer)
-        token, code = payload.get("accessToken"), payload.get("code")
-        if answer.status_code == 200 and isinstance(token, str):
-            return Token(token, seconds(payload.get("expireIn")), answer.headers.get("date"))
-        if not code or answer.status_code == 429 or answer.status_code >= 500:
-            return Unreachable(f"DingTalk answered the token request: HTTP {answer.status_code}")
-        what = f"DingTalk refused the app credentials of {app.key}:"
-        return credentials_refused(answer, what, code, "message")
+        body = {"appKey": app.key, "appSecret": app.secret}
+        return await TOKEN.ask(self._http, "POST", self.api_url + TOKEN_PATH, app, json=body)
 
     async def request_oapi_token(self, app: Credentials) -> TokenResult:
         """Ask for an old-style oapi token now (not cached): ``GET /gettoken?appkey&appsecret``
         → ``{"errcode": 0, "access_token", "expires_in"}``."""
-        answer = await exchange(
-            self._http,
-            "GET",
-            self.oapi_url + OAPI_TOKEN_PATH,
-            secret=app.secret,
-            params={"appkey": app.key, "appsecret": app.secret},
-        )
-        if not isinstance(answer, httpx.Response):
-            return Unreachable(answer.reason)
-        payload = json_object(answer)
-        token, code = payload.get("access_token"), payload.get("errcode")
-        if code == 0 and isinstance(token, str):
-            return Token(token, seconds(payload.get("expires_in")), answer.headers.get("date"))
-        if code is None or code in OAPI_RATE_LIMITS or answer.status_code >= 500:
-            return Unreachable(f"DingTalk answered the token request: HTTP {answer.status_code}")
-        what = f"DingTalk refused the credentials of {app.key}: errcode"
-        return credentials_refused(answer, what, code, "errmsg")
+        query = {"appkey": app.key, "appsecret": app.secret}
+        url = self.oapi_url + OAPI_TOKEN_PATH
+        return await OAPI_TOKEN.ask(self._http, "GET", url, app, params=query)
 
     async def call(
         self, app: Credentials, method: str, path: str, *, json: Any = None

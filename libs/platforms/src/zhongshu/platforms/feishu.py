@@ -17,11 +17,10 @@ import httpx
 
 from zhongshu.platforms.calls import (
     Credentials,
-    credentials_refused,
+    TokenEndpoint,
     exchange,
     json_object,
     retry_after,
-    seconds,
     with_token,
 )
 from zhongshu.platforms.results import (
@@ -30,7 +29,6 @@ from zhongshu.platforms.results import (
     Ok,
     RateLimited,
     Rejected,
-    Token,
     TokenResult,
     Unreachable,
 )
@@ -44,6 +42,9 @@ TOKEN_CODES = frozenset({99991663, 99991664, 99991665, 99991666, 99991668})
 # The API's frequency limit (with HTTP 429), a message's 5 updates/s, a custom bot's limit.
 RATE_LIMIT_CODES = frozenset({99991400, 230020, 11232})
 TOO_LONG = 230025
+TOKEN = TokenEndpoint(
+    "Feishu", "tenant_access_token", "expire", "code", "msg", busy=RATE_LIMIT_CODES
+)
 
 
 @dataclass(frozen=True)
@@ -97,23 +98,8 @@ class FeishuClient:
         """Ask for a ``tenant_access_token`` now (not cached): ``{"code": 0,
         "tenant_access_token": "t-…", "expire": 7200}``; a wrong App ID answers code 10003, a
         wrong secret 10014."""
-        answer = await exchange(
-            self._http,
-            "POST",
-            self.base_url + TOKEN_PATH,
-            secret=app.secret,
-            json={"app_id": app.key, "app_secret": app.secret},
-        )
-        if not isinstance(answer, httpx.Response):
-            return Unreachable(answer.reason)
-        payload = json_object(answer)
-        code, token = payload.get("code"), payload.get("tenant_access_token")
-        if code == 0 and isinstance(token, str):
-            return Token(token, seconds(payload.get("expire")), answer.headers.get("date"))
-        if code is None or code in RATE_LIMIT_CODES or answer.status_code >= 500:
-            return Unreachable(f"Feishu answered the token request: HTTP {answer.status_code}")
-        what = f"Feishu refused the credentials of {app.key}: code"
-        return credentials_refused(answer, what, code, "msg")
+        body = {"app_id": app.key, "app_secret": app.secret}
+        return await TOKEN.ask(self._http, "POST", self.base_url + TOKEN_PATH, app, json=body)
 
     async def call(
         self,
