@@ -16,13 +16,13 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import Any, Generic, TypeVar, cast
 
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
-from zhongshu.runtime.cancellation import stop_task
+from zhongshu.runtime.periodic import Periodic
 
 log = logging.getLogger("zhongshu.runtime.buckets")
 
@@ -100,8 +100,11 @@ class WatchedBucket(Generic[T]):
         self._held: dict[str, Held[T]] = {}
         self.revision = 0
         self.ready = asyncio.Event()
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._read_through = False  # the current watch delivered its initial read
+        self._backoff = self._wait = restart_delay_s
+        # One watch per run; a run ends when its watch breaks, and the next one comes after
+        # the backoff (which a stop cuts short).
+        self._loop = Periodic(self.name, lambda: self._wait, self._watch)
 
     # ------------------------------------------------------------------ reading
 
@@ -130,11 +133,10 @@ class WatchedBucket(Generic[T]):
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._loop.running
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=self.name)
+        self._loop.start()
 
     async def wait_ready(self, timeout_s: float | None = None) -> bool:
         """Wait for the initial read, at most ``timeout_s``; whether it is done."""
@@ -144,63 +146,47 @@ class WatchedBucket(Generic[T]):
 
     async def stop(self) -> None:
         """End the watch, an ``on_entry`` in progress included."""
-        self._stopping.set()
-        await stop_task(self._task)
+        await self._loop.stop()
 
     async def __aenter__(self) -> WatchedBucket[T]:
         self.start()
         await self.ready.wait()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
     # ------------------------------------------------------------------ the loop
 
-    async def _run(self) -> None:
-        delay = self._restart_delay_s
-        while not self._stopping.is_set():
-            read_through = False
-            try:
-                read_through = await self._follow()
-                if self._stopping.is_set():
-                    return
-                log.warning("%s ended; watching again", self.name)
-            except asyncio.CancelledError:
-                if self._stopping.is_set():
-                    return
-                raise
-            except Exception as exc:  # reconnects, server restarts, a missing bucket
-                log.warning("%s interrupted: %r; watching again in %.1fs", self.name, exc, delay)
-            if read_through:  # it worked for a while: start the backoff over
-                delay = self._restart_delay_s
-            try:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
-            except asyncio.CancelledError:
-                if self._stopping.is_set():
-                    return
-                raise
-            delay = min(delay * 2, self._max_restart_delay_s)
+    async def _watch(self) -> None:
+        problem: Exception | None = None
+        try:
+            await self._follow()
+        except Exception as exc:  # reconnects, server restarts, a missing bucket
+            problem = exc
+        if self._loop.stopping:
+            return
+        if self._read_through:  # it worked for a while: start the backoff over
+            self._backoff = self._restart_delay_s
+        self._wait, self._backoff = self._backoff, min(self._backoff * 2, self._max_restart_delay_s)
+        what = f"interrupted: {problem!r}" if problem is not None else "ended"
+        log.warning("%s %s; watching again in %.1fs", self.name, what, self._wait)
 
-    async def _follow(self) -> bool:
-        """One watch, until it breaks; True once its initial read was complete."""
+    async def _follow(self) -> None:
+        """One watch, until it breaks or the stop."""
+        self._read_through = False
         kv = await self._js.key_value(self.bucket)
         watcher = await kv.watch(self._keys, include_history=self._include_history)
         fresh: dict[str, Held[T]] | None = {}  # the initial read, swapped in when complete
         fresh_revision = 0
         try:
             async for entry in watcher:
-                if self._stopping.is_set():
+                if self._loop.stopping:
                     break
                 if entry is None:  # the end of what was stored when the watch began
                     if fresh is not None:
                         self._held, self.revision, fresh = fresh, fresh_revision, None
+                        self._read_through = True
                         self.ready.set()
                     continue
                 revision = int(entry.revision or 0)
@@ -211,12 +197,11 @@ class WatchedBucket(Generic[T]):
                     self.revision = max(self.revision, revision)
                 if self._on_entry is not None:
                     await self._on_entry(entry, value)
-                    if self._stopping.is_set():
+                    if self._loop.stopping:  # the cancellation may have been swallowed
                         break
         finally:
             with contextlib.suppress(Exception):
                 await cast(Any, watcher).stop()  # untyped in nats-py
-        return fresh is None
 
     def _apply(self, held: dict[str, Held[T]], entry: Entry, revision: int) -> T | None:
         key = entry.key

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 
 from zhongshu.runtime.cancellation import stop_task
 
@@ -44,6 +43,12 @@ class Periodic:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    @property
+    def stopping(self) -> bool:
+        """True once ``stop()`` is called: a long job checks it after a call that may have
+        swallowed the cancellation."""
+        return self._stopping.is_set()
+
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=self.name)
@@ -57,12 +62,7 @@ class Periodic:
         self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
     def _interval(self) -> float:
