@@ -39,7 +39,7 @@ from zhongshu.notifier.settings import NotifierSettings
 from zhongshu.runtime.hubconfig import HubConfig, parse_config
 from zhongshu.runtime.liveconfig import StaticConfig
 from zhongshu.runtime.service import Service
-from zhongshu.taskengine.handlers import build_service as build_engine
+from zhongshu.taskengine.main import build_service as build_engine
 from zhongshu.taskengine.settings import TaskEngineSettings
 
 CALLBACK_KEY = "e2e-callback-key"

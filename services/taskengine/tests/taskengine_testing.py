@@ -46,9 +46,11 @@ from zhongshu.runtime import Service
 from zhongshu.runtime.hubconfig import HubConfig, parse_config
 from zhongshu.runtime.liveconfig import StaticConfig
 from zhongshu.taskengine.adapters.trigger_table import TriggerTable
-from zhongshu.taskengine.handlers import build_service
+from zhongshu.taskengine.engine import Engine
+from zhongshu.taskengine.main import build_service
 from zhongshu.taskengine.settings import TaskEngineSettings
 
+EngineService = Service[TaskEngineSettings, Engine]
 WAIT_S = 60.0
 """A guard against hanging, not a performance bound: the machine is shared."""
 CALLBACK_KEY = "test-callback-key"
@@ -117,7 +119,7 @@ class Hub:
     js: JetStreamContext
     nats_url: str
     tenant: str = field(default_factory=lambda: "t" + uuid.uuid4().hex[:10])
-    services: list[Service] = field(default_factory=list)
+    services: list[EngineService] = field(default_factory=list)
     agents: list[FakeAgent] = field(default_factory=list)
 
     @property
@@ -144,7 +146,7 @@ class Hub:
         }
         return TaskEngineSettings(**values)
 
-    async def start_engine(self, **changes: Any) -> Service:
+    async def start_engine(self, **changes: Any) -> EngineService:
         service = build_service(config=StaticConfig(self.hub_config()))
         await service.start(self.settings(**changes))
         self.services.append(service)
@@ -169,13 +171,15 @@ class Hub:
         key = definition_key(definition.tenant, definition.id)
         return int(await bucket.put(key, msgspec.json.encode(definition)))
 
-    async def put_trigger(self, trigger: TriggerDefinition, engine: Service | None = None) -> int:
+    async def put_trigger(
+        self, trigger: TriggerDefinition, engine: EngineService | None = None
+    ) -> int:
         """Store a trigger and, given a running engine, wait until it has loaded it."""
         bucket = await self.js.key_value(streams.TRIGGERS_KV.bucket)
         key = definition_key(trigger.tenant, trigger.id)
         revision = int(await bucket.put(key, msgspec.json.encode(trigger)))
         if engine is not None:
-            table: TriggerTable = engine.state["triggers"]
+            table: TriggerTable = engine.deps.triggers
             await eventually(
                 lambda: table.revision >= revision, "the engine to load the trigger", WAIT_S
             )

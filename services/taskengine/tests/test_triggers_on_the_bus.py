@@ -137,7 +137,7 @@ async def test_a_disabled_or_deleted_trigger_stops_firing(hub: Hub) -> None:
     await hub.put_trigger(msgspec.structs.replace(toggled, enabled=False), engine)
     bucket = await hub.js.key_value(streams.TRIGGERS_KV.bucket)
     await bucket.delete(definition_key(hub.tenant, "deleted"))
-    table = engine.state["triggers"]
+    table = engine.deps.triggers
     gone = definition_key(hub.tenant, "deleted")
     await eventually(lambda: all(t.key != gone for t in table.triggers), "the deletion", WAIT_S)
     await publish(hub.js, "events.iot.dev-6", iot_event("dev-6", 81))
