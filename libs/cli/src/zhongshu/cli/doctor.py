@@ -26,7 +26,7 @@ import httpx
 import typer
 from rich.markup import escape
 
-from zhongshu.cli import frontdoor, runstate
+from zhongshu.cli import edge, runstate
 from zhongshu.cli.console import CliError, console
 from zhongshu.cli.up import HTTP_PORT_ENV
 from zhongshu.platforms import Credentials, DingTalkClient, FeishuClient, PlatformURLs
@@ -131,7 +131,7 @@ def python_finding(version: Sequence[int]) -> Finding:
 
 def parse_port(raw: str | None) -> int | None:
     """The HTTP port `zhongshu up` would use, or None when the variable is not a port."""
-    value = str(frontdoor.DEFAULT_PORT) if raw is None else raw
+    value = str(edge.DEFAULT_PORT) if raw is None else raw
     if not value.isdigit() or not 0 < int(value) < 65536:
         return None
     return int(value)
@@ -148,7 +148,7 @@ def port_finding(
             Level.FAIL,
             f"{HTTP_PORT_ENV}={raw!r} is not a port number",
             f"set {HTTP_PORT_ENV} to a free port between 1 and 65535, or unset it (default "
-            f"{frontdoor.DEFAULT_PORT})",
+            f"{edge.DEFAULT_PORT})",
         )
     where = f"127.0.0.1:{port}"
     if bind_error is None:
@@ -387,11 +387,10 @@ class Options:
 def bind_error(port: int) -> str | None:
     """Bind the port as `zhongshu up`'s front door does; the reason it failed, or None."""
     try:
-        sock = frontdoor.bind(port)
+        edge.check_port(port)
     except CliError as exc:
         reason = str(exc)
         return reason[reason.find("(") + 1 : reason.find(")")] if "(" in reason else reason
-    sock.close()
     return None
 
 

@@ -101,9 +101,37 @@ def up_command(
             "agent at it (needs `uv sync --extra local-model`).",
         ),
     ] = None,
+    public: Annotated[
+        str | None,
+        typer.Option(
+            "--public",
+            metavar="HOST",
+            envvar="ZHONGSHU_PUBLIC_HOST",
+            help="Also serve https://HOST on ports 443 and 80 (a redirect): TLS 1.3 only, HSTS, "
+            "a certificate from Let's Encrypt/ZeroSSL (ACME) unless --tls-cert is given. HOST's "
+            "DNS must point here and both ports be reachable.",
+        ),
+    ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option("--tls-cert", metavar="PEM", help="Your own certificate for --public."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option("--tls-key", metavar="PEM", help="The key of --tls-cert."),
+    ] = None,
+    bind: Annotated[
+        str,
+        typer.Option("--bind", metavar="ADDRESS", help="Interface for 443/80 (default: all)."),
+    ] = "",
+    acme_email: Annotated[
+        str | None,
+        typer.Option("--acme-email", help="Contact address for the ACME account (optional)."),
+    ] = None,
 ) -> None:
     """Run everything locally: nats-server, PostgreSQL and Redis from wheels (no Docker),
-    provision the streams, then every installed service, restarted with backoff if it crashes.
+    provision the streams, then every installed service, restarted with backoff if it crashes,
+    behind Caddy on http://127.0.0.1:8000 (and https://HOST with --public).
 
     A dependency given by URL (ZHONGSHU_NATS_URL, ZHONGSHU_POSTGRES_URL, ZHONGSHU_REDIS_URL) is
     used instead of starting it. Ctrl-C or SIGTERM stops the services (they drain in-flight
@@ -122,6 +150,7 @@ def up_command(
                 replicas=replicas,
                 ready_file=ready_file,
                 local_model=local_model,
+                public=up.public_options(public, tls_cert, tls_key, bind, acme_email),
             )
         )
 

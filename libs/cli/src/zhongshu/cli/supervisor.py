@@ -14,7 +14,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -217,6 +217,7 @@ class Supervisor:
         state: RunState,
         state_path: Path,
         on_all_ready: Callable[[], None] | None = None,
+        on_port_moved: Callable[[str, int], Awaitable[None]] | None = None,
         backoff: Backoff = Backoff(),
         stop_timeout_s: float = STOP_TIMEOUT_S,
     ) -> None:
@@ -224,6 +225,9 @@ class Supervisor:
         self.state = state
         self.state_path = state_path
         self.on_all_ready = on_all_ready
+        # A restarted child whose port was taken gets another one; whoever routes to it (the
+        # edge) is told here before the child starts.
+        self.on_port_moved = on_port_moved
         self.backoff = backoff
         self.stop_timeout_s = stop_timeout_s
         self.children = [
@@ -310,6 +314,11 @@ class Supervisor:
         child.started_mono = time.monotonic()
         if not child.spec.fixed_port and not _port_free(child.record.health_port):
             child.record.health_port = free_port()
+            if self.on_port_moved is not None:
+                try:
+                    await self.on_port_moved(child.spec.name, child.record.health_port)
+                except Exception as exc:
+                    self.printer.note(f"could not re-route {child.spec.name}: {exc}", "red")
         proc = await asyncio.create_subprocess_exec(
             *child.spec.argv,
             env={**child.spec.env, HEALTH_PORT_ENV: str(child.record.health_port)},

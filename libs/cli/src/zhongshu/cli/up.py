@@ -7,20 +7,18 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
 from rich.markup import escape
 from rich.table import Table
-from starlette.applications import Starlette
 
-from zhongshu.cli import config_cmd, frontdoor, localmodel, localsecrets, runstate, services
-from zhongshu.cli.console import CliError, console, safe_url, uv_command
+from zhongshu.cli import config_cmd, edge, localmodel, localsecrets, runstate, services
+from zhongshu.cli.console import EXIT_USAGE, CliError, console, safe_url, uv_command
 from zhongshu.cli.provision_cmd import outcomes_table, provision_url, refusal_message, summary
 from zhongshu.cli.runstate import RunState
 from zhongshu.cli.supervisor import ChildSpec, LinePrinter, LogFormat, Supervisor
@@ -42,6 +40,42 @@ class UpOptions:
     replicas: int = 1
     ready_file: Path | None = None
     local_model: Path | None = None
+    public: edge.Public | None = None
+
+
+def public_options(
+    host: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    bind: str,
+    acme_email: str | None,
+) -> edge.Public | None:
+    """The --public family of options, checked together."""
+    if host is None:
+        if tls_cert or tls_key:
+            raise CliError("--tls-cert and --tls-key go with --public HOST", code=EXIT_USAGE)
+        return None
+    if (tls_cert is None) != (tls_key is None):
+        raise CliError("give both --tls-cert and --tls-key, or neither", code=EXIT_USAGE)
+    for path in (tls_cert, tls_key):
+        if path is not None and not path.is_file():
+            raise CliError(f"{path} is not a readable file", code=EXIT_USAGE)
+    return edge.Public(
+        host=host,
+        bind=bind,
+        https_port=_port_env(edge.HTTPS_PORT_ENV, 443),
+        redirect_port=_port_env(edge.REDIRECT_PORT_ENV, 80),
+        tls_cert=tls_cert.absolute() if tls_cert else None,
+        tls_key=tls_key.absolute() if tls_key else None,
+        acme_email=acme_email,
+    )
+
+
+def _port_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, str(default))
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise CliError(f"{name} must be a port number, got {raw!r}")
+    return int(raw)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -103,13 +137,16 @@ def _child_specs(
 
 
 def http_port() -> int:
-    raw = os.environ.get(HTTP_PORT_ENV, str(frontdoor.DEFAULT_PORT))
-    if not raw.isdigit() or not 0 < int(raw) < 65536:
-        raise CliError(f"{HTTP_PORT_ENV} must be a port number, got {raw!r}")
-    return int(raw)
+    return _port_env(HTTP_PORT_ENV, edge.DEFAULT_PORT)
 
 
-def urls_table(stack: EmbeddedStack, state: RunState, data_dir: Path, port: int) -> Table:
+def urls_table(
+    stack: EmbeddedStack,
+    state: RunState,
+    data_dir: Path,
+    port: int,
+    public: edge.Public | None = None,
+) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
@@ -117,11 +154,15 @@ def urls_table(stack: EmbeddedStack, state: RunState, data_dir: Path, port: int)
     grid.add_row("PostgreSQL", escape(safe_url(stack.postgres_url)))
     grid.add_row("Redis", escape(safe_url(stack.redis_url)))
     for record in state.services:
-        grid.add_row(record.name, f"{record.health_url}/readyz")
+        if record.name != edge.NAME:
+            grid.add_row(record.name, f"{record.health_url}/readyz")
     running = {r.name for r in state.services}
     origin = f"http://127.0.0.1:{port}"
-    grid.add_row("HTTP", origin)
-    for prefix, name in frontdoor.ROUTES:
+    grid.add_row("HTTP", f"{origin} (Caddy; /healthz is the edge's)")
+    if public is not None:
+        suffix = "" if public.https_port == 443 else f":{public.https_port}"
+        grid.add_row("HTTPS", f"https://{public.host}{suffix} (TLS 1.3, HSTS)")
+    for prefix, name in edge.ROUTES:
         if name in running and prefix != "/":
             grid.add_row("", f"{origin}{prefix}… → {name}")
     if "gateway" in running:
@@ -197,9 +238,23 @@ def _start_and_supervise(
     _seed_configuration(stack.nats_url)
 
     port = http_port()
-    front_socket = frontdoor.bind(port)
+    edge.check_port(port)
     specs = _child_specs(names, stack, options.local_model)
     upstreams = {spec.name: spec.health_port for spec in specs}
+    front = edge.EdgeConfig(
+        local_port=port, upstreams=upstreams, data_dir=data_dir, public=options.public
+    )
+    edge.write(front)
+    specs.append(
+        ChildSpec(
+            name=edge.NAME,
+            argv=edge.argv(front),
+            env={**os.environ},
+            health_port=port,
+            ready_path="/healthz",
+            fixed_port=True,
+        )
+    )
     state = RunState(
         supervisor_pid=os.getpid(),
         nats_url=stack.nats_url if stack.nats_server is not None else None,
@@ -212,15 +267,18 @@ def _start_and_supervise(
             f"[bold green]zhongshu is up[/] in {time.monotonic() - began:.1f} s "
             f"({len(names)} service(s))"
         )
-        console.print(urls_table(stack, state, data_dir, port))
+        console.print(urls_table(stack, state, data_dir, port, options.public))
         console.print("[dim]Ctrl-C stops everything.[/]")
         console.print()
         if options.ready_file is not None:
             options.ready_file.parent.mkdir(parents=True, exist_ok=True)
             options.ready_file.touch()
 
-    front = frontdoor.build_app(lambda: upstreams)
-    asyncio.run(_supervise(specs, printer, state, state_path, announce, (front, front_socket)))
+    async def reroute(name: str, new_port: int) -> None:
+        upstreams[name] = new_port
+        await edge.reload(front)
+
+    asyncio.run(_supervise(specs, printer, state, state_path, announce, reroute))
 
 
 def _seed_configuration(nats_url: str) -> None:
@@ -244,20 +302,21 @@ async def _supervise(
     state: RunState,
     state_path: Path,
     announce: Callable[[], None],
-    front: tuple[Starlette, socket.socket],
+    reroute: Callable[[str, int], Awaitable[None]],
 ) -> None:
     supervisor = Supervisor(
-        specs, printer=printer, state=state, state_path=state_path, on_all_ready=announce
+        specs,
+        printer=printer,
+        state=state,
+        state_path=state_path,
+        on_all_ready=announce,
+        on_port_moved=reroute,
     )
     loop = asyncio.get_running_loop()
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, supervisor.stop)
-    front_stop = asyncio.Event()
-    front_task = asyncio.create_task(frontdoor.serve(*front, front_stop))
     try:
         await supervisor.run()
     finally:
-        front_stop.set()
-        await front_task
         for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
