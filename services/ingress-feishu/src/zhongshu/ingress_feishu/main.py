@@ -4,22 +4,22 @@ Wiring only; ``zhongshu up`` finds ``service`` through the ``zhongshu.services``
 from __future__ import annotations
 
 from zhongshu.contracts import channels
-from zhongshu.ingress_feishu.handlers import close_ingress, open_ingress, webhooks
+from zhongshu.ingress_feishu import handlers, resources
+from zhongshu.ingress_feishu.resources import FeishuService
 from zhongshu.ingress_feishu.settings import FeishuIngressSettings
 from zhongshu.runtime.service import Service
 
 
-def build_service() -> Service:
+def build_service() -> FeishuService:
     """A fresh service (tests run several replicas in one process)."""
-    service = Service(
+    service: FeishuService = Service(
         "ingress-feishu",
         FeishuIngressSettings,
+        resources.lifespan,
         description="Feishu events and card callbacks, webhook and long connection.",
         publishes=[channels.CHAT_INBOUND, channels.AUDIT],
     )
-    service.on_startup(open_ingress)
-    service.on_shutdown(close_ingress)
-    service.webhooks.extend(webhooks(service))
+    handlers.register(service)
     return service
 
 
