@@ -30,7 +30,7 @@ from zhongshu.devstack.fakes.dingtalk_openapi import FakeDingTalkOpenAPI
 from zhongshu.devstack.fakes.feishu_openapi import FakeFeishuOpenAPI
 from zhongshu.devstack.testing import collect, drained
 from zhongshu.router.adapters.config import StaticConfig
-from zhongshu.router.handlers import build_service
+from zhongshu.router.main import build_service
 from zhongshu.router.rules import RouterRules
 from zhongshu.router.settings import RouterSettings
 from zhongshu.runtime.hubconfig import parse_config

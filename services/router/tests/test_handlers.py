@@ -38,7 +38,7 @@ from zhongshu.contracts.ids import derive_msg_id
 from zhongshu.devstack.testing import collect, drained
 from zhongshu.router import domain
 from zhongshu.router.adapters.config import StaticConfig
-from zhongshu.router.handlers import build_service
+from zhongshu.router.main import build_service
 from zhongshu.router.rules import AlertSource, RouterRules
 from zhongshu.router.settings import RouterSettings
 from zhongshu.runtime.hubconfig import HubConfig, parse_config
@@ -244,21 +244,20 @@ def limited(scope: str) -> float:
 class Counting:
     """Counts the events one replica handled."""
 
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
+    def __init__(self, router: Any) -> None:
+        self.inner = router.handle
         self.count = 0
+        router.handle = self.handle
 
     async def handle(self, env: Envelope[Any], delivery: Any) -> None:
         self.count += 1
-        await self.inner.handle(env, delivery)
+        await self.inner(env, delivery)
 
 
 async def test_a_flood_from_one_user_is_limited_across_two_replicas(hub: Hub) -> None:
     config = hub.config("    rate_limit: {per_user: 3/min}\n")
     replicas = [await hub.start(config), await hub.start(config)]
-    counters = [Counting(r.state["router"]) for r in replicas]
-    for replica, counter in zip(replicas, counters, strict=True):
-        replica.state["router"] = counter
+    counters = [Counting(r.deps.router) for r in replicas]
     before = limited("user")
     for i in range(12):
         await hub.send(hub.message(f"question {i}"))

@@ -1,0 +1,145 @@
+"""One inbound chat event, screened (alert source, group rule, whitelist, rate limit),
+classified, then answered with a command, a direct reply, an alert or a refusal. Decisions are in
+``domain``; this module only fetches what they need and publishes what they return."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from zhongshu.contracts import subjects
+from zhongshu.contracts.envelope import Envelope
+from zhongshu.contracts.events import CardActionReceived, MessageReceived
+from zhongshu.router import domain
+from zhongshu.router.adapters.config import ConfigSource
+from zhongshu.router.adapters.departments import DepartmentSource, NoDepartments
+from zhongshu.router.adapters.ratelimit import RateLimiter
+from zhongshu.router.adapters.taskcache import TaskCache
+from zhongshu.router.metrics import RATE_LIMITED, ROUTED
+from zhongshu.router.rules import RouterRules
+from zhongshu.runtime import Delivery
+from zhongshu.runtime.outbox import Outbox
+
+log = logging.getLogger("zhongshu.router")
+
+SOURCE = "zhongshu/router"
+
+
+class InboundRouter:
+    """Handles one inbound chat event; holds the configuration and the Redis adapters."""
+
+    def __init__(
+        self,
+        config: ConfigSource,
+        rules: RouterRules | None,
+        limiter: RateLimiter,
+        cache: TaskCache,
+        departments: DepartmentSource | None = None,
+    ) -> None:
+        self.config = config
+        self._pinned_rules = rules
+        self.limiter = limiter
+        self.cache = cache
+        self.departments = departments or NoDepartments()
+
+    @property
+    def rules(self) -> RouterRules:
+        """Pinned rules (a file or a test), else the live configuration's ``routing``."""
+        return self._pinned_rules or self.config.current.routing
+
+    async def handle(self, env: Envelope[Any], delivery: Delivery) -> None:
+        event = env.data
+        if not isinstance(event, MessageReceived | CardActionReceived):
+            ROUTED.labels("ignored_event").inc()  # membership changes, other platform events
+            return
+        app = self.config.current.app(event.app)
+        if app is None:
+            log.warning("inbound event %s names unknown app %r; ignored", env.id, event.app)
+            ROUTED.labels("unknown_app").inc()
+            return
+        out = Outbox.answering(env, delivery, source=SOURCE)
+        screened = domain.screen(event, app, self.rules)
+        if isinstance(screened, domain.FromAlertSource):
+            alert = domain.alert_raised(screened.message, screened.source, env.id)
+            subject = subjects.alert(alert.level, alert.source)
+            await out.publish(subject, alert, out.msg_id(domain.STAGE_ALERT))
+            ROUTED.labels("alert").inc()
+            return
+        if isinstance(screened, domain.NotAddressed):
+            ROUTED.labels("not_addressed").inc()
+            return
+        access = screened.access
+        if domain.departments_may_decide(app.access, access):  # only then: no call otherwise
+            sender = domain.sender_of(event)
+            departments = await self.departments.departments(event.app, app, sender)
+            access = domain.decide_access(
+                app.access,
+                user_ids=domain.sender_ids(sender),
+                chat_id=event.chat_id,
+                departments=departments,
+            )
+        if not access.allowed:
+            audit = domain.access_denied(event, access)
+            subject = subjects.audit(event.tenant, "access")
+            await out.publish(subject, audit, out.msg_id(domain.STAGE_AUDIT))
+        verdict = await self.limiter.check(
+            app=event.app,
+            inbound_id=env.id,
+            user=domain.sender_of(event).id,
+            chat=event.chat_id,
+            per_user=app.rate_limit.per_user,
+            per_chat=app.rate_limit.per_chat,
+        )
+        if not verdict.allowed:
+            RATE_LIMITED.labels(verdict.scope).inc()
+            ROUTED.labels("rate_limited").inc()
+            if verdict.notify:
+                text = self.rules.slow_down_text.format(seconds=verdict.retry_after_s)
+                await _reply(out, event, text)
+            return
+        if not access.allowed:
+            ROUTED.labels("refused").inc()
+            await _reply(out, event, self.rules.refusal_text)
+            return
+        await self._dispatch(event, screened.what, access.roles, out)
+
+    async def _dispatch(
+        self,
+        event: domain.Inbound,
+        what: domain.Classification,
+        roles: tuple[str, ...],
+        out: Outbox,
+    ) -> None:
+        if isinstance(what, domain.Command):
+            command = domain.command_requested(event, what, roles)
+            subject = subjects.chat_command(event.platform, event.tenant)
+            await out.publish(subject, command, out.msg_id(domain.STAGE_COMMAND))
+            ROUTED.labels("command").inc()
+            return
+        if isinstance(what, domain.UnknownCommand):
+            text = self.rules.unknown_command_text.format(command=what.command)
+            await _reply(out, event, text)
+            ROUTED.labels("unknown_command").inc()
+            return
+        await _reply(out, event, await self._answer(event.tenant, what))
+        if isinstance(event, MessageReceived):  # the record; the router already answered
+            query = domain.query_requested(event, what, roles)
+            subject = subjects.chat_query(event.platform, event.tenant)
+            await out.publish(subject, query, out.msg_id(domain.STAGE_QUERY))
+        ROUTED.labels("query").inc()
+
+    async def _answer(self, tenant: str, query: domain.Query) -> str:
+        if query.command == "help":
+            return domain.help_text(self.rules)
+        if query.command == "status" and query.args:
+            status = await self.cache.status(tenant, query.args[0])
+            return domain.task_status_text(query.args[0], status, self.rules)
+        recent = await self.cache.recent(tenant, self.rules.tasks_listed)
+        return domain.tasks_text(list(recent), self.rules)
+
+
+async def _reply(out: Outbox, event: domain.Inbound, text: str) -> None:
+    """The router's one direct reply to the input, under its own id (derived from the input's,
+    so a redelivery answers with the same)."""
+    reply = domain.reply(event, out.parent_id, text)
+    await out.reply(reply, reply.reply_id)
