@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,12 +21,14 @@ from zhongshu.contracts import headers as H
 from zhongshu.contracts.events import Event
 from zhongshu.contracts.ids import new_event_id
 from zhongshu.projector import lag
-from zhongshu.projector.handlers import build_service
+from zhongshu.projector.main import build_service
 from zhongshu.projector.projections import all_projections
 from zhongshu.projector.projections.definitions import MIRRORS, MirrorWatcher
+from zhongshu.projector.resources import ProjectorDeps
 from zhongshu.projector.settings import ProjectorSettings
 from zhongshu.runtime import Service
 
+ProjectorService = Service[ProjectorSettings, ProjectorDeps]
 SETTLE_LIMIT_S = 120.0  # liveness only: how long to wait before calling the projector stuck
 
 
@@ -96,7 +98,7 @@ def settings(
     return ProjectorSettings(**values)
 
 
-async def start_projector(config: ProjectorSettings) -> Service:
+async def start_projector(config: ProjectorSettings) -> ProjectorService:
     service = build_service()
     await service.start(config)
     return service
@@ -107,16 +109,17 @@ SOURCES = [(p.stream, p.subjects) for p in all_projections()] + [
 ]
 
 
-async def settled(service: Service, pool: asyncpg.Pool) -> None:
+async def settled(service: ProjectorService, pool: asyncpg.Pool) -> None:
     """Wait until every durable consumer of ``service`` has nothing pending or unacked, its KV
     mirrors have read their buckets, and every read model's offset is its stream's last
     sequence."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + SETTLE_LIMIT_S
-    mirrors: list[MirrorWatcher] = service.state["mirrors"]
+    mirrors: Sequence[MirrorWatcher] = service.deps.mirrors
     while True:
         infos = [
-            await service.js.consumer_info(spec.stream, spec.durable) for spec in service.specs
+            await service.js.consumer_info(spec.stream, spec.durable)
+            for spec in service.consumer_specs
         ]
         drained = all(not i.num_pending and not i.num_ack_pending for i in infos)
         synced = all(m.synced.is_set() for m in mirrors)

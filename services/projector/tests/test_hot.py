@@ -142,7 +142,7 @@ async def test_the_projector_honours_a_configured_ttl(
     assert config.hot_ttl_s == 3600
     service = await start_projector(config)
     try:
-        await settled(service, service.state["pool"])
+        await settled(service, service.deps.pool)
         after = await stored(redis, tenant, "q")
         assert after is not None
         assert after.status == "running"
@@ -173,7 +173,7 @@ async def test_the_projector_keeps_statuses_seven_days_by_default(
     )
     service = await start_projector(settings(bus.url, database, redis_url))
     try:
-        await settled(service, service.state["pool"])
+        await settled(service, service.deps.pool)
         ttl = await redis.ttl(task_status_key(tenant, "d"))
         assert HOT_TTL_S - 120 < ttl <= HOT_TTL_S
         done = await stored(redis, tenant, "d")

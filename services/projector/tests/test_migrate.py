@@ -42,7 +42,7 @@ async def test_two_projectors_starting_together_migrate_once(
     config = settings(bus.url, database, redis_url)
     first, second = await asyncio.gather(start_projector(config), start_projector(config))
     try:
-        pool: asyncpg.Pool = first.state["pool"]
+        pool: asyncpg.Pool = first.deps.pool
         ledger = await pool.fetch("SELECT version FROM schema_migrations ORDER BY version")
         assert [r["version"] for r in ledger] == [m.version for m in migrations()]
         tables = {

@@ -60,7 +60,7 @@ async def test_a_message_postgres_rejects_is_dead_lettered_and_its_batch_is_writ
     )
     service = await start_projector(settings(bus.url, database, redis_url))
     try:
-        pool: asyncpg.Pool = service.state["pool"]
+        pool: asyncpg.Pool = service.deps.pool
         await settled(service, pool)
         found = await pool.fetch("SELECT task_id, status FROM tasks WHERE tenant = $1", tenant)
         assert [(r["task_id"], r["status"]) for r in found] == [("good", "completed")]
@@ -87,7 +87,7 @@ async def test_writes_wait_while_postgres_is_down_and_lose_nothing(
     with PostgresServer(server_dir / "pg", log_path=server_dir / "pg.log") as pg:
         service = await start_projector(settings(bus.url, pg.url, redis_url, ack_wait_s=1.5))
         try:
-            pool: asyncpg.Pool = service.state["pool"]
+            pool: asyncpg.Pool = service.deps.pool
             await bus.send(subjects.task_requested(tenant), requested(tenant, "t"), tenant=tenant)
             await settled(service, pool)
             retried_before = write_retries()
@@ -157,7 +157,7 @@ async def test_lag_counts_the_messages_not_yet_applied(
     written_before = rows_written("tasks")
     service = await start_projector(settings(bus.url, database, redis_url))
     try:
-        await settled(service, service.state["pool"])
+        await settled(service, service.deps.pool)
         assert (await lag.refresh(bus.js, pool, SOURCES))["TASKS"] == 0
         assert rows_written("tasks") == written_before + 3
     finally:

@@ -364,7 +364,7 @@ async def test_a_realistic_mix_is_projected_and_replaying_it_changes_no_table(
     config = settings(bus.url, database, redis_url)
     service = await start_projector(config)
     try:
-        pool: asyncpg.Pool = service.state["pool"]
+        pool: asyncpg.Pool = service.deps.pool
         await settled(service, pool)
         await check_rows(pool, mix)
         await check_hot_tier(redis, mix)
@@ -379,10 +379,10 @@ async def test_a_realistic_mix_is_projected_and_replaying_it_changes_no_table(
         await bus.js.delete_consumer(stream, name)
     service = await start_projector(config)
     try:
-        pool = service.state["pool"]
+        pool = service.deps.pool
         await settled(service, pool)
         replays = {spec.durable: await service.js.consumer_info(spec.stream, spec.durable)
-                   for spec in service.specs}  # fmt: skip
+                   for spec in service.consumer_specs}  # fmt: skip
         assert replays["projector-tasks"].delivered.stream_seq > 0
         assert await dump_all(pool) == before
 
@@ -595,7 +595,7 @@ async def test_a_rebuild_under_a_running_projector_loses_and_doubles_nothing(
     await mix.publish(bus)
     service = await start_projector(settings(bus.url, database, redis_url))
     try:
-        pool: asyncpg.Pool = service.state["pool"]
+        pool: asyncpg.Pool = service.deps.pool
         await settled(service, pool)
         tenant = unique("busy")
 

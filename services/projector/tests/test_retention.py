@@ -205,7 +205,7 @@ async def test_a_projector_with_retention_prunes_what_it_projected(
     )
     service = await start_projector(config)
     try:
-        pool: asyncpg.Pool = service.state["pool"]
+        pool: asyncpg.Pool = service.deps.pool
 
         async def only_new_left() -> bool:
             found = await pool.fetch("SELECT task_id FROM tasks WHERE tenant = $1", t)

@@ -37,7 +37,7 @@ async def test_removed_schedules_are_marked_deleted(
     config = settings(bus.url, database, redis_url, projector_reconcile_interval_s=0.2)
     service = await start_projector(config)
     try:
-        pool: asyncpg.Pool = service.state["pool"]
+        pool: asyncpg.Pool = service.deps.pool
         await settled(service, pool)
 
         async def deleted() -> dict[str, Any]:
