@@ -1,11 +1,14 @@
-"""The archiver's work inside its service: one drain per stream and the lag monitor, started
-after the bus connects and stopped (each drain writing what it holds) before it closes."""
+"""The archiver's work inside its service: one drain per stream and the lag monitor, started by
+the service's lifespan after the bus connects and stopped (each drain writing what it holds)
+before it closes."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
+from typing import Any
 
 from nats.js.errors import NotFoundError
 
@@ -49,8 +52,24 @@ def open_configured_store(settings: ArchiverSettings) -> ObjectStore:
         raise ConfigurationError(f"ZHONGSHU_OBJECT_STORE_URL: {exc}") from None
 
 
+@contextlib.asynccontextmanager
+async def lifespan(svc: Service[ArchiverSettings, Archiver]) -> AsyncIterator[Archiver]:
+    """The running archiver, stopped on the way out (also when its start fails half-way)."""
+    archiver = Archiver(svc, svc.settings, open_configured_store(svc.settings))
+    try:
+        await archiver.start()
+        yield archiver
+    finally:
+        await archiver.stop(svc.settings.drain_timeout_s)
+
+
 class Archiver:
-    def __init__(self, service: Service, settings: ArchiverSettings, store: ObjectStore) -> None:
+    def __init__(
+        self,
+        service: Service[ArchiverSettings, Any],
+        settings: ArchiverSettings,
+        store: ObjectStore,
+    ) -> None:
         self.service, self.settings, self.store = service, settings, store
         self.streams = stream_names(settings)
         self.drains: list[StreamDrain] = []
