@@ -20,9 +20,8 @@ from zhongshu.devstack import NatsServer
 from zhongshu.devstack.fakes.dingtalk import DingTalkApp, FakeStreamGateway, MakeApp, bot_message
 from zhongshu.devstack.testing import StartService as StartReplica
 from zhongshu.devstack.testing import collect, provision_all
-from zhongshu.ingress_dingtalk import handlers
+from zhongshu.ingress_dingtalk import resources
 from zhongshu.ingress_dingtalk.adapters.stream import Frame
-from zhongshu.ingress_dingtalk.main import INGRESS
 from zhongshu.runtime import Service
 
 FAST = {
@@ -188,8 +187,7 @@ async def test_no_ack_is_sent_while_the_bus_is_down_and_the_frame_is_redelivered
     await provision_all(private_nats_server.url)
     service = await start(start_replica, private_nats_server.url, stream_app, gateway)
     await gateway.wait_for_sessions(1)
-    ingress: handlers.DingTalkIngress = service.state[INGRESS]
-    frame_handler = ingress.clients[stream_app.name].handler
+    frame_handler = service.deps.streams.clients[stream_app.name].handler
 
     private_nats_server.stop()
     # A frame that reaches the handler while the bus is down gets no ACK (an event: LATER).
@@ -220,7 +218,7 @@ async def test_no_ack_is_sent_while_the_bus_is_down_and_the_frame_is_redelivered
 
 
 async def replicas_holding(services: list[Service], app: DingTalkApp) -> list[Service]:
-    return [s for s in services if s.state[INGRESS].leases[app.name].held]
+    return [s for s in services if s.deps.streams.leases[app.name].held]
 
 
 async def test_one_replica_holds_the_connection_and_another_takes_over_when_it_dies(
@@ -240,9 +238,9 @@ async def test_one_replica_holds_the_connection_and_another_takes_over_when_it_d
     assert len(gateway.sessions) == 1
 
     # The holder dies: its tasks stop without releasing the lease, which must lapse (TTL 15 s).
-    await handlers.stop_streams(holder.state[INGRESS], release=False)
+    await resources.stop_streams(holder.deps.streams, release=False)
     takeover = await gateway.wait_for_sessions(2, within_s=60)
-    assert standby.state[INGRESS].leases[stream_app.name].held
+    assert standby.deps.streams.leases[stream_app.name].held
     assert gateway.peak_open_sessions == 1
     await gateway.wait_for_ack(await gateway.push_bot_message(bot_message(text="two")))
     assert takeover.open
@@ -262,7 +260,7 @@ async def test_a_holder_that_loses_its_lease_drops_the_connection(
 ) -> None:
     service = await start(start_replica, provisioned_nats_url, stream_app, gateway)
     first = await gateway.wait_for_sessions(1)
-    lease = service.state[INGRESS].leases[stream_app.name]
+    lease = service.deps.streams.leases[stream_app.name]
     # Someone else takes the key (as after a network partition): the next renewal fails.
     kv = await js.key_value("leases")
     await kv.put(lease.key, b"another-replica")
