@@ -56,7 +56,6 @@ from zhongshu.notifier.adapters.callback_http import (
 from zhongshu.notifier.adapters.subscriptions import type_matches
 from zhongshu.notifier.adapters.task_callbacks import TaskCallbackStore
 from zhongshu.notifier.callbacks import CallbackFlow, CallbackRetry
-from zhongshu.notifier.handlers import CALLBACKS
 from zhongshu.notifier.main import build_service
 from zhongshu.notifier.settings import NotifierSettings
 from zhongshu.runtime import Service
@@ -516,7 +515,7 @@ async def test_events_from_before_a_subscription_existed_are_not_posted_and_chan
     assert event_id(before) not in {r.event_id for r in receiver.received}
 
     # Added while running: seen without a restart. Deleted: no longer posted to.
-    flow: CallbackFlow = service.state[CALLBACKS]
+    flow: CallbackFlow = service.deps.callbacks
     await subscribe(bus, receiver, "second")
     kv = await bus.js.key_value(streams.SUBSCRIPTIONS_KV.bucket)
     await kv.delete(definition_key("acme", "first"))

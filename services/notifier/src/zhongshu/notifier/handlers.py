@@ -9,12 +9,10 @@ from zhongshu.contracts import streams, subjects
 from zhongshu.contracts.envelope import Envelope
 from zhongshu.contracts.events import AlertRaised, ReplyGenerated, TaskRequested
 from zhongshu.notifier import callbacks
-from zhongshu.notifier.callbacks import CallbackFlow, CallbackRetry, EventHead
-from zhongshu.notifier.flows import Notifier
-from zhongshu.runtime import Delivery, Service
+from zhongshu.notifier.callbacks import CallbackRetry, EventHead
+from zhongshu.notifier.resources import NotifierDeps, NotifierService
+from zhongshu.runtime import Delivery
 
-NOTIFIER = "notifier"  # key of the opened resources in service.state
-CALLBACKS = "callbacks"
 # POSTs wait on receivers we do not control (up to the callback timeout each): many in flight.
 CALLBACK_CONCURRENCY = 32
 # Events waiting out a receiver's backoff count as unacked: room for hours of one tenant's
@@ -25,10 +23,8 @@ CALLBACK_MAX_ACK_PENDING = 100_000
 REPLY_BACKOFF_S = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
-def register(
-    service: Service, concurrency: int, callback_retry: CallbackRetry | None = None
-) -> None:
-    @service.consumer(
+def register(service: NotifierService, concurrency: int, callback_retry: CallbackRetry) -> None:
+    @service.consumes(
         stream=streams.REPLIES.name,
         subjects=subjects.ALL_CHAT_REPLIES,
         durable="notifier-replies",
@@ -37,11 +33,12 @@ def register(
         max_deliver=10,
         backoff_s=REPLY_BACKOFF_S,
     )
-    async def on_reply(env: Envelope[ReplyGenerated], delivery: Delivery) -> None:
-        notifier: Notifier = service.state[NOTIFIER]
-        await notifier.reply(env, delivery)
+    async def on_reply(
+        deps: NotifierDeps, env: Envelope[ReplyGenerated], delivery: Delivery
+    ) -> None:
+        await deps.notifier.reply(env, delivery)
 
-    @service.consumer(
+    @service.consumes(
         stream=streams.ALERTS.name,
         subjects=subjects.ALL_ALERTS,
         durable="notifier-alerts",
@@ -51,14 +48,13 @@ def register(
         max_deliver=10,
         backoff_s=REPLY_BACKOFF_S,
     )
-    async def on_alert(env: Envelope[AlertRaised], delivery: Delivery) -> None:
-        notifier: Notifier = service.state[NOTIFIER]
-        await notifier.alert(env, delivery)
+    async def on_alert(deps: NotifierDeps, env: Envelope[AlertRaised], delivery: Delivery) -> None:
+        await deps.notifier.alert(env, delivery)
 
-    register_callbacks(service, callback_retry or CallbackRetry())
+    register_callbacks(service, callback_retry)
 
 
-def register_callbacks(service: Service, retry: CallbackRetry) -> None:
+def register_callbacks(service: NotifierService, retry: CallbackRetry) -> None:
     """Task and run events to subscriptions and task callbacks; task requests' own callback
     URLs are remembered by a consumer of their own, which the events consumer can wait for."""
     options: dict[str, Any] = {
@@ -68,7 +64,7 @@ def register_callbacks(service: Service, retry: CallbackRetry) -> None:
         "max_ack_pending": CALLBACK_MAX_ACK_PENDING,
     }
 
-    @service.consumer(
+    @service.consumes(
         stream=streams.TASKS.name,
         subjects=(subjects.ALL_TASK_REQUESTED,),
         durable=callbacks.TARGETS_DURABLE,
@@ -76,28 +72,27 @@ def register_callbacks(service: Service, retry: CallbackRetry) -> None:
         max_deliver=retry.max_deliver,
         backoff_s=retry.backoff_s,
     )
-    async def on_task_request(env: Envelope[TaskRequested], delivery: Delivery) -> None:
-        flow: CallbackFlow = service.state[CALLBACKS]
-        await flow.remember_targets(env, delivery)
+    async def on_task_request(
+        deps: NotifierDeps, env: Envelope[TaskRequested], delivery: Delivery
+    ) -> None:
+        await deps.callbacks.remember_targets(env, delivery)
 
-    @service.consumer(
+    @service.consumes(
         stream=streams.TASKS.name,
         subjects=(subjects.ALL_TASK_REQUESTED, subjects.ALL_TASK_EVENTS),
         durable=callbacks.EVENTS_DURABLE,
         decode=callbacks.decode_head,
         **options,
     )
-    async def on_task_event(head: EventHead, delivery: Delivery) -> None:
-        flow: CallbackFlow = service.state[CALLBACKS]
-        await flow.on_event(head, delivery)
+    async def on_task_event(deps: NotifierDeps, head: EventHead, delivery: Delivery) -> None:
+        await deps.callbacks.on_event(head, delivery)
 
-    @service.consumer(
+    @service.consumes(
         stream=streams.WORKFLOWS.name,
         subjects=(subjects.ALL_WORKFLOW_RUNS,),
         durable=callbacks.RUNS_DURABLE,
         decode=callbacks.decode_head,
         **options,
     )
-    async def on_run_event(head: EventHead, delivery: Delivery) -> None:
-        flow: CallbackFlow = service.state[CALLBACKS]
-        await flow.on_event(head, delivery)
+    async def on_run_event(deps: NotifierDeps, head: EventHead, delivery: Delivery) -> None:
+        await deps.callbacks.on_event(head, delivery)

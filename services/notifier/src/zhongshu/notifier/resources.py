@@ -1,0 +1,95 @@
+"""What the notifier opens at start and closes after its consumers have drained: Redis (tokens,
+rate limits, alert windows, stream state), one HTTP pool for the platforms, the live
+configuration unless a test fixes it, and the callback flow (its own pool and the subscriptions
+bucket's watch)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from dataclasses import dataclass
+
+import httpx
+from redis.asyncio import Redis
+
+from zhongshu.contracts.streams import DELIVERY_STATE_KV
+from zhongshu.notifier.adapters.alertwindow import AlertWindow
+from zhongshu.notifier.adapters.dingtalk import DingTalkAdapter
+from zhongshu.notifier.adapters.feishu import FeishuAdapter
+from zhongshu.notifier.adapters.ledger import Ledger
+from zhongshu.notifier.adapters.ratelimit import SlidingWindowLimiter
+from zhongshu.notifier.adapters.streamstate import StreamState
+from zhongshu.notifier.callbacks import CallbackFlow, CallbackRetry
+from zhongshu.notifier.channels import Adapters
+from zhongshu.notifier.flows import Notifier
+from zhongshu.notifier.settings import NotifierSettings
+from zhongshu.platforms import DingTalkClient, FeishuClient, TokenCache
+from zhongshu.runtime import Service
+from zhongshu.runtime.hubconfig import HubConfig
+from zhongshu.runtime.liveconfig import ConfigSource, LiveConfig, StaticConfig
+
+
+@dataclass(frozen=True)
+class NotifierDeps:
+    notifier: Notifier  # replies and alerts
+    callbacks: CallbackFlow  # task and run events to callback URLs
+    redis: Redis
+
+
+NotifierService = Service[NotifierSettings, NotifierDeps]
+
+
+def lifespan(
+    *, config: HubConfig | None, callback_retry: CallbackRetry
+) -> Callable[[NotifierService], AbstractAsyncContextManager[NotifierDeps]]:
+    """``config`` fixed by a test, else the live configuration (the file
+    ``ZHONGSHU_CONFIG`` while the bucket is empty)."""
+
+    @contextlib.asynccontextmanager
+    async def open_resources(svc: NotifierService) -> AsyncIterator[NotifierDeps]:
+        settings = svc.settings
+        async with AsyncExitStack() as stack:
+            source: ConfigSource
+            if config is not None:
+                source = StaticConfig(config)
+            else:
+                source = await LiveConfig.open(svc.js, path=settings.config)
+                stack.push_async_callback(source.close)
+            redis = await stack.enter_async_context(Redis.from_url(settings.redis_url))
+            http = await stack.enter_async_context(
+                httpx.AsyncClient(
+                    timeout=settings.http_timeout_s,
+                    limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+                )
+            )
+            notifier = Notifier(
+                settings=settings,
+                config=lambda: source.current,
+                adapters=adapters(settings, redis, http),
+                ledger=Ledger(await svc.js.key_value(DELIVERY_STATE_KV.bucket)),
+                limiter=SlidingWindowLimiter(redis, hold_s=settings.http_timeout_s + 5),
+                window=AlertWindow(redis),
+                streams=StreamState(redis),
+            )
+            callbacks = await CallbackFlow.open(svc.js, settings, redis, callback_retry)
+            stack.push_async_callback(callbacks.close)
+            yield NotifierDeps(notifier=notifier, callbacks=callbacks, redis=redis)
+
+    return open_resources
+
+
+def adapters(settings: NotifierSettings, redis: Redis, http: httpx.AsyncClient) -> Adapters:
+    """The platforms' senders over one pool, their access tokens cached in Redis."""
+    tokens = TokenCache(redis)
+    return Adapters(
+        dingtalk=DingTalkAdapter(
+            DingTalkClient(
+                http,
+                api_url=settings.dingtalk_api_url,
+                oapi_url=settings.dingtalk_oapi_url,
+                tokens=tokens,
+            )
+        ),
+        feishu=FeishuAdapter(FeishuClient(http, base_url=settings.feishu_base_url, tokens=tokens)),
+    )
