@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -15,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from zhongshu.gateway import metrics, openapi, problems, quotas
 from zhongshu.gateway.adapters import Unavailable
+from zhongshu.gateway.context import Gateway
 from zhongshu.gateway.routes import (
     console,
     schedules,
@@ -80,7 +82,8 @@ class Edge:
             metrics.LATENCY.labels(method, route).observe(time.perf_counter() - began)
 
 
-def build_app() -> FastAPI:
+def build_app(deps: Callable[[], Gateway]) -> FastAPI:
+    """``deps``: the service's, what its lifespan yielded (raises RuntimeFailure before)."""
     app = FastAPI(
         title="zhongshu API",
         version=VERSION,
@@ -91,6 +94,7 @@ def build_app() -> FastAPI:
         # Operation ids are the handlers' names (`create_task`): what generated clients call.
         generate_unique_id_function=lambda route: route.name,
     )
+    app.state.deps = deps  # read by context.gateway, the routes' dependency
     problems.install(app)
     app.add_exception_handler(Unavailable, _on_unavailable)
     for module in (tasks, schedules, triggers, workflows, subscriptions, quota_routes, console):

@@ -1,12 +1,15 @@
-"""What the routes share in one process: the adapters opened at start-up. Kept on the FastAPI
-app's state (the side port runs no ASGI lifespan; the service's start-up hook fills it)."""
+"""What the routes share in one process: the adapters the service's lifespan opened
+(``resources.py``), the :class:`Gateway` it yields. The side port runs no ASGI lifespan, so the
+app is given the service's ``deps`` to ask for it (``build_app``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from redis.asyncio import Redis
 
 from zhongshu.contracts.definitions import Subscription, TriggerDefinition, WorkflowDefinition
 from zhongshu.gateway.adapters.audit import AuditTrail
@@ -15,11 +18,13 @@ from zhongshu.gateway.adapters.hottier import HotTier
 from zhongshu.gateway.adapters.schedules import ScheduleStore
 from zhongshu.gateway.adapters.warmtier import WarmTier
 from zhongshu.gateway.auth import Principal, TokenVerifier
+from zhongshu.gateway.problems import ProblemError
 from zhongshu.gateway.quotas import FlowControl
 from zhongshu.gateway.submission import TaskDesk
+from zhongshu.runtime.errors import RuntimeFailure
 
 
-@dataclass
+@dataclass(frozen=True)
 class Gateway:
     tokens: TokenVerifier
     flow: FlowControl
@@ -33,16 +38,16 @@ class Gateway:
     audit: AuditTrail
     callback_key: bytes
     max_body_bytes: int
+    redis: Redis  # the client behind hot, flow and desk (readiness pings it)
 
 
 def gateway(request: Request) -> Gateway:
-    """A dependency: the process's adapters (503 until start-up has opened them)."""
-    found = getattr(request.app.state, "gateway", None)
-    if not isinstance(found, Gateway):
-        from zhongshu.gateway.problems import ProblemError
-
-        raise ProblemError(503, "the gateway is starting", kind="unavailable")
-    return found
+    """A dependency: the process's adapters (503 while the service is not started)."""
+    deps: Callable[[], Gateway] = request.app.state.deps
+    try:
+        return deps()
+    except RuntimeFailure:
+        raise ProblemError(503, "the gateway is starting", kind="unavailable") from None
 
 
 GatewayDep = Annotated[Gateway, Depends(gateway)]

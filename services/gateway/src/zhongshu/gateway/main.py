@@ -8,17 +8,19 @@ from __future__ import annotations
 from starlette.routing import Mount
 
 from zhongshu.contracts import channels
-from zhongshu.gateway import lifecycle
+from zhongshu.gateway import resources
 from zhongshu.gateway.app import build_app
+from zhongshu.gateway.resources import GatewayService
 from zhongshu.gateway.settings import GatewaySettings
 from zhongshu.runtime.service import Service
 
 
-def build_service() -> Service:
+def build_service() -> GatewayService:
     """A fresh service and its app (tests run several in one process)."""
-    service = Service(
+    service: GatewayService = Service(
         "gateway",
         GatewaySettings,
+        resources.lifespan,
         description="HTTP API: tasks, schedules, triggers, workflows, subscriptions.",
         publishes=[
             channels.TASK_REQUESTED,
@@ -27,19 +29,10 @@ def build_service() -> Service:
             channels.AUDIT,
         ],
     )
-    app = build_app()
-
-    async def start(s: Service) -> None:
-        await lifecycle.open_gateway(s, app)
-
-    async def stop(s: Service) -> None:
-        await lifecycle.close_gateway(s, app)
-
-    service.on_startup(start)
-    service.on_shutdown(stop)
-    lifecycle.readiness(service, app)
+    service.readiness_ping("redis", lambda gw: gw.redis)
+    service.ready_when("postgres", lambda gw: gw.warm.ping())
     # After /healthz, /readyz and /metrics, everything else is the API.
-    service.routes.append(Mount("/", app=app))
+    service.routes.append(Mount("/", app=build_app(lambda: service.deps)))
     return service
 
 
