@@ -18,7 +18,7 @@ from nats.js.client import JetStreamContext
 from redis.asyncio import Redis
 
 from zhongshu.agent import domain
-from zhongshu.agent.handlers import build_service
+from zhongshu.agent.main import build_service
 from zhongshu.agent.settings import AgentSettings
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import headers as H
