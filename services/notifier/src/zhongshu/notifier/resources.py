@@ -6,8 +6,8 @@ bucket's watch)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 import httpx
@@ -28,6 +28,7 @@ from zhongshu.platforms import DingTalkClient, FeishuClient, TokenCache
 from zhongshu.runtime import Service
 from zhongshu.runtime.hubconfig import HubConfig
 from zhongshu.runtime.liveconfig import ConfigSource, LiveConfig, StaticConfig
+from zhongshu.runtime.service import Lifespan
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ NotifierService = Service[NotifierSettings, NotifierDeps]
 
 def lifespan(
     *, config: HubConfig | None, callback_retry: CallbackRetry
-) -> Callable[[NotifierService], AbstractAsyncContextManager[NotifierDeps]]:
+) -> Lifespan[NotifierSettings, NotifierDeps]:
     """``config`` fixed by a test, else the live configuration (the file
     ``ZHONGSHU_CONFIG`` while the bucket is empty)."""
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 import httpx
@@ -26,6 +26,7 @@ from zhongshu.router.inbound import InboundRouter
 from zhongshu.router.rules import RouterRules, load_rules
 from zhongshu.router.settings import RouterSettings
 from zhongshu.runtime import Service
+from zhongshu.runtime.service import Lifespan
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ RouterService = Service[RouterSettings, RouterDeps]
 
 def lifespan(
     *, config: ConfigSource | None, rules: RouterRules | None
-) -> Callable[[RouterService], AbstractAsyncContextManager[RouterDeps]]:
+) -> Lifespan[RouterSettings, RouterDeps]:
     """``config`` and ``rules`` fixed by a test, else the live configuration and the rules it
     holds (or the file ``ZHONGSHU_ROUTER_RULES`` pins)."""
 
