@@ -71,8 +71,9 @@ SERVICE_PATH = f"/webhooks/feishu/{APP}/events"
 RAW_PATH = "/"
 ENCRYPT_KEY = "bench-encrypt-key"
 VERIFICATION_TOKEN = "bench-verification-token"
-IMPLS = ("raw", "ingress-feishu")
+IMPLS = ("raw", "ingress-feishu", "edge")
 IMPL = "ingress-feishu"
+EDGE = "edge"  # Caddy, configured as `zhongshu up` does, in front of the same service
 P1_MIN_RATIO = 0.7
 P1_MAX_P99_MS = 10.0
 MB = 1024 * 1024
@@ -221,6 +222,27 @@ def role_service(a: argparse.Namespace) -> None:
     finally:
         profile.disable()
         profile.dump_stats(a.profile)
+
+
+# ---------------------------------------------------------------- role: the edge
+
+
+def role_edge(a: argparse.Namespace) -> None:
+    """Caddy with the front door's own configuration (``zhongshu.cli.edge``), access logs
+    included, routing to the service on ``--upstream``; tells its port as ``{"port": N}``."""
+    from zhongshu.cli import edge
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # Caddy binds it next: a tiny window on a box where nothing else asks for it
+    config = edge.EdgeConfig(port, {IMPL: a.upstream}, Path(a.config))
+    edge.write(config)
+    with (Path(a.config) / "caddy-stdout.log").open("w") as access_log:
+        caddy = subprocess.Popen(edge.argv(config), stdout=access_log, stderr=access_log)
+        signal.signal(signal.SIGTERM, lambda *_: caddy.terminate())
+        print(json.dumps({"port": port}), flush=True)
+        caddy.wait()
 
 
 # ---------------------------------------------------------------- requests
@@ -480,7 +502,15 @@ async def settled(url: str, wait_s: float = 5.0) -> dict[str, int]:
 class Server:
     """One server under test: its process, port and request path."""
 
-    def __init__(self, impl: str, child: Child, port: int, path: str, requests: Path) -> None:
+    def __init__(
+        self,
+        impl: str,
+        child: Child,
+        port: int,
+        path: str,
+        requests: Path,
+        behind: Server | None = None,
+    ) -> None:
         self.impl, self.child, self.port, self.path, self.requests = (
             impl,
             child,
@@ -488,6 +518,7 @@ class Server:
             path,
             requests,
         )
+        self.behind = behind  # the edge's service: its CPU counts for the request too
 
     @property
     def url(self) -> str:
@@ -525,6 +556,15 @@ def start_servers(
     port = wait_port(service)
     wait_http(f"http://127.0.0.1:{port}/readyz", service)
     servers[IMPL] = Server(IMPL, service, port, SERVICE_PATH, files[IMPL])
+    front = Child(
+        SCRIPT,
+        ["edge-server", "--url", nats_url, "--upstream", str(port), "--config", str(scratch)],
+        log_dir=scratch,
+        name=EDGE,
+    )
+    edge_port = wait_port(front)
+    wait_http(f"http://127.0.0.1:{edge_port}/healthz", front)
+    servers[EDGE] = Server(EDGE, front, edge_port, SERVICE_PATH, files[IMPL], servers[IMPL])
     return servers
 
 
@@ -534,10 +574,13 @@ def run_wrk(
     """One wrk run against ``server``: wrk's summary plus the servers' CPU during it."""
     cmd = ["wrk", "-t1", f"-c{conns}", f"-d{seconds:g}s", "--latency", "-s", str(lua)]
     cmd += [server.url, "--", server.path, str(server.requests)]
+    behind = server.behind.pid if server.behind is not None else None
     c0, n0 = tree_cpu_seconds(server.pid), proc_cpu_seconds(nats_pid)
+    b0 = tree_cpu_seconds(behind) if behind is not None else 0.0
     w0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120, check=False)
     c1, n1 = tree_cpu_seconds(server.pid), proc_cpu_seconds(nats_pid)
+    b1 = tree_cpu_seconds(behind) if behind is not None else 0.0
     w1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     line = next((x for x in out.stdout.splitlines() if x.startswith("BENCHJSON ")), None)
     if out.returncode != 0 or line is None:
@@ -559,8 +602,11 @@ def run_wrk(
         "p90": r["p90_us"] / 1000,
         "p99": r["p99_us"] / 1000,
         "max": r["max_us"] / 1000,
-        "server_cpu_us": (c1 - c0) / n * 1e6,
-        "server_cpu_pct": (c1 - c0) / seconds_run * 100,
+        # The edge's rows count the edge and the service behind it; edge_* the edge alone.
+        "server_cpu_us": (c1 - c0 + b1 - b0) / n * 1e6,
+        "server_cpu_pct": (c1 - c0 + b1 - b0) / seconds_run * 100,
+        "edge_cpu_us": (c1 - c0) / n * 1e6 if behind is not None else 0.0,
+        "edge_cpu_pct": (c1 - c0) / seconds_run * 100 if behind is not None else 0.0,
         "nats_cpu_us": (n1 - n0) / n * 1e6,
         "wrk_cpu_us": wrk_cpu / n * 1e6,
     }
@@ -628,24 +674,67 @@ def report(
         **box,
     }
 
-    def per_impl(rows: dict[str, list[dict[str, Any]]], key: str, name: str = "") -> dict:
+    def per_impl(
+        rows: dict[str, list[dict[str, Any]]], key: str, name: str = "", impl: str = IMPL
+    ) -> dict:
         name = name or key
         return {
-            name: median(col(rows[IMPL], key)),
+            name: median(col(rows[impl], key)),
             f"baseline_{name}": median(col(rows["raw"], key)),
         }
 
-    def checks(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    def checks(rows: dict[str, list[dict[str, Any]]], impl: str = IMPL) -> dict[str, Any]:
         return {
-            "non2xx": sum(col(rows[IMPL], "non2xx")),
+            "non2xx": sum(col(rows[impl], "non2xx")),
             "baseline_non2xx": sum(col(rows["raw"], "non2xx")),
-            "socket_errors": sum(col(rows[IMPL], "socket_errors")),
+            "socket_errors": sum(col(rows[impl], "socket_errors")),
             "baseline_socket_errors": sum(col(rows["raw"], "socket_errors")),
-            "repeats": sum(col(rows[IMPL], "repeats")) + sum(col(rows["raw"], "repeats")),
-            "stored_runs": col(rows[IMPL], "stored"),
-            "ok_runs": col(rows[IMPL], "ok"),
-            "bus_ok": all(col(rows[IMPL], "bus_ok")) and all(col(rows["raw"], "bus_ok")),
+            "repeats": sum(col(rows[impl], "repeats")) + sum(col(rows["raw"], "repeats")),
+            "stored_runs": col(rows[impl], "stored"),
+            "ok_runs": col(rows[impl], "ok"),
+            "bus_ok": all(col(rows[impl], "bus_ok")) and all(col(rows["raw"], "bus_ok")),
         }
+
+    def edge_figures() -> None:
+        """The same path through the edge (Caddy as `zhongshu up` runs it), against the same
+        raw baseline; the service alone is beside it for the edge's own cost."""
+        edge_common = {**common, "impl": f"{EDGE}+{IMPL}"}
+        if tp:
+            value, base = median(col(tp[EDGE], "rps")), median(col(tp["raw"], "rps"))
+            figure(
+                "p1.ingress.edge.throughput",
+                value,
+                "req/s",
+                base,
+                safe_ratio(value, base),
+                **edge_common,
+                without_edge=median(col(tp[IMPL], "rps")),
+                edge_cpu_us_per_req=median(col(tp[EDGE], "edge_cpu_us")),
+                edge_cpu_pct_of_core=median(col(tp[EDGE], "edge_cpu_pct")),
+                **per_impl(tp, "server_cpu_us", "server_cpu_us_per_req", EDGE),
+                **per_impl(tp, "p99", "p99_ms_at_saturation", EDGE),
+                **checks(tp, EDGE),
+                value_runs=col(tp[EDGE], "rps"),
+                baseline_runs=col(tp["raw"], "rps"),
+            )
+        if lat:
+            for q in ("p50", "p99"):
+                value, base = median(col(lat[EDGE], q)), median(col(lat["raw"], q))
+                figure(
+                    f"p1.ingress.edge.latency.{q}",
+                    value,
+                    "ms",
+                    base,
+                    safe_ratio(value, base),
+                    better="lower",
+                    **edge_common,
+                    rate=a.rate,
+                    achieved_rate=median(col(lat[EDGE], "rps")),
+                    without_edge=median(col(lat[IMPL], q)),
+                    edge_cpu_us_per_req=median(col(lat[EDGE], "edge_cpu_us")),
+                    value_runs=col(lat[EDGE], q),
+                    **checks(lat, EDGE),
+                )
 
     if tp:
         value, base = median(col(tp[IMPL], "rps")), median(col(tp["raw"], "rps"))
@@ -710,6 +799,7 @@ def report(
                 **c,
                 **extra,
             )
+    edge_figures()
 
 
 def box_state() -> dict[str, Any]:
@@ -769,7 +859,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("role", nargs="?", default="run", choices=["run", "raw-server", "service"])
+    ap.add_argument(
+        "role", nargs="?", default="run", choices=["run", "raw-server", "service", "edge-server"]
+    )
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 run, 5 s each")
     ap.add_argument("--sync", default="always,default", help="nats-server sync modes, in order")
     ap.add_argument("--only", default="all", choices=["all", "throughput", "latency"])
@@ -794,6 +886,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--url", default="")
     ap.add_argument("--config", default="")
     ap.add_argument("--http", default="auto", choices=["auto", "h11"])
+    ap.add_argument("--upstream", type=int, default=0)
     a = ap.parse_args(argv)
     a.runs = a.runs or (1 if a.quick else 3)
     a.duration = a.duration or (5.0 if a.quick else 10.0)
@@ -816,6 +909,8 @@ def main(argv: list[str] | None = None) -> int:
         return orchestrate(a)
     if a.role == "raw-server":
         role_raw_server(a)
+    elif a.role == "edge-server":
+        role_edge(a)
     else:
         role_service(a)
     return 0
