@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from zhongshu.runtime import Service, ServiceSettings
-from zhongshu.runtime.webhooks import Webhook, WebhookRequest, WebhookResponse
+from zhongshu.runtime.webhooks import Webhook, WebhookFront, WebhookRequest, WebhookResponse
 
 LIMIT = 64
 
@@ -79,3 +79,20 @@ async def test_other_methods_and_paths_are_not_the_webhooks(provisioned_nats_url
             assert (await client.get(f"{base}/healthz")).status_code == 200
     finally:
         await service.stop()
+
+
+async def test_a_webhook_that_needs_resources_answers_503_while_the_service_is_stopped() -> None:
+    service: Service[ServiceSettings, None] = Service("webhooks-stopped")
+
+    async def needs_deps(request: WebhookRequest) -> WebhookResponse:
+        return WebhookResponse.json({"deps": service.deps})
+
+    front = WebhookFront([Webhook("/webhooks/test/{app}/events", needs_deps)], fallback=echo_asgi)
+    transport = httpx.ASGITransport(app=front)
+    async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
+        answer = await client.post("/webhooks/test/acme/events", content=b"{}")
+    assert answer.status_code == 503  # the platform retries later
+
+
+async def echo_asgi(scope: object, receive: object, send: object) -> None:  # pragma: no cover
+    raise AssertionError("not a webhook path")

@@ -7,6 +7,10 @@ class RuntimeFailure(Exception):
     """Base for errors raised by zhongshu.runtime."""
 
 
+class ServiceStopped(RuntimeFailure):
+    """A service's resources were asked for while it is not started (starting or draining)."""
+
+
 class ConfigurationError(RuntimeFailure):
     """The service's settings are missing or invalid; the message names the variable."""
 

@@ -44,7 +44,7 @@ from zhongshu.contracts.channels import Channel
 from zhongshu.contracts.events import Event
 from zhongshu.runtime import bus, telemetry
 from zhongshu.runtime.consumer import ConsumerLoop, ConsumerSpec, Decoder, Delivery, Handler
-from zhongshu.runtime.errors import ConfigurationError, RuntimeFailure
+from zhongshu.runtime.errors import ConfigurationError, RuntimeFailure, ServiceStopped
 from zhongshu.runtime.health import HealthServer, ReadinessCheck, build_app
 from zhongshu.runtime.periodic import Periodic
 from zhongshu.runtime.settings import ServiceSettings, load_settings
@@ -256,7 +256,7 @@ class Service(Generic[S, D]):
     def deps(self) -> D:
         """What the lifespan yielded (None without a lifespan); only while started."""
         if not self._started:
-            raise RuntimeFailure(f"{self.name} is not started")
+            raise ServiceStopped(f"{self.name} is not started")
         return self._deps  # type: ignore[return-value]
 
     @property

@@ -16,6 +16,8 @@ from typing import Any
 
 import msgspec
 
+from zhongshu.runtime.errors import ServiceStopped
+
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
@@ -122,7 +124,13 @@ class WebhookFront:
                     await _respond(send, response, [(b"allow", hook.method.encode())])
                     return
                 request = WebhookRequest(scope, receive, match.groupdict())
-                await _respond(send, await hook.handler(request))
+                try:
+                    response = await hook.handler(request)
+                except ServiceStopped:
+                    # Starting or draining: the platform retries a 503 later, never a 500's
+                    # "your request is broken".
+                    response = WebhookResponse.json({"error": "service unavailable"}, 503)
+                await _respond(send, response)
                 return
         await self._fallback(scope, receive, send)
 
