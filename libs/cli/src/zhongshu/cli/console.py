@@ -62,8 +62,15 @@ def reported_errors() -> Iterator[None]:
     # Imported here: the runtime costs ~1 s to import, and `--help` should not pay for it.
     import nats.errors
 
-    from zhongshu.devstack import StackError
     from zhongshu.runtime.errors import RuntimeFailure
+
+    readable: tuple[type[Exception], ...] = (RuntimeFailure,)
+    try:  # the embedded stack is the `up` extra: a service image runs without it
+        from zhongshu.devstack import StackError
+    except ModuleNotFoundError:
+        pass
+    else:
+        readable = (RuntimeFailure, StackError)
 
     try:
         yield
@@ -77,7 +84,7 @@ def reported_errors() -> Iterator[None]:
         raise
     except CliError as exc:
         fail(str(exc), code=exc.code)
-    except (RuntimeFailure, StackError) as exc:
+    except readable as exc:
         fail(str(exc))
     except nats.errors.Error as exc:
         fail(f"NATS: {exc}")

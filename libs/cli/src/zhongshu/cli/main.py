@@ -139,7 +139,14 @@ def up_command(
     """
     quiet_client_logs()
     with reported_errors():
-        from zhongshu.cli import up
+        try:
+            from zhongshu.cli import up
+        except ModuleNotFoundError as exc:  # a service image: `zhongshu-cli` without `[up]`
+            fail(
+                f"`zhongshu up` needs the embedded stack, which is not installed ({exc.name}): "
+                "install zhongshu-cli[up] (`uv sync` in a checkout); this environment runs one "
+                "service with `zhongshu run NAME`"
+            )
 
         up.run(
             up.UpOptions(
@@ -168,8 +175,12 @@ def run_command(
     """Run one service in the foreground (configured by ZHONGSHU_* environment variables).
 
     Services are the packages registered in the `zhongshu.services` entry-point group.
+    `NAME_FILE=/path` sets the variable NAME to that file's content (secrets mounted as files).
     """
     with reported_errors():
+        from zhongshu.cli import envfiles
+
+        envfiles.load()
         services.load(name).main()
 
 

@@ -13,6 +13,9 @@ from typing import Any
 
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+# The services' ZHONGSHU_NATS_URL (`ServiceSettings.nats_url`), as `zhongshu.devstack` names it;
+# spelled out here because a service image has the CLI without the embedded stack.
+NATS_URL_ENV = "ZHONGSHU_NATS_URL"
 HEALTH_HOST = "127.0.0.1"
 
 
@@ -92,8 +95,6 @@ def pid_alive(pid: int | None) -> bool:
 def resolve_nats_url(data_dir: Path) -> str:
     """``ZHONGSHU_NATS_URL``, else the embedded server of a running ``zhongshu up`` in
     `data_dir`, else the default local server."""
-    from zhongshu.devstack import NATS_URL_ENV
-
     if url := os.environ.get(NATS_URL_ENV):
         return url
     state = read(services_path(data_dir))
