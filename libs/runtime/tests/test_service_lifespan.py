@@ -182,3 +182,24 @@ async def test_readiness_checks_see_the_lifespans_resources(provisioned_nats_url
     finally:
         await service.stop()
     assert await checks["store"]() is False
+
+
+async def test_consumer_options_can_come_from_settings(provisioned_nats_url: str) -> None:
+    tenant = _tenant()
+    service: Service[ServiceSettings, None] = Service(f"svc-{tenant}", publishes=[])
+
+    @service.consumes(
+        stream=streams.CHAT_INBOUND.name,
+        subjects=subjects.chat_inbound("feishu", tenant),
+        durable=f"options-{tenant}",
+        event=MessageReceived,
+        options_from=lambda settings: {"concurrency": int(settings.drain_timeout_s)},
+    )
+    async def on_inbound(deps: None, env: Envelope[MessageReceived], delivery: Delivery) -> None:
+        return None  # pragma: no cover
+
+    await service.start(ServiceSettings(nats_url=provisioned_nats_url, drain_timeout_s=3))
+    try:
+        assert [loop.spec.concurrency for loop in service.loops] == [3]
+    finally:
+        await service.stop()

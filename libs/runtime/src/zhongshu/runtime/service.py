@@ -30,7 +30,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any, Generic, Protocol
 
@@ -97,6 +97,7 @@ class Service(Generic[S, D]):
         self.description = description
         self.specs: list[ConsumerSpec[Any]] = []
         self._deps_consumers: list[tuple[ConsumerSpec[Any], DepsHandler[D]]] = []
+        self._late_options: dict[int, Callable[[S], Mapping[str, Any]]] = {}
         self._deps: D | None = None
         self._started = False
         self._exit_stack: AsyncExitStack | None = None
@@ -159,11 +160,14 @@ class Service(Generic[S, D]):
         durable: str | None = None,
         event: type[E] | None = None,
         decode: Decoder[Any] | None = None,
+        options_from: Callable[[S], Mapping[str, Any]] | None = None,
         **options: Any,
     ) -> Callable[[DepsHandler[D]], DepsHandler[D]]:
         """Register ``handler(deps, data, delivery)`` for a durable pull consumer; ``deps`` is
         what the lifespan yielded. ``event`` decodes the CloudEvents envelope into
-        ``Envelope[event]`` in one msgspec pass; ``decode`` takes raw bytes for anything else."""
+        ``Envelope[event]`` in one msgspec pass; ``decode`` takes raw bytes for anything else.
+        ``options_from(settings)`` gives options that come from settings (a concurrency, say),
+        applied when the service starts."""
 
         def placeholder(data: Any, delivery: Delivery) -> Awaitable[None]:
             raise RuntimeFailure(f"{self.name} is not started")
@@ -178,6 +182,8 @@ class Service(Generic[S, D]):
                 **options,
             )(placeholder)
             self._deps_consumers.append((self.specs.pop(), handler))
+            if options_from is not None:
+                self._late_options[len(self._deps_consumers) - 1] = options_from
             return handler
 
         return register
@@ -305,9 +311,14 @@ class Service(Generic[S, D]):
             self._deps = await self._exit_stack.enter_async_context(self.lifespan(self))
         self._started = True
         deps = self.deps
+        settings_now = self._settings
         bound = [
-            dataclasses.replace(spec, handler=functools.partial(handler, deps))
-            for spec, handler in self._deps_consumers
+            dataclasses.replace(
+                spec,
+                handler=functools.partial(handler, deps),
+                **(self._late_options[i](settings_now) if i in self._late_options else {}),
+            )
+            for i, (spec, handler) in enumerate(self._deps_consumers)
         ]
         ack_wait = self._settings.ack_wait_s
         self.loops = [

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from zhongshu.contracts import streams, subjects
@@ -78,6 +77,7 @@ def register(service: Service[TaskEngineSettings, Engine]) -> None:
         durable=STEPS,
         event=StepRequested,
         max_deliver=worker.MAX_TAKES + 3,
+        options_from=lambda settings: {"concurrency": settings.taskengine_step_concurrency},
         **common,
     )
     async def on_step_requested(
@@ -95,14 +95,3 @@ def register(service: Service[TaskEngineSettings, Engine]) -> None:
     )
     async def on_task_event(engine: Engine, raw: bytes, delivery: Delivery) -> None:
         await children.on_task_event(engine, raw, delivery)
-
-
-def run_steps_at_once(service: Service[TaskEngineSettings, Engine], concurrency: int) -> None:
-    """The step consumer's concurrency comes from settings, which exist only once the service
-    starts; the runtime builds its loops after the lifespan has entered, so this applies when
-    called from it. (Reaches into the declared consumers: the runtime has no option read from
-    settings yet.)"""
-    service._deps_consumers[:] = [
-        (dataclasses.replace(spec, concurrency=concurrency) if spec.durable == STEPS else spec, h)
-        for spec, h in service._deps_consumers
-    ]

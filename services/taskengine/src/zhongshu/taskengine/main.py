@@ -21,7 +21,6 @@ def build_service(*, config: ConfigSource | None = None) -> Service[TaskEngineSe
 
     @contextlib.asynccontextmanager
     async def lifespan(svc: Service[TaskEngineSettings, Engine]) -> AsyncIterator[Engine]:
-        handlers.run_steps_at_once(svc, svc.settings.taskengine_step_concurrency)
         async with open_engine(svc, config) as engine:
             yield engine
 
