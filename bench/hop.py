@@ -269,7 +269,7 @@ async def worker_runtime(w: Worker) -> None:
     a, progress = w.a, w.progress
     service = Service("bench-router")
 
-    @service.consumer(
+    @service.consumes(
         stream=STREAM_IN,
         subjects=subjects.ALL_CHAT_INBOUND,
         durable=DURABLE,
@@ -277,7 +277,7 @@ async def worker_runtime(w: Worker) -> None:
         batch=a.batch,
         busy_fetch_timeout_s=a.fetch_timeout,
     )
-    async def on_message(env: Envelope[MessageReceived], delivery: Delivery) -> None:
+    async def on_message(deps: None, env: Envelope[MessageReceived], delivery: Delivery) -> None:
         subject, out = route(env)
         await delivery.publish_envelope(subject, out)
         progress.tick()

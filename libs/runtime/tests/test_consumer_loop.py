@@ -44,14 +44,14 @@ def echo_service(tenant: str, behaviour: Any = None, **options: Any) -> Service:
     raise or sleep)."""
     service = Service(f"svc-{tenant}")
 
-    @service.consumer(
+    @service.consumes(
         stream=streams.CHAT_INBOUND.name,
         subjects=subjects.chat_inbound("feishu", tenant),
         durable=f"echo-{tenant}",
         event=MessageReceived,
         **options,
     )
-    async def handle(env: Envelope[MessageReceived], delivery: Delivery) -> None:
+    async def handle(deps: None, env: Envelope[MessageReceived], delivery: Delivery) -> None:
         if behaviour is not None:
             await behaviour(env, delivery)
         reply = ReplyGenerated(

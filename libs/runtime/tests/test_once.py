@@ -45,7 +45,7 @@ async def store(
 def claiming_service(stream: str, subject: str, seen: list[str], behaviour: Any = None) -> Service:
     service = Service("once-" + uuid.uuid4().hex[:6])
 
-    @service.consumer(
+    @service.consumes(
         stream=stream,
         subjects=subject,
         durable=f"{stream}-handler",
@@ -53,7 +53,7 @@ def claiming_service(stream: str, subject: str, seen: list[str], behaviour: Any 
         claim_once=True,
         backoff_s=(0.1,),
     )
-    async def handle(env: Envelope[MessageReceived], delivery: Delivery) -> None:
+    async def handle(deps: None, env: Envelope[MessageReceived], delivery: Delivery) -> None:
         if behaviour is not None:
             await behaviour(env, delivery)
         seen.append(env.data.text)

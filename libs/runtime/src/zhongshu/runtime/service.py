@@ -43,7 +43,7 @@ from zhongshu.contracts import envelope as wire
 from zhongshu.contracts.channels import Channel
 from zhongshu.contracts.events import Event
 from zhongshu.runtime import bus, telemetry
-from zhongshu.runtime.consumer import ConsumerLoop, ConsumerSpec, Decoder, Delivery, Handler
+from zhongshu.runtime.consumer import ConsumerLoop, ConsumerSpec, Decoder, Delivery
 from zhongshu.runtime.errors import ConfigurationError, RuntimeFailure, ServiceStopped
 from zhongshu.runtime.health import HealthServer, ReadinessCheck, build_app
 from zhongshu.runtime.periodic import Periodic
@@ -56,7 +56,6 @@ E = TypeVar("E", bound=Event)
 T = TypeVar("T")
 S = TypeVar("S", bound=ServiceSettings, default=Any)
 D = TypeVar("D", default=Any)
-Hook = Callable[["Service[Any, Any]"], Awaitable[None]]
 Lifespan = Callable[["Service[S, D]"], AbstractAsyncContextManager[D]]
 DepsHandler = Callable[[D, Any, Delivery], Awaitable[None]]
 
@@ -95,16 +94,12 @@ class Service(Generic[S, D]):
         self.publishes = tuple(publishes) if publishes is not None else None
         self.receives = tuple(receives)
         self.description = description
-        self.specs: list[ConsumerSpec[Any]] = []
         self._deps_consumers: list[tuple[ConsumerSpec[Any], DepsHandler[D]]] = []
         self._late_options: dict[int, Callable[[S], Mapping[str, Any]]] = {}
         self._deps: D | None = None
         self._started = False
         self._exit_stack: AsyncExitStack | None = None
         self.loops: list[ConsumerLoop[Any]] = []
-        self.state: dict[str, Any] = {}  # resources opened in startup hooks
-        self._startup: list[Hook] = []
-        self._shutdown: list[Hook] = []
         self._checks: dict[str, ReadinessCheck] = {}
         self.routes: list[BaseRoute] = []  # HTTP routes served on the side port (an API)
         self.webhooks: list[Webhook] = []  # platform webhooks on the side port, bare ASGI
@@ -116,41 +111,6 @@ class Service(Generic[S, D]):
         self._metrics: Periodic | None = None
 
     # ------------------------------------------------------------------ declaration
-
-    def consumer(
-        self,
-        *,
-        stream: str,
-        subjects: tuple[str, ...] | str,
-        durable: str | None = None,
-        event: type[E] | None = None,
-        decode: Decoder[Any] | None = None,
-        **options: Any,
-    ) -> Callable[[Handler[Any]], Handler[Any]]:
-        """Register ``handler(data, delivery)`` for a durable pull consumer. ``event`` decodes
-        the CloudEvents envelope into ``Envelope[event]`` in one msgspec pass; ``decode`` takes
-        raw bytes for anything else."""
-        if event is not None and decode is not None:
-            raise ValueError("give either event= or decode=, not both")
-        decoder: Decoder[Any] = (
-            wire.decoder(event).decode if event is not None else decode or wire.decode_any
-        )
-        filters = (subjects,) if isinstance(subjects, str) else tuple(subjects)
-
-        def register(handler: Handler[Any]) -> Handler[Any]:
-            self.specs.append(
-                ConsumerSpec(
-                    stream=stream,
-                    durable=durable or self.name,
-                    subjects=filters,
-                    handler=handler,
-                    decode=decoder,
-                    **options,
-                )
-            )
-            return handler
-
-        return register
 
     def consumes(
         self,
@@ -169,19 +129,26 @@ class Service(Generic[S, D]):
         ``options_from(settings)`` gives options that come from settings (a concurrency, say),
         applied when the service starts."""
 
-        def placeholder(data: Any, delivery: Delivery) -> Awaitable[None]:
-            raise RuntimeFailure(f"{self.name} is not started")
+        if event is not None and decode is not None:
+            raise ValueError("give either event= or decode=, not both")
+        decoder: Decoder[Any] = (
+            wire.decoder(event).decode if event is not None else decode or wire.decode_any
+        )
+        filters = (subjects,) if isinstance(subjects, str) else tuple(subjects)
+
+        async def not_started(data: Any, delivery: Delivery) -> None:
+            raise ServiceStopped(f"{self.name} is not started")
 
         def register(handler: DepsHandler[D]) -> DepsHandler[D]:
-            self.consumer(
+            spec = ConsumerSpec(
                 stream=stream,
-                subjects=subjects,
-                durable=durable,
-                event=event,
-                decode=decode,
+                durable=durable or self.name,
+                subjects=filters,
+                handler=not_started,  # bound to the lifespan's deps when the service starts
+                decode=decoder,
                 **options,
-            )(placeholder)
-            self._deps_consumers.append((self.specs.pop(), handler))
+            )
+            self._deps_consumers.append((spec, handler))
             if options_from is not None:
                 self._late_options[len(self._deps_consumers) - 1] = options_from
             return handler
@@ -191,24 +158,7 @@ class Service(Generic[S, D]):
     @property
     def consumer_specs(self) -> list[ConsumerSpec[Any]]:
         """Every declared consumer (what it reads), started or not."""
-        return [*self.specs, *(spec for spec, _ in self._deps_consumers)]
-
-    def on_startup(self, hook: Hook) -> Hook:
-        self._startup.append(hook)
-        return hook
-
-    def on_shutdown(self, hook: Hook) -> Hook:
-        self._shutdown.append(hook)
-        return hook
-
-    def readiness(self, name: str) -> Callable[[ReadinessCheck], ReadinessCheck]:
-        """Add a check to ``/readyz`` (the bus is always checked)."""
-
-        def register(check: ReadinessCheck) -> ReadinessCheck:
-            self._checks[name] = check
-            return check
-
-        return register
+        return [spec for spec, _ in self._deps_consumers]
 
     def ready_when(self, name: str, check: Callable[[D], Awaitable[bool]]) -> None:
         """Add a check of the lifespan's resources to ``/readyz``: not ready before the
@@ -224,31 +174,15 @@ class Service(Generic[S, D]):
 
         self._checks[name] = bound
 
-    def readiness_ping(
-        self, name: str, client: str | Callable[[D], Pingable | None] | None = None
-    ) -> None:
+    def readiness_ping(self, name: str, client: Callable[[D], Pingable | None]) -> None:
         """Ready while ``client(deps)`` (a Redis client, or anything with an async ``ping``)
-        answers; the same check every service with a cache or a store needs. A string names
-        a ``state`` entry instead (services not yet on a lifespan)."""
-        if callable(client):
-            pick = client
+        answers; the same check every service with a cache or a store needs."""
 
-            async def ping(deps: D) -> bool:
-                found = pick(deps)
-                return found is not None and bool(await found.ping())
+        async def ping(deps: D) -> bool:
+            found = client(deps)
+            return found is not None and bool(await found.ping())
 
-            self.ready_when(name, ping)
-            return
-        key = client or name
-
-        async def check() -> bool:
-            found = self.state.get(key)
-            try:
-                return found is not None and bool(await found.ping())
-            except Exception:
-                return False
-
-        self._checks[name] = check
+        self.ready_when(name, ping)
 
     # ------------------------------------------------------------------ accessors
 
@@ -304,8 +238,6 @@ class Service(Generic[S, D]):
         )
         self._js = bus.jetstream(self._nc)
         self._publisher = bus.Publisher.on(self._nc, self._js, allowed=self.publish_guard())
-        for hook in self._startup:
-            await hook(self)
         self._exit_stack = AsyncExitStack()
         if self.lifespan is not None:
             self._deps = await self._exit_stack.enter_async_context(self.lifespan(self))
@@ -328,12 +260,13 @@ class Service(Generic[S, D]):
                 js=self._js,
                 publisher=self._publisher,
             )
-            for spec in [*self.specs, *bound]
+            for spec in bound
         ]
         for loop in self.loops:
             try:
                 await loop.bind()
             except Exception as exc:
+                await self._close_lifespan()
                 raise RuntimeFailure(
                     f"{self.name}: cannot bind consumer {loop.spec.durable} on stream "
                     f"{loop.spec.stream} ({exc!r}); run `zhongshu provision` first"
@@ -359,24 +292,12 @@ class Service(Generic[S, D]):
         )
 
     async def stop(self) -> None:
-        """Stop fetching, finish in-flight work and ack it, run shutdown hooks, close."""
+        """Stop fetching, finish in-flight work and ack it, close the lifespan, disconnect."""
         timeout = self._settings.drain_timeout_s if self._settings else 30.0
         if self._metrics is not None:
             await self._metrics.stop()
         await asyncio.gather(*(loop.stop(timeout) for loop in self.loops))
-        for hook in reversed(self._shutdown):
-            try:
-                await hook(self)
-            except Exception:
-                log.exception("shutdown hook failed")
-        if self._exit_stack is not None:
-            try:
-                await self._exit_stack.aclose()
-            except Exception:
-                log.exception("lifespan exit failed")
-            self._exit_stack = None
-        self._started = False
-        self._deps = None
+        await self._close_lifespan()
         if self._nc is not None and not self._nc.is_closed:
             with contextlib.suppress(Exception):
                 await self._nc.drain()
@@ -418,6 +339,16 @@ class Service(Generic[S, D]):
             log.error("%s", exc)
             print(f"{self.name}: {exc}", file=sys.stderr)
             raise SystemExit(1) from None
+
+    async def _close_lifespan(self) -> None:
+        self._started = False
+        if self._exit_stack is not None:
+            try:
+                await self._exit_stack.aclose()
+            except Exception:
+                log.exception("lifespan exit failed")
+            self._exit_stack = None
+        self._deps = None
 
     async def _bus_ready(self) -> bool:
         return (
