@@ -300,7 +300,7 @@ async def worker_router(w: Worker) -> None:
     import tempfile
 
     from zhongshu.devstack import RedisServer, free_port
-    from zhongshu.router.handlers import build_service
+    from zhongshu.router.main import build_service
     from zhongshu.router.settings import RouterSettings
     from zhongshu.runtime.hubconfig import HubConfig
     from zhongshu.runtime.liveconfig import StaticConfig

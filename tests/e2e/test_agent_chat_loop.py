@@ -26,7 +26,7 @@ import pytest_asyncio
 from nats.js.client import JetStreamContext
 
 from zhongshu.agent import domain
-from zhongshu.agent.handlers import build_service as build_agent
+from zhongshu.agent.main import build_service as build_agent
 from zhongshu.agent.settings import AgentSettings
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import streams, subjects
@@ -51,7 +51,7 @@ from zhongshu.ingress_feishu.main import build_service as build_feishu_ingress
 from zhongshu.ingress_feishu.settings import FeishuIngressSettings
 from zhongshu.notifier.main import build_service as build_notifier
 from zhongshu.notifier.settings import NotifierSettings
-from zhongshu.router.handlers import build_service as build_router
+from zhongshu.router.main import build_service as build_router
 from zhongshu.router.settings import RouterSettings
 from zhongshu.runtime.hubconfig import HubConfig, load_config
 from zhongshu.runtime.liveconfig import StaticConfig

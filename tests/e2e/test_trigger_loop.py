@@ -16,7 +16,7 @@ import nats
 import pytest_asyncio
 from nats.js.client import JetStreamContext
 
-from zhongshu.agent.handlers import build_service as build_agent
+from zhongshu.agent.main import build_service as build_agent
 from zhongshu.agent.settings import AgentSettings
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import headers as H

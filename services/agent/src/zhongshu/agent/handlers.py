@@ -49,12 +49,3 @@ def register(service: AgentService) -> None:
     )
     async def on_task(deps: AgentDeps, env: Envelope[TaskRequested], delivery: Delivery) -> None:
         await deps.agent.on_task(env, delivery)
-
-
-def __getattr__(name: str) -> Any:
-    # build_service moved to main.py; tests/e2e still import it from here.
-    if name == "build_service":
-        from zhongshu.agent.main import build_service
-
-        return build_service
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -32,12 +32,3 @@ def register(service: RouterService) -> None:
     )
     async def on_inbound(deps: RouterDeps, env: Envelope[Any], delivery: Delivery) -> None:
         await deps.router.handle(env, delivery)
-
-
-def __getattr__(name: str) -> Any:
-    # build_service moved to main.py; tests/e2e and bench/hop.py still import it from here.
-    if name == "build_service":
-        from zhongshu.router.main import build_service
-
-        return build_service
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
