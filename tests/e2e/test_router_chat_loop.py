@@ -17,10 +17,10 @@ from zhongshu.devstack.fakes.feishu import FeishuEventSender, User
 from zhongshu.devstack.testing import collect, drained
 from zhongshu.ingress_feishu.main import build_service as build_ingress
 from zhongshu.ingress_feishu.settings import FeishuIngressSettings
-from zhongshu.router.adapters.config import StaticConfig
 from zhongshu.router.main import build_service as build_router
 from zhongshu.router.settings import RouterSettings
 from zhongshu.runtime.hubconfig import load_config
+from zhongshu.runtime.liveconfig import StaticConfig
 from zhongshu.runtime.service import Service
 
 ENCRYPT_KEY, TOKEN = "enc-key-for-router-e2e", "verification-token-for-router-e2e"

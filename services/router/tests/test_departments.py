@@ -29,11 +29,11 @@ from zhongshu.devstack.fakes.base_openapi import Injected
 from zhongshu.devstack.fakes.dingtalk_openapi import FakeDingTalkOpenAPI
 from zhongshu.devstack.fakes.feishu_openapi import FakeFeishuOpenAPI
 from zhongshu.devstack.testing import collect, drained
-from zhongshu.router.adapters.config import StaticConfig
 from zhongshu.router.main import build_service
 from zhongshu.router.rules import RouterRules
 from zhongshu.router.settings import RouterSettings
 from zhongshu.runtime.hubconfig import parse_config
+from zhongshu.runtime.liveconfig import StaticConfig
 from zhongshu.runtime.service import Service
 
 REFUSAL = RouterRules().refusal_text

@@ -37,11 +37,11 @@ from zhongshu.contracts.hotcache import task_status_key as status_key
 from zhongshu.contracts.ids import derive_msg_id
 from zhongshu.devstack.testing import collect, drained
 from zhongshu.router import domain
-from zhongshu.router.adapters.config import StaticConfig
 from zhongshu.router.main import build_service
 from zhongshu.router.rules import AlertSource, RouterRules
 from zhongshu.router.settings import RouterSettings
 from zhongshu.runtime.hubconfig import HubConfig, parse_config
+from zhongshu.runtime.liveconfig import StaticConfig
 from zhongshu.runtime.service import Service
 
 PLATFORM = "feishu"

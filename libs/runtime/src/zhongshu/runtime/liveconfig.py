@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Protocol
 
@@ -104,6 +105,15 @@ class LiveConfig:
         live._watched.start()
         return live
 
+    @classmethod
+    async def on(
+        cls, stack: AsyncExitStack, js: JetStreamContext, *, path: Path | None = None
+    ) -> LiveConfig:
+        """:meth:`open`, closed with ``stack`` (a service's lifespan)."""
+        live = await cls.open(js, path=path)
+        stack.push_async_callback(live.close)
+        return live
+
     @property
     def current(self) -> HubConfig:
         return self._current
@@ -133,3 +143,19 @@ class LiveConfig:
                 listener(config)
             except Exception:
                 log.exception("configuration listener failed")
+
+
+async def config_source(
+    stack: AsyncExitStack,
+    js: JetStreamContext,
+    given: ConfigSource | HubConfig | None,
+    *,
+    path: Path | None = None,
+) -> ConfigSource:
+    """What a service reads its configuration from: the one given (a test's fixed
+    configuration), else the live one, closed with ``stack``."""
+    if isinstance(given, HubConfig):
+        return StaticConfig(given)
+    if given is not None:
+        return given
+    return await LiveConfig.on(stack, js, path=path)

@@ -21,7 +21,7 @@ from zhongshu.agent.runs import Agent
 from zhongshu.agent.settings import AgentSettings
 from zhongshu.agent.tools.mcp import McpConnections
 from zhongshu.runtime import Service
-from zhongshu.runtime.liveconfig import ConfigSource, LiveConfig
+from zhongshu.runtime.liveconfig import ConfigSource, config_source
 from zhongshu.runtime.service import Lifespan
 
 # The replica computing an answer renews its cache lock every third of this; when it dies, the
@@ -52,10 +52,7 @@ def lifespan(*, config: ConfigSource | None) -> Lifespan[AgentSettings, AgentDep
                     limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
                 )
             )
-            source = config
-            if source is None:
-                source = await LiveConfig.open(svc.js)
-                stack.push_async_callback(source.close)
+            source = await config_source(stack, svc.js, config)
             current = source.current
             mcp = McpConnections(current.agent.tools.mcp)
             stack.push_async_callback(mcp.close)

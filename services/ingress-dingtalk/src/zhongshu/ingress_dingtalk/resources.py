@@ -52,8 +52,7 @@ async def lifespan(svc: DingTalkService) -> AsyncIterator[DingTalkDeps]:
     )
     leases = await svc.js.key_value(LEASES_KV.bucket)
     async with contextlib.AsyncExitStack() as stack:
-        live = await LiveConfig.open(svc.js, path=settings.config)
-        stack.push_async_callback(live.close)
+        live = await LiveConfig.on(stack, svc.js, path=settings.config)
         ingress = DingTalkIngress(gate=gate, config=live.current, settings=settings)
         live.subscribe(ingress.reconfigure)
         streams = start_streams(ingress, leases)

@@ -38,8 +38,7 @@ async def lifespan(svc: FeishuService) -> AsyncIterator[FeishuDeps]:
         service=svc.name, platform="feishu", publisher=svc.publisher, js=svc.js
     )
     async with contextlib.AsyncExitStack() as stack:
-        live = await LiveConfig.open(svc.js, path=settings.config_path)
-        stack.push_async_callback(live.close)
+        live = await LiveConfig.on(stack, svc.js, path=settings.config_path)
         ingress = FeishuIngress(settings, live.current, gate, lambda: svc.nc.is_connected)
         live.subscribe(ingress.reconfigure)
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=10))

@@ -27,7 +27,7 @@ from zhongshu.notifier.settings import NotifierSettings
 from zhongshu.platforms import DingTalkClient, FeishuClient, TokenCache
 from zhongshu.runtime import Service
 from zhongshu.runtime.hubconfig import HubConfig
-from zhongshu.runtime.liveconfig import ConfigSource, LiveConfig, StaticConfig
+from zhongshu.runtime.liveconfig import config_source
 from zhongshu.runtime.service import Lifespan
 
 
@@ -51,12 +51,7 @@ def lifespan(
     async def open_resources(svc: NotifierService) -> AsyncIterator[NotifierDeps]:
         settings = svc.settings
         async with AsyncExitStack() as stack:
-            source: ConfigSource
-            if config is not None:
-                source = StaticConfig(config)
-            else:
-                source = await LiveConfig.open(svc.js, path=settings.config)
-                stack.push_async_callback(source.close)
+            source = await config_source(stack, svc.js, config, path=settings.config)
             redis = await stack.enter_async_context(Redis.from_url(settings.redis_url))
             http = await stack.enter_async_context(
                 httpx.AsyncClient(

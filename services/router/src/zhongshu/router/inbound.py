@@ -11,13 +11,13 @@ from zhongshu.contracts import subjects
 from zhongshu.contracts.envelope import Envelope
 from zhongshu.contracts.events import CardActionReceived, MessageReceived
 from zhongshu.router import domain
-from zhongshu.router.adapters.config import ConfigSource
 from zhongshu.router.adapters.departments import DepartmentSource, NoDepartments
 from zhongshu.router.adapters.ratelimit import RateLimiter
 from zhongshu.router.adapters.taskcache import TaskCache
 from zhongshu.router.metrics import RATE_LIMITED, ROUTED
 from zhongshu.router.rules import RouterRules
 from zhongshu.runtime import Delivery
+from zhongshu.runtime.liveconfig import ConfigSource
 from zhongshu.runtime.outbox import Outbox
 
 log = logging.getLogger("zhongshu.router")

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from zhongshu.contracts import channels
 from zhongshu.router import handlers, resources
-from zhongshu.router.adapters.config import ConfigSource
 from zhongshu.router.resources import RouterService
 from zhongshu.router.rules import RouterRules
 from zhongshu.router.settings import RouterSettings
 from zhongshu.runtime import Service
+from zhongshu.runtime.liveconfig import ConfigSource
 
 
 def build_service(

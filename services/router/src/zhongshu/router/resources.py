@@ -14,7 +14,6 @@ import httpx
 from redis.asyncio import Redis
 
 from zhongshu.platforms import DingTalkClient, FeishuClient, TokenCache
-from zhongshu.router.adapters.config import ConfigSource, open_config
 from zhongshu.router.adapters.departments import (
     CachedDepartments,
     DingTalkDirectory,
@@ -26,6 +25,7 @@ from zhongshu.router.inbound import InboundRouter
 from zhongshu.router.rules import RouterRules, load_rules
 from zhongshu.router.settings import RouterSettings
 from zhongshu.runtime import Service
+from zhongshu.runtime.liveconfig import ConfigSource, config_source
 from zhongshu.runtime.service import Lifespan
 
 
@@ -55,10 +55,7 @@ def lifespan(
             http = await stack.enter_async_context(
                 httpx.AsyncClient(timeout=settings.router_departments_timeout_s)
             )
-            source = config
-            if source is None:
-                source = await open_config(svc.js)
-                stack.push_async_callback(source.close)
+            source = await config_source(stack, svc.js, config)
             yield RouterDeps(
                 router=InboundRouter(
                     source,

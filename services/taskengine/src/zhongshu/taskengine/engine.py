@@ -12,7 +12,7 @@ import httpx
 
 from zhongshu.contracts import streams
 from zhongshu.runtime import Service
-from zhongshu.runtime.liveconfig import ConfigSource, LiveConfig
+from zhongshu.runtime.liveconfig import ConfigSource, config_source
 from zhongshu.taskengine.adapters.definitions import DefinitionStore
 from zhongshu.taskengine.adapters.runlog import RunLog
 from zhongshu.taskengine.adapters.trigger_table import TriggerTable
@@ -41,9 +41,7 @@ async def open_engine(
         http = await stack.enter_async_context(
             httpx.AsyncClient(timeout=httpx.Timeout(HTTP_TIMEOUT_S), follow_redirects=True)
         )
-        if config is None:
-            config = await LiveConfig.open(svc.js)
-            stack.push_async_callback(config.close)
+        config = await config_source(stack, svc.js, config)
         triggers = TriggerTable(svc.js)
         stack.push_async_callback(triggers.close)
         await triggers.open()
