@@ -28,7 +28,6 @@ from rich.markup import escape
 
 from zhongshu.cli import edge, runstate
 from zhongshu.cli.console import CliError, console
-from zhongshu.cli.up import HTTP_PORT_ENV
 from zhongshu.platforms import Credentials, DingTalkClient, FeishuClient, PlatformURLs
 from zhongshu.platforms.calls import exchange, json_object
 from zhongshu.platforms.results import Token, TokenResult, Unreachable
@@ -146,8 +145,8 @@ def port_finding(
         return Finding(
             "http port",
             Level.FAIL,
-            f"{HTTP_PORT_ENV}={raw!r} is not a port number",
-            f"set {HTTP_PORT_ENV} to a free port between 1 and 65535, or unset it (default "
+            f"{edge.HTTP_PORT_ENV}={raw!r} is not a port number",
+            f"set {edge.HTTP_PORT_ENV} to a free port between 1 and 65535, or unset it (default "
             f"{edge.DEFAULT_PORT})",
         )
     where = f"127.0.0.1:{port}"
@@ -164,7 +163,7 @@ def port_finding(
         Level.FAIL,
         f"{where} is unusable ({bind_error}): zhongshu up could not open its HTTP front door",
         f"stop what listens there (`ss -ltnp 'sport = :{port}'` shows it), or set "
-        f"{HTTP_PORT_ENV} to a free port",
+        f"{edge.HTTP_PORT_ENV} to a free port",
     )
 
 
@@ -403,7 +402,7 @@ def running_up(data_dir: Path) -> int | None:
 
 def local_findings(options: Options) -> tuple[list[Finding], HubConfig | None]:
     findings = [python_finding(options.python)]
-    raw = options.environ.get(HTTP_PORT_ENV)
+    raw = options.environ.get(edge.HTTP_PORT_ENV)
     port = parse_port(raw)
     error = bind_error(port) if port is not None else None
     up_pid = running_up(options.data_dir) if error is not None else None

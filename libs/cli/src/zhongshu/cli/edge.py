@@ -28,6 +28,7 @@ import httpx
 from zhongshu.cli.console import CliError
 
 DEFAULT_PORT = 8000
+HTTP_PORT_ENV = "ZHONGSHU_HTTP_PORT"
 HTTPS_PORT_ENV = "ZHONGSHU_HTTPS_PORT"  # 443 unless a test or a second hub needs another
 REDIRECT_PORT_ENV = "ZHONGSHU_HTTP_REDIRECT_PORT"  # 80, likewise
 PUBLIC_HOST_ENV = "ZHONGSHU_PUBLIC_HOST"

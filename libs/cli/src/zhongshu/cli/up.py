@@ -26,7 +26,7 @@ from zhongshu.devstack import EmbeddedStack, free_port
 from zhongshu.runtime.hubconfig import config_path, parse_config
 from zhongshu.runtime.provision import refused
 
-HTTP_PORT_ENV = "ZHONGSHU_HTTP_PORT"
+HTTP_PORT_ENV = edge.HTTP_PORT_ENV
 OBJECT_STORE_ENV = "ZHONGSHU_OBJECT_STORE_URL"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
