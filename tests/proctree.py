@@ -4,6 +4,9 @@ it before anything is installed, and the tests that stop `zhongshu up` use it to
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import subprocess
 from pathlib import Path
 
 
@@ -34,3 +37,13 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def kill_tree(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL a command that is still running and everything it started, then reap it."""
+    if proc.poll() is None:
+        for pid in descendants(proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.kill()
+    proc.wait()

@@ -21,14 +21,13 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
-import trustme
 
-from tests.proctree import descendants
+from tests.proctree import kill_tree
 from zhongshu.cli import runstate
 from zhongshu.devstack import free_port
 from zhongshu.devstack.fakes.feishu import FeishuEventSender, User
 from zhongshu.devstack.fakes.feishu_openapi import FakeFeishuOpenAPI
-from zhongshu.devstack.testing import eventually
+from zhongshu.devstack.testing import eventually, localhost_certificate
 
 pytestmark = pytest.mark.slow
 
@@ -90,22 +89,12 @@ def _running(command: list[str], env: dict[str, str], log: Path) -> Iterator[sub
         try:
             yield proc
         finally:
-            if proc.poll() is None:
-                for pid in descendants(proc.pid):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-                proc.kill()
-            proc.wait()
+            kill_tree(proc)
 
 
 @pytest_asyncio.fixture
 async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
-    ca = trustme.CA()
-    issued = ca.issue_cert("localhost")
-    cert, key, ca_file = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
-    issued.cert_chain_pems[0].write_to_path(str(cert))
-    issued.private_key_pem.write_to_path(str(key))
-    ca.cert_pem.write_to_path(str(ca_file))
+    cert, key, ca_file = localhost_certificate(tmp_path)
     config = tmp_path / "zhongshu.yaml"
     _config(config)
     https_port = free_port()

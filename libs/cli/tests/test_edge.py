@@ -16,7 +16,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import trustme
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -25,7 +24,7 @@ from starlette.routing import Route
 
 from zhongshu.cli import edge
 from zhongshu.devstack import free_port
-from zhongshu.devstack.testing import eventually
+from zhongshu.devstack.testing import eventually, localhost_certificate
 
 
 def test_each_public_path_has_its_owner() -> None:
@@ -86,13 +85,7 @@ async def upstream_on(port: int) -> AsyncIterator[None]:
 
 @pytest.fixture
 def certificates(tmp_path: Path) -> tuple[Path, Path, Path]:
-    ca = trustme.CA()
-    issued = ca.issue_cert("localhost")
-    cert, key, ca_file = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
-    issued.cert_chain_pems[0].write_to_path(str(cert))
-    issued.private_key_pem.write_to_path(str(key))
-    ca.cert_pem.write_to_path(str(ca_file))
-    return cert, key, ca_file
+    return localhost_certificate(tmp_path)
 
 
 @contextlib.contextmanager

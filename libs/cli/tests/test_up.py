@@ -3,7 +3,6 @@ router (and every other service), answers /readyz, and stops everything on Ctrl-
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.proctree import alive, descendants
+from tests.proctree import alive, descendants, kill_tree
 from zhongshu.cli import runstate
 from zhongshu.devstack import free_port
 
@@ -46,12 +45,7 @@ def up(server_dir: Path) -> Iterator[tuple[subprocess.Popen[str], Path, Path]]:
     try:
         yield proc, data_dir, ready
     finally:
-        if proc.poll() is None:
-            for pid in descendants(proc.pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            proc.kill()
-            proc.wait()
+        kill_tree(proc)
 
 
 def wait_for_restart(data_dir: Path, old_pid: int) -> runstate.ServiceRecord:

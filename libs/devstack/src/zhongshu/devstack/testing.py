@@ -234,3 +234,17 @@ async def drained(
             return
         assert loop.time() < deadline, f"{durable} still has work: {info}"
         await asyncio.sleep(0.05)
+
+
+def localhost_certificate(folder: Path) -> tuple[Path, Path, Path]:
+    """A certificate for ``localhost`` from a throwaway CA: (cert, key, CA) PEM files in
+    ``folder``, for TLS tests of the edge."""
+    import trustme
+
+    ca = trustme.CA()
+    issued = ca.issue_cert("localhost")
+    cert, key, ca_file = folder / "cert.pem", folder / "key.pem", folder / "ca.pem"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(ca_file))
+    return cert, key, ca_file
