@@ -305,3 +305,41 @@ def bench_server(sync: str, *, name: str) -> Iterator[tuple[NatsServer, Path]]:
 def col(rows: list[dict[str, Any]], key: str) -> list[Any]:
     """One figure from every run's row."""
     return [row[key] for row in rows]
+
+
+async def send_json(send: Any, status: int, body: bytes) -> None:
+    """One whole JSON answer from a bare ASGI app (the raw baselines' handlers)."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def serve_on_a_kernel_port(app: Any, *, http: str = "httptools") -> None:
+    """uvicorn, one worker, on a port the kernel picks (so no other process on this shared box
+    can take it first), told on stdout as ``{"port": N}``."""
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    print(json.dumps({"port": sock.getsockname()[1]}), flush=True)
+    config = uvicorn.Config(
+        app,
+        loop="uvloop",
+        http=http,
+        workers=1,
+        access_log=False,
+        log_level="warning",
+        lifespan="on",
+    )
+    uvicorn.Server(config).run(sockets=[sock])

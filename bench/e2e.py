@@ -68,6 +68,8 @@ from _common import (  # bench/ is on sys.path: scripts run as `python bench/<na
     log,
     pct,
     safe_ratio,
+    send_json,
+    serve_on_a_kernel_port,
     stop_on_sigterm,
 )
 
@@ -882,36 +884,11 @@ class RawIngress:
                     await self.js.publish(subject, data, headers={"Nats-Msg-Id": msg_id})
                 except Exception:
                     status, out = 503, b'{"error":"bus unavailable"}'
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(out)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": out})
+        await send_json(send, status, out)
 
 
 def role_raw_ingress(a: argparse.Namespace) -> None:
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    print(json.dumps({"port": sock.getsockname()[1]}), flush=True)
-    config = uvicorn.Config(
-        RawIngress(a.url),
-        loop="uvloop",
-        http="httptools",
-        workers=1,
-        access_log=False,
-        log_level="warning",
-        lifespan="on",
-    )
-    uvicorn.Server(config).run(sockets=[sock])
+    serve_on_a_kernel_port(RawIngress(a.url), http="httptools")
 
 
 class _Message(msgspec.Struct):

@@ -58,6 +58,8 @@ from _common import (  # bench/ is on sys.path: scripts run as `python bench/<na
     median,
     proc_cpu_seconds,
     safe_ratio,
+    send_json,
+    serve_on_a_kernel_port,
     stop_on_sigterm,
     tree_cpu_seconds,
 )
@@ -159,37 +161,12 @@ class RawApp:
                     await self.js.publish(SUBJECT, body, headers={"Nats-Msg-Id": msg_id})
                 except Exception:
                     status, out = 503, b'{"error":"bus unavailable"}'
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(out)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": out})
+        await send_json(send, status, out)
 
 
 def role_raw_server(a: argparse.Namespace) -> None:
     """uvicorn, one worker, on a port the kernel picks (told on stdout as ``{"port": N}``)."""
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    print(json.dumps({"port": sock.getsockname()[1]}), flush=True)
-    config = uvicorn.Config(
-        RawApp(a.url),
-        loop="uvloop",
-        http="httptools" if have_httptools() else "h11",
-        workers=1,
-        access_log=False,
-        log_level="warning",
-        lifespan="on",
-    )
-    uvicorn.Server(config).run(sockets=[sock])
+    serve_on_a_kernel_port(RawApp(a.url), http="httptools" if have_httptools() else "h11")
 
 
 # ---------------------------------------------------------------- role: the service
