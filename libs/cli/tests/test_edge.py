@@ -220,3 +220,22 @@ async def test_a_tls_13_client_gets_through_and_a_tls_12_client_is_refused(
             )
         assert plain.status_code in (301, 302, 308)
         assert plain.headers["location"].startswith("https://localhost")
+
+
+async def test_access_logs_go_to_a_file_as_json_lines_with_ecs_keys(tmp_path: Path) -> None:
+    local = free_port()
+    config = edge.EdgeConfig(local_port=local, upstreams={}, data_dir=tmp_path / "data")
+    with caddy(config):
+        await edge_up(local)
+        async with httpx.AsyncClient() as client:
+            await client.get(f"http://127.0.0.1:{local}/api/v1/tasks")
+
+        def logged() -> list[dict[str, object]]:
+            if not config.access_log.exists():
+                return []
+            lines = config.access_log.read_text().splitlines()
+            return [json.loads(x) for x in lines if "/api/v1/tasks" in x]
+
+        [line] = await eventually(logged, "the request is in the access log")
+    assert {"@timestamp", "log.level", "message"} <= set(line)
+    assert line["status"] == 404
