@@ -343,3 +343,30 @@ def serve_on_a_kernel_port(app: Any, *, http: str = "httptools") -> None:
         lifespan="on",
     )
     uvicorn.Server(config).run(sockets=[sock])
+
+
+class NatsLifespanApp:
+    """A raw baseline's bare ASGI app: its NATS connection opens at lifespan startup (before the
+    port listens) and closes at shutdown; subclasses answer requests with ``self.js``."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.js: Any = None
+        self.nc: Any = None
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        import contextlib
+
+        import nats
+
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.nc = await nats.connect(self.url, name="bench-raw-ingress")
+                self.js = self.nc.jetstream()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                with contextlib.suppress(Exception):
+                    await self.nc.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return

@@ -60,6 +60,7 @@ import msgspec
 from _common import (  # bench/ is on sys.path: scripts run as `python bench/<name>.py`
     Child,
     Deadline,
+    NatsLifespanApp,
     _die_with_parent,
     bench_server,
     child_env,
@@ -800,36 +801,19 @@ def _aes_key(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-class RawIngress:
+class RawIngress(NatsLifespanApp):
     """The baseline's front: the signature checked over the raw body, the body decrypted (Feishu),
     one awaited JetStream publish with ``Nats-Msg-Id`` (fsynced before the PubAck), 200."""
 
     def __init__(self, url: str) -> None:
         from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-        self.url = url
+        super().__init__(url)
         self.key = _aes_key(ENCRYPT_KEY)
         self._cipher = lambda iv: Cipher(algorithms.AES(self.key), modes.CBC(iv)).decryptor()
         self.feishu = msgspec.json.Decoder(_FeishuPush)
         self.dingtalk = msgspec.json.Decoder(_DingTalkPush)
         self.envelope = msgspec.json.Decoder(dict[str, str])
-        self.js: Any = None
-        self.nc: Any = None
-
-    async def _lifespan(self, receive: Any, send: Any) -> None:
-        import nats
-
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                self.nc = await nats.connect(self.url, name="bench-raw-ingress")
-                self.js = self.nc.jetstream()
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                with contextlib.suppress(Exception):
-                    await self.nc.close()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
     def _feishu(self, headers: dict[bytes, bytes], body: bytes) -> tuple[str, bytes, str] | int:
         ts = headers.get(b"x-lark-request-timestamp", b"")

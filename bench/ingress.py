@@ -51,6 +51,7 @@ from _common import (  # bench/ is on sys.path: scripts run as `python bench/<na
     SYNC_MODES,
     Child,
     Deadline,
+    NatsLifespanApp,
     bench_server,
     col,
     figure,
@@ -114,30 +115,13 @@ class _Push(msgspec.Struct):
     event: _Event
 
 
-class RawApp:
+class RawApp(NatsLifespanApp):
     """The baseline: body -> msgspec decode -> awaited ``js.publish`` with ``Nats-Msg-Id`` -> 200.
     The NATS connection is opened at lifespan startup, before the port listens."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
+        super().__init__(url)
         self.decoder = msgspec.json.Decoder(_Push)
-        self.js: Any = None
-        self.nc: Any = None
-
-    async def _lifespan(self, receive: Any, send: Any) -> None:
-        import nats
-
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                self.nc = await nats.connect(self.url, name="bench-raw-ingress")
-                self.js = self.nc.jetstream()
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                with contextlib.suppress(Exception):
-                    await self.nc.close()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
