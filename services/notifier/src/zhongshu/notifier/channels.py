@@ -20,7 +20,8 @@ from zhongshu.contracts.events.chat import (
 from zhongshu.notifier.adapters import feishu
 from zhongshu.notifier.adapters.dingtalk import AI_CARD_PROCESSING, CardSpace, DingTalkAdapter
 from zhongshu.notifier.adapters.feishu import FeishuAdapter
-from zhongshu.notifier.adapters.results import Delivered, SendResult
+from zhongshu.notifier.adapters.ratelimit import Limit, SlidingWindowLimiter
+from zhongshu.notifier.adapters.results import Delivered, RateLimited, SendResult
 from zhongshu.notifier.message import Outgoing
 from zhongshu.notifier.settings import NotifierSettings
 from zhongshu.runtime.hubconfig import AlertRoute, DingTalkCredentials, HubConfig
@@ -28,13 +29,6 @@ from zhongshu.runtime.hubconfig import AlertRoute, DingTalkCredentials, HubConfi
 
 class NoRoute(Exception):
     """The message cannot be sent anywhere (unknown app, missing credentials): permanent."""
-
-
-@dataclass(frozen=True)
-class Limit:
-    key: str
-    count: int
-    window_s: float
 
 
 @dataclass(frozen=True)
@@ -76,6 +70,9 @@ class Channel:
 class Adapters:
     dingtalk: DingTalkAdapter
     feishu: FeishuAdapter
+    limiter: SlidingWindowLimiter | None = None
+    """Paces the calls a streamed card makes outside the delivery flow (CardKit); None sends
+    them unpaced."""
 
 
 # A card update replaces the card whole: its text is never cut into parts.
@@ -262,6 +259,9 @@ def _feishu_channel(
     limit = Limit(
         f"feishu:chat:{chat_id}", settings.feishu_chat_per_window, settings.feishu_chat_window_s
     )
+    # Sends, replies and card updates are three APIs, each with its own per-app quota.
+    send_limits = (limit, *feishu_api_limits(settings, app_id, "im.message.create"))
+    reply_limits = (limit, *feishu_api_limits(settings, app_id, "im.message.reply"))
     max_bytes = feishu.MAX_TEXT_BYTES if reply.kind == "text" else feishu.MAX_CARD_BYTES
     message_id = handle.message_id if handle is not None else None
     if (
@@ -284,9 +284,8 @@ def _feishu_channel(
             )
 
         # Setting the same card again is harmless: a resend after a crash is safe.
-        return Channel(
-            "feishu card update", "feishu", True, NEVER_SPLIT, (per_message,), update_card
-        )
+        limits = (per_message, *feishu_api_limits(settings, app_id, "im.message.patch"))
+        return Channel("feishu card update", "feishu", True, NEVER_SPLIT, limits, update_card)
     if handle is not None and handle.kind in _FEISHU_REPLY_HANDLES and message_id:
         parent = message_id
 
@@ -296,7 +295,8 @@ def _feishu_channel(
             )
 
         stream = _feishu_stream(feishu_adapter, app_id, secret, as_reply)
-        return Channel("feishu reply", "feishu", True, max_bytes, (limit,), as_reply, stream)
+        stream = paced_cardkit(stream, adapters.limiter, settings, app_id)
+        return Channel("feishu reply", "feishu", True, max_bytes, reply_limits, as_reply, stream)
     if not chat_id:
         raise NoRoute("a Feishu reply without a message id or chat id")
 
@@ -306,7 +306,8 @@ def _feishu_channel(
         )
 
     stream = _feishu_stream(feishu_adapter, app_id, secret, to_chat)
-    return Channel("feishu chat", "feishu", True, max_bytes, (limit,), to_chat, stream)
+    stream = paced_cardkit(stream, adapters.limiter, settings, app_id)
+    return Channel("feishu chat", "feishu", True, max_bytes, send_limits, to_chat, stream)
 
 
 def _feishu_stream(
@@ -338,6 +339,76 @@ def _feishu_stream(
         )
 
     return CardStream(create, message, show, update, finish, show_idempotent=True, ordered=True)
+
+
+def feishu_api_limits(
+    settings: NotifierSettings, app_id: str, api: str, *, share: float = 1.0
+) -> tuple[Limit, ...]:
+    """Feishu's per-app quota of one API (per second and per minute), for every replica; keyed
+    by the platform's app id, which two configured apps may share. ``share`` < 1 leaves the
+    rest of the quota to callers that wait (best-effort calls take only while it is free)."""
+    limits = []
+    for count, window_s, name in (
+        (settings.feishu_app_api_per_s, 1.0, "s"),
+        (settings.feishu_app_api_per_min, 60.0, "min"),
+    ):
+        if count > 0:
+            limits.append(
+                Limit(f"feishu:app:{app_id}:{api}:{name}", max(1, int(count * share)), window_s)
+            )
+    return tuple(limits)
+
+
+def paced_cardkit(
+    stream: CardStream,
+    limiter: SlidingWindowLimiter | None,
+    settings: NotifierSettings,
+    app_id: str,
+) -> CardStream:
+    """The stream's CardKit calls, paced like sends: creating a card and writing its final text
+    wait for their slots; an update in between is skipped (answered ``RateLimited``) unless
+    the app's and the card's quotas have room within ``stream_update_share``, since the next
+    one carries the whole text anyway. Showing the card is a send, paced by the flow."""
+    if limiter is None:
+        return stream
+    share = settings.stream_update_share
+    per_card = settings.cardkit_card_per_s
+    create_limits = feishu_api_limits(settings, app_id, "cardkit.card.create")
+    update_limits = feishu_api_limits(settings, app_id, "cardkit.element.content", share=share)
+    # Finishing writes the last text and then the settings: two calls on the card.
+    finish_limits = (
+        *feishu_api_limits(settings, app_id, "cardkit.element.content"),
+        *feishu_api_limits(settings, app_id, "cardkit.card.settings"),
+    )
+
+    def card(card_id: str, count: int, weight: int = 1) -> Limit:
+        return Limit(f"feishu:card:{card_id}", count, 1.0, weight)
+
+    async def create(reply_id: str, text: str, title: str | None) -> tuple[str | None, SendResult]:
+        _, confirm = await limiter.take_all(create_limits)
+        try:
+            return await stream.create(reply_id, text, title)
+        finally:
+            await confirm()
+
+    async def update(card_id: str, text: str, sequence: int) -> SendResult:
+        best_effort = (*update_limits, card(card_id, max(1, int(per_card * share))))
+        wait, confirm = await limiter.try_take_all(best_effort)
+        if wait > 0:
+            return RateLimited(wait, "paced")
+        try:
+            return await stream.update(card_id, text, sequence)
+        finally:
+            await confirm()
+
+    async def finish(card_id: str, text: str, sequence: int) -> SendResult:
+        _, confirm = await limiter.take_all((*finish_limits, card(card_id, per_card, 2)))
+        try:
+            return await stream.finish(card_id, text, sequence)
+        finally:
+            await confirm()
+
+    return replace(stream, create=create, update=update, finish=finish)
 
 
 def alert_channel(

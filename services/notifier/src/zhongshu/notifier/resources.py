@@ -59,12 +59,13 @@ def lifespan(
                     limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
                 )
             )
+            limiter = SlidingWindowLimiter(redis, hold_s=settings.http_timeout_s + 5)
             notifier = Notifier(
                 settings=settings,
                 config=lambda: source.current,
-                adapters=adapters(settings, redis, http),
+                adapters=adapters(settings, redis, http, limiter),
                 ledger=Ledger(await svc.js.key_value(DELIVERY_STATE_KV.bucket)),
-                limiter=SlidingWindowLimiter(redis, hold_s=settings.http_timeout_s + 5),
+                limiter=limiter,
                 window=AlertWindow(redis),
                 streams=StreamState(redis),
             )
@@ -75,8 +76,14 @@ def lifespan(
     return open_resources
 
 
-def adapters(settings: NotifierSettings, redis: Redis, http: httpx.AsyncClient) -> Adapters:
-    """The platforms' senders over one pool, their access tokens cached in Redis."""
+def adapters(
+    settings: NotifierSettings,
+    redis: Redis,
+    http: httpx.AsyncClient,
+    limiter: SlidingWindowLimiter | None = None,
+) -> Adapters:
+    """The platforms' senders over one pool, their access tokens cached in Redis; ``limiter``
+    paces the streamed cards' CardKit calls."""
     tokens = TokenCache(redis)
     return Adapters(
         dingtalk=DingTalkAdapter(
@@ -88,4 +95,5 @@ def adapters(settings: NotifierSettings, redis: Redis, http: httpx.AsyncClient) 
             )
         ),
         feishu=FeishuAdapter(FeishuClient(http, base_url=settings.feishu_base_url, tokens=tokens)),
+        limiter=limiter,
     )

@@ -31,6 +31,20 @@ class NotifierSettings(ServiceSettings, PlatformURLs):
     # Feishu: 5 QPS per group shared by every bot in it; stay just under.
     feishu_chat_per_window: int = Field(default=4, gt=0)
     feishu_chat_window_s: float = Field(default=1.0, gt=0)
+    # Feishu: 50/s and 1000/min per API per app (send, reply, card update and each CardKit
+    # call count apart). Our windows already cover the platform's (ratelimit.py), so the
+    # platform's own numbers; 0 paces nothing (a fake platform with its limits lifted).
+    feishu_app_api_per_s: int = Field(
+        default=50, ge=0, description="calls per second per API per Feishu app"
+    )
+    feishu_app_api_per_min: int = Field(
+        default=1000, ge=0, description="calls per minute per API per Feishu app"
+    )
+    # CardKit: 10 operations/s per card. Best-effort stream updates take a slot only while a
+    # share of an app's per-API quota (and of the card's) is free: the rest is kept for the
+    # final text, which waits for its slot and must not queue behind updates it overwrites.
+    cardkit_card_per_s: int = Field(default=10, gt=1)
+    stream_update_share: float = Field(default=0.8, gt=0, le=1)
     alert_window_s: float = Field(
         default=60.0, gt=0, description="repeats of one alert within this are sent once, counted"
     )

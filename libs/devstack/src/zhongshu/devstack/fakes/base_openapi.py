@@ -24,14 +24,21 @@ class SlidingWindow:
         self._calls: dict[str, deque[float]] = defaultdict(deque)
 
     def allow(self, key: str) -> bool:
+        if self.full(key):
+            return False
+        self.record(key)
+        return True
+
+    def full(self, key: str) -> bool:
+        """No room for one more call now (nothing is counted)."""
         now = time.monotonic()
         calls = self._calls[key]
         while calls and calls[0] <= now - self.window_s:
             calls.popleft()
-        if len(calls) >= self.limit:
-            return False
-        calls.append(now)
-        return True
+        return len(calls) >= self.limit
+
+    def record(self, key: str) -> None:
+        self._calls[key].append(time.monotonic())
 
     def reset_in(self, key: str) -> float:
         calls = self._calls[key]

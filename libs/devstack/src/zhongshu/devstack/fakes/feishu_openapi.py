@@ -6,8 +6,11 @@ custom-bot webhooks, and the contact API's single-user look-up (``GET
 unknown user answers 41050, more than ``contact_limit`` calls a second 429/99991400).
 It checks credentials, tokens and signatures, deduplicates by request
 ``uuid`` for an hour like the platform, enforces 5 QPS per chat (HTTP 429, code 99991400 with
-``x-ogw-ratelimit-reset``) and 5 updates/s per message (230020), refuses over-long content
-(230025), records every message in ``deliveries`` and every card update in ``updates``::
+``x-ogw-ratelimit-reset``), 5 updates/s per message (230020) and the app's quota of each API it
+serves (``api_limit``/s and ``api_limit_per_min``/min, 50 and 1000 like the platform: 429 /
+99991400 again, the arrival of every call let through kept in ``api_calls``), refuses
+over-long content (230025), records every message in ``deliveries`` and every card update in
+``updates``::
 
     async with FakeFeishuOpenAPI(app_id="cli_x", app_secret="s") as fake:
         # FEISHU_BASE_URL = fake.base_url
@@ -25,6 +28,7 @@ import hmac
 import json
 import time
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +110,8 @@ class FakeFeishuOpenAPI(FakeServer):
         chat_window_s: float = 1.0,
         token_lifetime_s: int = 7200,
         contact_limit: int = 50,
+        api_limit: int = 50,
+        api_limit_per_min: int = 1000,
     ) -> None:
         self.app_id, self.app_secret = app_id, app_secret
         self.contacts: dict[str, tuple[str, ...]] = {}  # open_id → open_department_ids
@@ -125,6 +131,10 @@ class FakeFeishuOpenAPI(FakeServer):
         self.errors: list[tuple[str, Any]] = []
         self.cards: dict[str, StreamingCard] = {}
         self.card_limit = SlidingWindow(10, 1.0)  # CardKit: 10 ops/s per card
+        # Per API per app, counted on arrival before anything else is looked at, as a gateway
+        # does (the fake serves one app, so the API names the bucket).
+        self.api_limits = (SlidingWindow(api_limit, 1.0), SlidingWindow(api_limit_per_min, 60.0))
+        self.api_calls: dict[str, list[float]] = defaultdict(list)  # API → arrival times
         super().__init__(
             [
                 Route(
@@ -187,13 +197,35 @@ class FakeFeishuOpenAPI(FakeServer):
             {"code": 0, "msg": "ok", "tenant_access_token": token, "expire": self.token_lifetime_s}
         )
 
+    def _over_quota(self, request: Request, api: str) -> Response | None:
+        """The app's quota of ``api``: a 429 when a window is full, else the call is counted."""
+        full = [window for window in self.api_limits if window.full(api)]
+        if full:
+            self.errors.append((request.url.path, 99991400))
+            return JSONResponse(
+                {"code": 99991400, "msg": "request trigger frequency limit"},
+                status_code=429,
+                headers={
+                    "x-ogw-ratelimit-limit": str(full[0].limit),
+                    "x-ogw-ratelimit-reset": f"{max(1, round(full[0].reset_in(api) + 0.5))}",
+                },
+            )
+        for window in self.api_limits:
+            window.record(api)
+        self.api_calls[api].append(time.monotonic())
+        return None
+
     async def _send(self, request: Request) -> Response:
+        if refused := self._over_quota(request, "im.message.create"):
+            return refused
         if request.query_params.get("receive_id_type") != "chat_id":
             return self._err(request, 230001, "invalid receive_id_type", 400)
         body = await request.json()
         return await self._im(request, "send", body.get("receive_id", ""), body, None)
 
     async def _reply(self, request: Request) -> Response:
+        if refused := self._over_quota(request, "im.message.reply"):
+            return refused
         parent = request.path_params["message_id"]
         original = self.messages.get(parent)
         if original is None or original.recalled:
@@ -202,6 +234,8 @@ class FakeFeishuOpenAPI(FakeServer):
         return await self._im(request, "reply", original.chat_id, body, parent)
 
     async def _update_card(self, request: Request) -> Response:
+        if refused := self._over_quota(request, "im.message.patch"):
+            return refused
         if not self._token_ok(request):
             return self._err(request, 99991663, "Invalid access token for authorization", 400)
         message_id = request.path_params["message_id"]
@@ -372,6 +406,8 @@ class FakeFeishuOpenAPI(FakeServer):
         return expiry is not None and expiry > time.monotonic()
 
     async def _create_card(self, request: Request) -> Response:
+        if refused := self._over_quota(request, "cardkit.card.create"):
+            return refused
         if not self._token_ok(request):
             return self._err(request, 99991663, "Invalid access token for authorization", 400)
         body = await request.json()
@@ -413,6 +449,8 @@ class FakeFeishuOpenAPI(FakeServer):
         return card, None, body
 
     async def _card_content(self, request: Request) -> Response:
+        if refused := self._over_quota(request, "cardkit.card.element.content"):
+            return refused
         card, refused, body = await self._card_op(request)
         if card is None:
             assert refused is not None
@@ -428,6 +466,8 @@ class FakeFeishuOpenAPI(FakeServer):
         return JSONResponse({"code": 0, "msg": "success", "data": {}})
 
     async def _card_settings(self, request: Request) -> Response:
+        if refused := self._over_quota(request, "cardkit.card.settings"):
+            return refused
         card, refused, body = await self._card_op(request)
         if card is None:
             assert refused is not None
