@@ -4,6 +4,7 @@ limiters sharing one key stand for several agent replicas."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 
@@ -48,21 +49,41 @@ async def test_three_replicas_never_exceed_qps_in_any_one_second_window(redis_ur
     assert times[-1] - times[0] >= (calls - 1) / qps * 0.99
 
 
-async def test_a_caller_that_wakes_late_pushes_the_next_one_back_instead_of_bunching(
+async def test_a_late_caller_holds_back_the_call_a_window_after_it_not_the_next_one(
     redis: Redis,
 ) -> None:
-    # Two slots booked one interval apart; the first caller starts 90 ms late (a stalled event
-    # loop). Without the fence the second would start 12 ms after it.
+    # At 2 qps the fence allows 2 starts per window (1.04 s). X starts, A and B book the next
+    # slots, A wakes 0.3 s late (a stalled event loop). B may still start on its slot: X and A
+    # are all the window holds. C, booked next, must wait until A's start is a window old.
     key = fresh_key()
-    first, second = (ClusterRateLimiter(redis, key=key, qps=10) for _ in range(2))
-    assert await first.book() == 0
-    wait_s = await second.book()
-    await asyncio.sleep(0.09)
-    await first.fence()
-    first_started = time.monotonic()
-    await asyncio.sleep(max(0.0, wait_s - 0.09))
-    await second.fence()
-    assert time.monotonic() - first_started >= first.interval_s * 0.9  # 12 ms without it
+    x, a, b, c = (ClusterRateLimiter(redis, key=key, qps=2) for _ in range(4))
+    calls, window_s = x.window
+    assert calls == 2
+    await x.acquire()
+    booked = time.monotonic()
+    slot_a, slot_b = await a.book(), await b.book()
+    assert not slot_a.started
+    assert not slot_b.started
+    await asyncio.sleep(slot_a.wait_s + 0.3)
+    await a.fence()
+    a_started = time.monotonic()
+    await asyncio.sleep(max(0.0, booked + slot_b.wait_s - time.monotonic()))
+    await b.fence()
+    b_started = time.monotonic()
+    await c.acquire()
+    c_started = time.monotonic()
+
+    assert b_started - a_started < a.interval_s * 0.9  # not pushed back behind A
+    assert c_started - a_started >= window_s * 0.99  # 3 starts never fit in one window
+
+
+async def test_a_slot_due_at_once_starts_in_the_booking_round_trip(redis: Redis) -> None:
+    limiter = ClusterRateLimiter(redis, key=fresh_key(), qps=1)
+    first = await limiter.book()
+    assert first == (0.0, True)  # booked and past the fence: no second script
+    second = await limiter.book()
+    assert not second.started
+    assert second.wait_s > 0.9
 
 
 async def test_a_refused_deadline_books_no_slot(redis: Redis) -> None:
@@ -92,9 +113,10 @@ async def test_max_wait_refuses_like_a_deadline(redis: Redis) -> None:
 
 async def test_the_schedule_expires_once_its_last_slot_has_passed(redis: Redis) -> None:
     key = fresh_key()
-    await ClusterRateLimiter(redis, key=key, qps=2).acquire()
+    limiter = ClusterRateLimiter(redis, key=key, qps=2)
+    await limiter.acquire()
     ttl_ms = await redis.pttl(key)
-    assert 0 < ttl_ms <= 1000 * (1 + DEFAULT_MARGIN) / 2 + 1
+    assert 0 < ttl_ms <= math.ceil(limiter.interval_s * 1000) + 1  # PX rounds up, plus 1 ms
 
 
 async def test_a_new_qps_applies_to_the_next_booking(redis: Redis) -> None:

@@ -1,8 +1,10 @@
 """The model-call gate: a cluster-wide QPS schedule in Redis shared by every agent replica, plus
 ``MAX_CONCURRENT`` calls in flight per replica.
 
-Key: ``zhongshu:llm:qps`` (by default) holds the theoretical arrival time (TAT) of the next free
-slot, in microseconds of the Redis server clock, with a PX expiry at that time.
+Keys: ``zhongshu:llm:qps`` (by default) holds the theoretical arrival time (TAT) of the next free
+slot, in microseconds of the Redis server clock, with a PX expiry at that time;
+``{zhongshu:llm:qps}:starts`` the latest starts (its hash tag puts it in the TAT's Redis Cluster
+slot, so one script may touch both).
 
 Why GCRA *with reservation*: each caller atomically books the next slot (``tat = max(stored,
 now)``, store ``tat + interval``) and sleeps until it. Slots are spaced exactly one interval
@@ -11,11 +13,18 @@ are served in booking order, so nobody starves.
 
 Why a fence at the start as well: a slot says when a call *may* start, but sleep jitter and
 event-loop stalls can only make a caller start later than its slot, which bunched it with the
-next caller's (P5 saw 11 calls in one second with slots 5 % apart). So a caller that wakes for
-its slot passes ``<key>:start`` last: one script on the server clock that lets it start only
-one interval after the previous start, else tells it how long to wait. Lateness then pushes
-later calls back instead of bunching them, and the margin only has to cover the short way from
-the fence to the provider.
+next callers' (P5 saw 11 calls in one second with slots 5 % apart). So a caller that wakes for
+its slot passes ``<key>:starts`` last: a script on the server clock that lets it start only if
+the ``n``-th start before it (``n`` = the calls a window allows, ``floor(qps)``) is at least one
+window old, else tells it how long to wait. It bounds what the provider counts, calls per
+window, and nothing stricter: the first fence (each start one interval after the previous one)
+made every late caller push all later ones back, so lateness added up call after call and the
+mean fell to 9.43-9.52/s under a backlog (P5). Now a late start only holds back the call ``n``
+after it, and only if that one is early by the window's standard, which the slots' extra margin
+(``SLOT_SLACK``) makes rare: the mean is the slots' rate.
+
+When a caller's slot is due at once (the cap is not the bottleneck), the booking script passes
+the fence too: one round trip instead of two.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import contextlib
 import math
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import NamedTuple
 
 from prometheus_client import Histogram
 from redis.asyncio import Redis
@@ -33,15 +43,19 @@ from zhongshu.runtime.cancellation import raise_if_cancelled
 
 DEFAULT_KEY = "zhongshu:llm:qps"
 
-# Starts are spaced a little more than 1/qps apart, so that the way from the fence to the
-# provider (a Redis reply, the HTTP request, the provider's own clock) may vary by up to 4 % of a
-# second across a window of QPS calls before the provider could count QPS + 1 in one second;
-# the price is the mean rate under saturation, at most qps / 1.04. Measured with bench/agent.py
-# (P5, 3 replica processes, 500 commands, cap 10): with the fence, 2 % and 3 % still let 11
-# calls into one second in some runs (9.63-9.73/s); 4 % gave 9.51-9.52/s with no window above
-# 10 in three runs. Without the fence, 5 % was needed (9.43/s).
+# The fence's window is a little more than the second a provider counts in: ``n`` starts in
+# (1 + margin) s, so the way from the fence to the provider (a Redis reply, the HTTP request, the
+# provider's own clock) may vary by up to 4 % of a second before the provider could count
+# QPS + 1 calls in one second. Measured with bench/agent.py (P5, 3 replica processes, 500
+# commands, cap 10): 2 % and 3 % let 11 calls into one second in some loaded runs; 4 % never did.
 DEFAULT_MARGIN = 0.04
-
+# Slots are spaced this much wider than the window allows (0.5 % of a window, 5 ms at 10 qps),
+# so a caller on its slot finds the fence open even when the caller ``n`` before it was up to
+# that much later than it: the fence only holds back callers after a stall, and never adds up.
+SLOT_SLACK = 0.005
+# Past this many calls per window the window shrinks instead (``n`` starts per ``n`` intervals):
+# the log stays short at a cap of 100,000/s, and so many calls a second are a rate, not a count.
+MAX_WINDOW_CALLS = 100
 LIMITER_WAIT = Histogram(
     "zhongshu_agent_limiter_wait_seconds",
     "Time a model call waited at the gate: for a concurrency permit or for its QPS slot",
@@ -49,33 +63,65 @@ LIMITER_WAIT = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 
-# KEYS: 1 TAT. ARGV: 1 interval us, 2 the longest wait the caller accepts in us (-1 = any).
-# Returns {reserved (1/0), wait us}: the wait until the slot, or, when refused, the wait the
-# caller would have had. A refusal books nothing, so a caller that gives up burns no slot.
-_RESERVE = """
-local interval, max_wait = tonumber(ARGV[1]), tonumber(ARGV[2])
+# The fence: ``now`` and ``window`` (us), ``n``, KEYS[2] the starts, newest first. Sets ``wait``
+# to 0 (and records the start) when the n-th latest start is a window old, else to the us left.
+_FENCE = """
+local wait = 0
+local nth = redis.call('LINDEX', KEYS[2], n - 1)
+if nth and now - tonumber(nth) < window then
+  wait = tonumber(nth) + window - now
+else
+  redis.call('LPUSH', KEYS[2], string.format('%d', now))
+  redis.call('LTRIM', KEYS[2], 0, n - 1)
+  redis.call('PEXPIRE', KEYS[2], math.ceil(window / 1000) + 1)
+end
+"""
+
+_NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+"""
+
+# KEYS: 1 TAT, 2 starts. ARGV: 1 interval us, 2 the longest wait the caller accepts in us (-1 =
+# any), 3 window us, 4 n. Returns {reserved (1/0), wait us, started (1/0)}: the wait until the
+# slot, or, when refused, the wait the caller would have had. A refusal books nothing, so a
+# caller that gives up burns no slot. A slot due now also passes the fence when it is open
+# (started = 1): the caller goes without a second round trip.
+_RESERVE = (
+    """
+local interval, max_wait = tonumber(ARGV[1]), tonumber(ARGV[2])
+local window, n = tonumber(ARGV[3]), tonumber(ARGV[4])
+"""
+    + _NOW
+    + """
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
-local wait = tat - now
-if max_wait >= 0 and wait > max_wait then return {0, wait} end
+local slot = tat - now
+if max_wait >= 0 and slot > max_wait then return {0, slot, 0} end
 local next_tat = tat + interval
 redis.call('SET', KEYS[1], string.format('%d', next_tat),
            'PX', math.ceil((next_tat - now) / 1000) + 1)
-return {1, wait}
+if slot > 0 then return {1, slot, 0} end
 """
+    + _FENCE
+    + """
+if wait > 0 then return {1, 0, 0} end
+return {1, 0, 1}
+"""
+)
 
-# KEYS: 1 the last start. ARGV: 1 interval us. Returns 0 (start now; recorded) or the us to wait.
-_START = """
-local interval = tonumber(ARGV[1])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local last = tonumber(redis.call('GET', KEYS[1]) or '0')
-if now - last < interval then return last + interval - now end
-redis.call('SET', KEYS[1], string.format('%d', now), 'PX', math.ceil(interval / 1000) + 1)
-return 0
+# KEYS: 1 unused (the TAT, so both scripts name the same slot), 2 starts. ARGV: 1 window us,
+# 2 n. Returns 0 (start now; recorded) or the us to wait.
+_START = (
+    """
+local window, n = tonumber(ARGV[1]), tonumber(ARGV[2])
 """
+    + _NOW
+    + _FENCE
+    + """
+return wait
+"""
+)
 
 
 class RateLimitTimeout(TimeoutError):
@@ -87,11 +133,19 @@ class RateLimitTimeout(TimeoutError):
         self.wait_s = wait_s
 
 
-class ClusterRateLimiter:
-    """Books one slot of the shared schedule per call and sleeps until it.
+class Slot(NamedTuple):
+    """A booked slot: the seconds until it, and whether the call may start at once (the slot
+    was due and the fence open, both in the booking's round trip)."""
 
-    ``qps`` may be changed at run time (live config): the interval is an argument of the
-    script, so the next booking uses the new rate, after the slots already booked.
+    wait_s: float
+    started: bool
+
+
+class ClusterRateLimiter:
+    """Books one slot of the shared schedule per call, sleeps until it, then passes the fence.
+
+    ``qps`` may be changed at run time (live config): the interval and the window are arguments
+    of the scripts, so the next booking uses the new rate, after the slots already booked.
 
     Cancellation: a caller cancelled while it sleeps keeps its slot, which then goes unused.
     It cannot be given back safely: later callers have booked the slots after it, and moving
@@ -110,9 +164,9 @@ class ClusterRateLimiter:
     ) -> None:
         if margin < 0:
             raise ValueError("margin must be >= 0")
-        self._script = redis.register_script(_RESERVE)
+        self._reserve = redis.register_script(_RESERVE)
         self._start = redis.register_script(_START)
-        self._key = key
+        self._keys = [key, "{" + key + "}:starts"]
         self._margin = margin
         self.max_wait_s = max_wait_s
         self.qps = qps
@@ -126,11 +180,20 @@ class ClusterRateLimiter:
         if not value > 0:
             raise ValueError(f"qps must be > 0, got {value!r}")
         self._qps = value
+        self._window_calls = max(1, min(MAX_WINDOW_CALLS, math.floor(value)))
+        window_us = self._window_calls * (1 + self._margin) / value * 1_000_000
+        self._window_us = max(1, round(window_us))
+        self._interval_us = max(1, round(window_us / self._window_calls * (1 + SLOT_SLACK)))
 
     @property
     def interval_s(self) -> float:
-        """The spacing of slots: 1/qps plus the safety margin."""
-        return (1 + self._margin) / self._qps
+        """The spacing of slots: 1/qps plus the margin and the slots' slack."""
+        return self._interval_us / 1_000_000
+
+    @property
+    def window(self) -> tuple[int, float]:
+        """The fence: at most ``calls`` starts in any ``seconds``."""
+        return self._window_calls, self._window_us / 1_000_000
 
     async def acquire(self, *, deadline: float | None = None) -> float:
         """Wait for this caller's slot; returns the seconds spent (booking and sleeping).
@@ -144,36 +207,40 @@ class ClusterRateLimiter:
             budget = min(budget, deadline - started)
         if budget < 0:
             raise RateLimitTimeout(0.0)
-        wait_s = await self.book(budget)
-        if wait_s > 0:
+        slot = await self.book(budget)
+        if slot.started:
+            return time.monotonic() - started
+        if slot.wait_s > 0:
             # The wait counts from the server's clock reading, before the reply travelled back:
             # sleeping it in full after the reply errs late, which is the safe side.
-            await asyncio.sleep(wait_s)
+            await asyncio.sleep(slot.wait_s)
         await self.fence(deadline)
         return time.monotonic() - started
 
-    async def book(self, budget_s: float = math.inf) -> float:
-        """Book the next slot; returns the seconds until it. Raises
-        :class:`RateLimitTimeout`, booking nothing, when that is more than ``budget_s``."""
-        reserved, wait_us = await self._script(
-            keys=[self._key],
+    async def book(self, budget_s: float = math.inf) -> Slot:
+        """Book the next slot. Raises :class:`RateLimitTimeout`, booking nothing, when it is
+        more than ``budget_s`` away."""
+        reserved, wait_us, passed = await self._reserve(
+            keys=self._keys,
             args=[
-                self._interval_us(),
+                self._interval_us,
                 -1 if math.isinf(budget_s) else int(budget_s * 1_000_000),
+                self._window_us,
+                self._window_calls,
             ],
         )
         raise_if_cancelled()
         wait_s = int(wait_us) / 1_000_000
         if not int(reserved):
             raise RateLimitTimeout(wait_s)
-        return wait_s
+        return Slot(wait_s, bool(int(passed)))
 
     async def fence(self, deadline: float | None = None) -> None:
-        """Start now if the previous call (any replica's) started one interval ago or more;
-        else wait for that, and record this start."""
+        """Start now if the window's worth of calls before this one (any replica's) started
+        one window ago or more; else wait for that, and record this start."""
         while True:
             wait_us = int(
-                await self._start(keys=[self._key + ":start"], args=[self._interval_us()])
+                await self._start(keys=self._keys, args=[self._window_us, self._window_calls])
             )
             raise_if_cancelled()
             if wait_us <= 0:
@@ -182,9 +249,6 @@ class ClusterRateLimiter:
             if deadline is not None and time.monotonic() + wait_s > deadline:
                 raise RateLimitTimeout(wait_s)
             await asyncio.sleep(wait_s)
-
-    def _interval_us(self) -> int:
-        return max(1, round(self.interval_s * 1_000_000))
 
 
 WaitObserver = Callable[[str, float], None]

@@ -103,6 +103,9 @@ class LLMClient:
     async def _attempt(self, call: _Call, index: int, waited_s: float) -> ChatResult:
         """One attempt on provider ``index``, inside the gate; raises LLMError."""
         loop = asyncio.get_running_loop()
+        # Encoded before the gate: the way from the QPS fence to the provider is what the gate's
+        # margin must cover, so nothing that can be done earlier is done on it.
+        call.body_for(index)
         asked = loop.time()
         async with contextlib.AsyncExitStack() as held:
             if self._gate is not None:
