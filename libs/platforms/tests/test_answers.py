@@ -18,6 +18,7 @@ from zhongshu.devstack.fakes.dingtalk_openapi import FakeDingTalkOpenAPI
 from zhongshu.devstack.fakes.feishu_openapi import FakeFeishuOpenAPI
 from zhongshu.devstack.fakes.feishu_ws import FeishuLongConnectionServer
 from zhongshu.platforms import Credentials, DingTalkClient, FeishuClient, PlatformURLs
+from zhongshu.platforms import http as platform_http
 from zhongshu.platforms.dingtalk import StreamTicket
 from zhongshu.platforms.feishu import Endpoint
 from zhongshu.platforms.results import (
@@ -40,10 +41,13 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=2) as client:
-        yield client
+@pytest.fixture(params=["aiohttp", "httpcore"])
+async def http(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
+    """Every answer is read the same over the services' client (aiohttp underneath) and over
+    httpx's own transport."""
+    client = platform_http.client(timeout=2) if request.param == "aiohttp" else None
+    async with client or httpx.AsyncClient(timeout=2) as http_client:
+        yield http_client
 
 
 @pytest.fixture
@@ -144,10 +148,15 @@ async def test_a_platform_that_cannot_be_reached_is_unreachable_and_one_that_fai
     nowhere = FeishuClient(http, base_url=f"http://127.0.0.1:{closed_port()}")
     token = await nowhere.request_token(FEISHU)
     assert isinstance(token, Unreachable)
-    assert token.reason.startswith("ConnectError")
+    assert token.reason.startswith(("ConnectError", "ClientConnectorError"))
     call = await nowhere.call(FEISHU, "GET", "/open-apis/contact/v3/users/ou_1")
     assert isinstance(call, Unreachable)
-    assert call.reason.startswith("Feishu token request failed: ConnectError")
+    assert call.reason.startswith(
+        (
+            "Feishu token request failed: ConnectError",
+            "Feishu token request failed: ClientConnectorError",
+        )
+    )
     not_a_url = await FeishuClient(http, base_url="open.feishu.cn").request_token(FEISHU)
     assert isinstance(not_a_url, Unreachable)
 

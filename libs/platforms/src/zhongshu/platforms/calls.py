@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from zhongshu.platforms.http import cause, sent, timed_out
 from zhongshu.platforms.results import (
     Ambiguous,
     CallResult,
@@ -50,19 +51,20 @@ async def exchange(
         return await http.request(method, url, **kwargs)
     except httpx.InvalidURL:
         return Unreachable("not a valid URL")
-    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as exc:
-        return Unreachable(describe(exc, http, secret))
     except httpx.HTTPError as exc:
-        return Ambiguous(describe(exc, http, secret))
+        if sent(exc):
+            return Ambiguous(describe(exc, http, secret))
+        return Unreachable(describe(exc, http, secret))
 
 
 def describe(exc: Exception, http: httpx.AsyncClient, secret: str | None = None) -> str:
     """The exception's type and text, never the request (its body may hold a secret)."""
-    if isinstance(exc, httpx.TimeoutException):
+    failure = cause(exc) if isinstance(exc, httpx.HTTPError) else exc
+    if isinstance(exc, httpx.HTTPError) and timed_out(exc):
         limit = http.timeout.read or http.timeout.connect or 0
         text = f"no answer within {limit:g} s"
     else:
-        text = f"{type(exc).__name__}: {str(exc) or type(exc).__name__}"
+        text = f"{type(failure).__name__}: {str(failure) or type(failure).__name__}"
     return text.replace(secret, "***") if secret else text
 
 

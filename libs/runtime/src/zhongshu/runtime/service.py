@@ -42,7 +42,7 @@ from typing_extensions import TypeVar
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts.channels import Channel
 from zhongshu.contracts.events import Event
-from zhongshu.runtime import bus, telemetry
+from zhongshu.runtime import bus, gctuning, telemetry
 from zhongshu.runtime.consumer import ConsumerLoop, ConsumerSpec, Decoder, Delivery
 from zhongshu.runtime.errors import ConfigurationError, RuntimeFailure, ServiceStopped
 from zhongshu.runtime.health import HealthServer, ReadinessCheck, build_app
@@ -314,6 +314,8 @@ class Service(Generic[S, D]):
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await self.start(settings)
+        gen0 = getattr(settings, "gc_gen0_threshold", gctuning.DEFAULT_GEN0_THRESHOLD)
+        gctuning.settle_after_start(int(gen0))
         print(f"READY {self.name} health_port={self.health_port}", file=sys.stderr, flush=True)
         await stop.wait()
         log.info("%s received stop signal; draining", self.name)

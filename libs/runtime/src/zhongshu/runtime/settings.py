@@ -34,6 +34,12 @@ class ServiceSettings(BaseSettings):
         default=None, gt=0, description="override every consumer's ack_wait (redelivery delay)"
     )
     uvloop: bool = True
+    gc_gen0_threshold: int = Field(
+        default=10_000,
+        ge=0,
+        description="after start-up: freeze what it allocated and collect the young generation "
+        "every this many allocations (CPython: 700); 0 leaves the collector as it is",
+    )
 
 
 S = TypeVar("S", bound=BaseSettings)

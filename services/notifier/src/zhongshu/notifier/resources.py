@@ -25,6 +25,7 @@ from zhongshu.notifier.channels import Adapters
 from zhongshu.notifier.flows import Notifier
 from zhongshu.notifier.settings import NotifierSettings
 from zhongshu.platforms import DingTalkClient, FeishuClient, TokenCache
+from zhongshu.platforms import http as platform_http
 from zhongshu.runtime import Service
 from zhongshu.runtime.hubconfig import HubConfig
 from zhongshu.runtime.liveconfig import config_source
@@ -54,10 +55,7 @@ def lifespan(
             source = await config_source(stack, svc.js, config, path=settings.config)
             redis = await stack.enter_async_context(Redis.from_url(settings.redis_url))
             http = await stack.enter_async_context(
-                httpx.AsyncClient(
-                    timeout=settings.http_timeout_s,
-                    limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-                )
+                platform_http.client(timeout=settings.http_timeout_s)
             )
             limiter = SlidingWindowLimiter(redis, hold_s=settings.http_timeout_s + 5)
             notifier = Notifier(
