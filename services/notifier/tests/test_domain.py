@@ -42,6 +42,16 @@ def test_a_send_that_may_still_await_its_answer_is_waited_for_not_called_ambiguo
     assert domain.next_step(record, idempotent=False, now=now, in_flight_s=25) == step
 
 
+def test_a_send_in_flight_is_waited_for_even_where_the_platform_would_absorb_a_resend() -> None:
+    # Feishu drops a second send with the same uuid, but sending it while the first is still
+    # on its way is a re-send without any fault (a final chunk finding its card being shown).
+    now = datetime.now(UTC)
+    young = DeliveryRecord(state="sending", claimed_at=now - timedelta(seconds=3))
+    stale = DeliveryRecord(state="sending", claimed_at=now - timedelta(seconds=30))
+    assert domain.next_step(young, idempotent=True, now=now, in_flight_s=25) == "wait"
+    assert domain.next_step(stale, idempotent=True, now=now, in_flight_s=25) == "send"
+
+
 def test_a_feishu_card_update_keeps_the_card_shared_and_refuses_one_that_is_not() -> None:
     # Only shared cards (update_multi, before and after) can be updated for everyone.
     card = {"elements": [{"tag": "markdown", "content": "approved"}]}

@@ -1,6 +1,6 @@
 """The Redis-backed pieces on a real Redis: tokens refreshed before they expire, one rate-limit
-bucket shared by replicas, alert windows that keep their roles across redeliveries, and one
-update of a streaming card in flight at a time."""
+bucket shared by replicas, and alert windows that keep their roles across redeliveries (a
+streaming card's turns: test_stream_state.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from redis.asyncio import Redis
 
 from zhongshu.notifier.adapters.alertwindow import AlertWindow
 from zhongshu.notifier.adapters.ratelimit import SlidingWindowLimiter
-from zhongshu.notifier.adapters.streamstate import StreamState
 from zhongshu.platforms.tokens import TokenCache
 
 
@@ -69,29 +68,3 @@ async def test_a_redelivered_alert_keeps_its_role_and_is_counted_once(redis: Red
     assert await window.close(fold, closer.window_id, 0.5) == 2
     assert await window.close(fold, closer.window_id, 0.5) == 2
     assert (await window.join(fold, "a4", 0.5)).role == "first"  # a new window
-
-
-async def test_only_the_newest_claimed_update_of_a_card_gets_a_turn_and_one_at_a_time(
-    redis: Redis,
-) -> None:
-    state, key = StreamState(redis), uuid.uuid4().hex
-    first = await state.claim(key, 0, False, 0.0)
-    second = await state.claim(key, 1, False, 0.0)
-    assert await state.take_turn(key, first, 5.0) == "stale"  # chunk 1 was claimed since
-    assert await state.take_turn(key, second, 5.0) == "go"
-    final = await state.claim(key, 2, True, 0.0)
-    assert await state.take_turn(key, final, 5.0) == "busy"  # chunk 1's update is in flight
-    await state.end_turn(key, first)  # not the holder: changes nothing
-    assert await state.take_turn(key, final, 5.0) == "busy"
-    await state.end_turn(key, second)
-    assert await state.take_turn(key, final, 5.0) == "go"
-
-
-async def test_a_turn_whose_holder_died_is_free_again_after_its_ttl(redis: Redis) -> None:
-    state, key = StreamState(redis), uuid.uuid4().hex
-    seq = await state.claim(key, 0, False, 0.0)
-    assert await state.take_turn(key, seq, 0.3) == "go"  # and never ended
-    final = await state.claim(key, 1, True, 0.0)
-    assert await state.take_turn(key, final, 5.0) == "busy"
-    await asyncio.sleep(0.4)
-    assert await state.take_turn(key, final, 5.0) == "go"

@@ -1,7 +1,8 @@
 """Exactly-once towards the user: claim a send in the ledger, send, record the outcome.
 
-pending → sending (written before the HTTP call, fenced by revision) → delivered | failed |
-ambiguous (written after it, fenced again). What a redelivered message does with the record
+sending (created before the HTTP call, or written over ``pending`` fenced by revision) →
+delivered | failed | ambiguous (written after it, fenced again): two writes for a reply sent
+in one part. What a redelivered message does with the record
 it finds is decided by :func:`domain.next_step`."""
 
 from __future__ import annotations
@@ -41,8 +42,16 @@ class RetryLater(Exception):
     """Transient: the runtime naks the message and it comes back after a backoff."""
 
 
+class Busy(RetryLater):
+    """Another worker is sending this record (or just wrote it): the outcome is theirs to
+    record; wait for it, or come back after a backoff."""
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+PENDING = DeliveryRecord(state="pending")
 
 
 async def deliver_once(
@@ -55,39 +64,66 @@ async def deliver_once(
     send_part: SendPart,
     wait_slot: WaitSlot,
     in_flight_s: float = 0.0,
-) -> DeliveryRecord:
-    """Drive one record to a terminal state and return it; raise :class:`RetryLater` for
-    transient trouble (the record is left ``pending``, never ``sending``, when nothing went
-    out, or another worker may still be sending it) and ``Fenced`` when another worker owns
-    the send. ``in_flight_s`` bounds how long a send can wait for the platform's answer."""
+    found: tuple[DeliveryRecord, int] | None = None,
+    start: DeliveryRecord = PENDING,
+) -> tuple[DeliveryRecord, int]:
+    """Drive one record to a terminal state and return it with its revision; raise
+    :class:`RetryLater` for transient trouble (the record is left ``pending``, never
+    ``sending``, when nothing went out), :class:`Busy` when another worker may still be
+    sending it and ``Fenced`` when another worker owns the send. ``in_flight_s`` bounds how
+    long a send can wait for the platform's answer.
+
+    ``found`` is the record as the caller read it; without one, the record is created
+    directly as ``sending`` from ``start`` (one write instead of ``pending`` then
+    ``sending``), and the record found instead, if any, is acted on as ``next_step`` says."""
     replace = msgspec.structs.replace
-    record, revision = await ledger.open(key)
-    step = domain.next_step(record, idempotent=idempotent, now=_now(), in_flight_s=in_flight_s)
-    if step == "republish":
-        return record
-    if step == "wait":
-        raise RetryLater(f"delivery record {key} is being sent by another worker")
-    if step == "mark_ambiguous":
-        record = replace(
-            record,
-            state="ambiguous",
-            reason="the worker stopped between sending and recording; not resent "
-            "(the platform has no idempotency key)",
-            at=_now(),
-        )
-        await ledger.write(key, record, revision)
-        return record
+    confirm: Confirm | None = None
+    if found is None:
+        # The slot is taken before the claim, so a record is never ``sending`` while it waits
+        # for one (it would look in flight, or stale, to another worker meanwhile).
+        confirm = await wait_slot()
+        claim = replace(start, state="sending", attempts=start.attempts + 1, claimed_at=_now())
+        try:
+            record, revision, created = await ledger.claim(key, claim)
+        except BaseException:
+            await confirm()
+            raise
+        if not created:
+            await confirm()  # not used: the record found decides
+            confirm = None
+    else:
+        (record, revision), created = found, False
+    if not created:
+        step = domain.next_step(record, idempotent=idempotent, now=_now(), in_flight_s=in_flight_s)
+        if step == "republish":
+            return record, revision
+        if step == "wait":
+            raise Busy(f"delivery record {key} is being sent by another worker")
+        if step == "mark_ambiguous":
+            record = replace(
+                record,
+                state="ambiguous",
+                reason="the worker stopped between sending and recording; not resent "
+                "(the platform has no idempotency key)",
+                at=_now(),
+            )
+            return record, await ledger.write(key, record, revision)
     limit = max_bytes
     while True:
         offset = record.sent_chars
         part = domain.split_utf8(text[offset:], limit)
-        confirm = await wait_slot()
-        record = replace(record, state="sending", attempts=record.attempts + 1, claimed_at=_now())
         try:
-            revision = await ledger.write(key, record, revision)
+            if confirm is None:
+                confirm = await wait_slot()
+                record = replace(
+                    record, state="sending", attempts=record.attempts + 1, claimed_at=_now()
+                )
+                revision = await ledger.write(key, record, revision)
             result = await send_part(part, offset)
         finally:
-            await confirm()
+            if confirm is not None:
+                await confirm()
+            confirm = None
         if isinstance(result, Delivered):
             record = replace(
                 record,
@@ -96,8 +132,7 @@ async def deliver_once(
             )
             if record.sent_chars >= len(text):
                 record = replace(record, state="delivered", at=_now())
-                await ledger.write(key, record, revision)
-                return record
+                return record, await ledger.write(key, record, revision)
             continue
         if isinstance(result, Rejected) and result.too_long and limit // 2 >= MIN_PART_BYTES:
             limit //= 2
@@ -108,8 +143,7 @@ async def deliver_once(
             record = replace(
                 record, state="failed", reason=result.reason, code=result.code, at=_now()
             )
-            await ledger.write(key, record, revision)
-            return record
+            return record, await ledger.write(key, record, revision)
         if isinstance(result, RateLimited) and result.retry_after_s <= MAX_INLINE_WAIT_S:
             # Our own buckets should prevent this; when the platform still says "too fast"
             # (another client shares the chat's quota), wait it out here instead of failing.
@@ -118,8 +152,7 @@ async def deliver_once(
             continue
         if isinstance(result, Ambiguous) and not idempotent:
             record = replace(record, state="ambiguous", reason=result.reason, at=_now())
-            await ledger.write(key, record, revision)
-            return record
+            return record, await ledger.write(key, record, revision)
         # Nothing went out (or a resend is harmless): back to pending, retry later.
         await ledger.write(key, replace(record, state="pending"), revision)
         raise RetryLater(_describe(result))

@@ -33,6 +33,10 @@ class DeliveryRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     claimed_at: datetime | None = None
     """When the last ``sending`` was written: a ``sending`` record this young may belong to a
     worker that is still waiting for the platform's answer, not to one that died."""
+    finished: bool = False
+    """A streamed reply's record (the card's): its final chunk was handled, and ``state``,
+    ``reason`` and ``code`` are the final text's outcome (``delivered`` before it: the card
+    is shown)."""
 
 
 Step = Literal["send", "republish", "mark_ambiguous", "wait"]
@@ -51,19 +55,27 @@ def next_step(
     and recording its outcome: the platform may or may not have the message. Only a platform
     that deduplicates the request (Feishu's ``uuid``) may be asked again. A ``sending`` claimed
     less than ``in_flight_s`` ago may still be waiting for the platform's answer (the chunks
-    of a streamed reply share the record of their card): ``wait`` for it to be recorded."""
+    of a streamed reply share the record of their card): ``wait`` for it to be recorded, on
+    every platform, since sending again while the first send is in flight is a re-send without
+    any fault, even where the platform absorbs it."""
     if record.state in TERMINAL:
         return "republish"
-    if record.state == "sending" and not idempotent:
-        claimed = record.claimed_at
-        if (
-            now is not None
-            and claimed is not None
-            and now - claimed < timedelta(seconds=in_flight_s)
-        ):
+    if record.state == "sending":
+        if in_flight(record, now=now, in_flight_s=in_flight_s):
             return "wait"
-        return "mark_ambiguous"
+        return "send" if idempotent else "mark_ambiguous"
     return "send"
+
+
+def in_flight(record: DeliveryRecord, *, now: datetime | None, in_flight_s: float) -> bool:
+    """A ``sending`` record young enough that its worker may still await the platform."""
+    claimed = record.claimed_at
+    return (
+        record.state == "sending"
+        and now is not None
+        and claimed is not None
+        and now - claimed < timedelta(seconds=in_flight_s)
+    )
 
 
 def record_key(*parts: str) -> str:

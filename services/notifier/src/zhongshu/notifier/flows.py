@@ -30,7 +30,7 @@ from zhongshu.notifier.adapters.alertwindow import AlertWindow
 from zhongshu.notifier.adapters.ledger import Fenced, Ledger
 from zhongshu.notifier.adapters.ratelimit import Confirm, SlidingWindowLimiter
 from zhongshu.notifier.adapters.results import Delivered, Rejected, SendResult
-from zhongshu.notifier.adapters.streamstate import StreamState
+from zhongshu.notifier.adapters.streamstate import BUSY, StreamState
 from zhongshu.notifier.channels import (
     Adapters,
     CardStream,
@@ -40,8 +40,9 @@ from zhongshu.notifier.channels import (
     for_part,
     reply_channel,
 )
-from zhongshu.notifier.delivery import RetryLater, deliver_once
+from zhongshu.notifier.delivery import PENDING, Busy, RetryLater, deliver_once
 from zhongshu.notifier.domain import DeliveryRecord
+from zhongshu.notifier.keyedlocks import KeyedLocks
 from zhongshu.notifier.message import Outgoing
 from zhongshu.notifier.settings import NotifierSettings
 from zhongshu.runtime import Delivery
@@ -49,7 +50,8 @@ from zhongshu.runtime.hubconfig import HubConfig
 
 log = logging.getLogger("zhongshu.notifier")
 SOURCE = "zhongshu/notifier"
-# How often a final chunk looks whether the card update in flight before it has finished.
+# How often a final chunk looks whether another worker's card update (or the message showing
+# the card) has finished: only another replica's, this one's are waited for on a lock.
 TURN_POLL_S = 0.05
 
 OUTCOMES = Counter(
@@ -74,6 +76,7 @@ class Notifier:
     limiter: SlidingWindowLimiter
     window: AlertWindow
     streams: StreamState
+    _replies: KeyedLocks = dataclasses.field(default_factory=KeyedLocks, init=False)
 
     # --- replies --------------------------------------------------------------------------
 
@@ -105,31 +108,37 @@ class Notifier:
             idempotency_key=reply.reply_id,
         )
         key = domain.record_key("reply", reply.reply_id, str(reply.chunk_index))
-        record = await self._deliver(key, channel, message, delivery, kind="reply")
+        # A redelivered message most likely has a record: read first, so that it does not
+        # wait for a rate-limit slot it will not use.
+        found = await self.ledger.read(key) if delivery.num_delivered > 1 else None
+        record, _ = await self._deliver(key, channel, message, delivery, kind="reply", found=found)
         await self._publish_outcome(env, delivery, record)
 
     async def _deliver(
-        self, key: str, channel: Channel, message: Outgoing, delivery: Delivery, *, kind: str
-    ) -> DeliveryRecord:
+        self,
+        key: str,
+        channel: Channel,
+        message: Outgoing,
+        delivery: Delivery,
+        *,
+        kind: str,
+        found: tuple[DeliveryRecord, int] | None = None,
+        start: DeliveryRecord = PENDING,
+    ) -> tuple[DeliveryRecord, int]:
+        """The record driven to a terminal state, and its revision."""
+
         async def wait_slot() -> Confirm:
-            confirms: list[Confirm] = []
-            for limit in channel.limits:
-                waited, confirm = await self.limiter.take(limit.key, limit.count, limit.window_s)
-                confirms.append(confirm)
-                RATE_WAIT.inc(waited)
-
-            async def confirm_all() -> None:
-                for confirm in confirms:
-                    await confirm()
-
-            return confirm_all
+            # Every bucket of the send in one take (one Redis call), all or none.
+            waited, confirm = await self.limiter.take_all(channel.limits)
+            RATE_WAIT.inc(waited)
+            return confirm
 
         async def send_part(part: str, offset: int) -> SendResult:
             return await channel.send(for_part(message, part, offset))
 
         try:
             async with delivery.keepalive():
-                record = await deliver_once(
+                record, revision = await deliver_once(
                     self.ledger,
                     key,
                     text=message.text,
@@ -138,13 +147,15 @@ class Notifier:
                     send_part=send_part,
                     wait_slot=wait_slot,
                     in_flight_s=self._in_flight_s,
+                    found=found,
+                    start=start,
                 )
         except Fenced as exc:
-            raise RetryLater(str(exc)) from exc
+            raise Busy(str(exc)) from exc
         OUTCOMES.labels(channel.platform, kind, record.state).inc()
         if record.state != "delivered":
             log.warning("%s: %s (%s)", channel.description, record.state, record.reason)
-        return record
+        return record, revision
 
     async def _publish_outcome(
         self, env: Envelope[ReplyGenerated], delivery: Delivery, record: DeliveryRecord
@@ -241,62 +252,25 @@ class Notifier:
         stream: CardStream,
     ) -> None:
         """Chunks update one card; non-final updates are best effort (throttled, skipped when
-        stale), the final one is delivered like any reply and recorded."""
+        stale or while another chunk of the reply is handled), the final one is delivered like
+        any reply and recorded in the card's record.
+
+        Within a process the chunks of a reply are handled one at a time (a lock per reply):
+        a non-final chunk that finds its reply busy is skipped, the final one waits for it
+        here rather than going back to the broker for a backoff, so the final text follows
+        the model's last token."""
         reply = env.data
-        final_key = domain.record_key("reply", reply.reply_id, str(reply.chunk_index))
-        if reply.final:
-            record, _ = await self.ledger.open(final_key)
-            if record.state in domain.TERMINAL:
-                await self._publish_outcome(env, delivery, record)
-                return
-        try:
-            card = await self._open_card(reply, channel, stream, delivery)
-        except RetryLater:
-            if reply.final:
-                raise
-            SKIPPED_CHUNKS.inc()  # another chunk is creating the card, or the platform is busy
-            return
-        if card.state != "delivered" or card.card_id is None:
-            if reply.final:
-                await self._publish_outcome(env, delivery, card)
-            return
-        interval = self.settings.stream_min_interval_s
-        seq = await self.streams.claim(reply.reply_id, reply.chunk_index, reply.final, interval)
-        if seq == 0:
-            SKIPPED_CHUNKS.inc()
-            return
         if not reply.final:
-            await self._update_card(reply, stream, card.card_id, seq)
+            async with self._replies.hold(reply.reply_id, wait=False) as held:
+                if held:
+                    await self._stream_chunk(reply, channel, stream, delivery)
+                else:
+                    SKIPPED_CHUNKS.inc()
             return
-        async with delivery.keepalive():
-            result = await self._finish_card(reply, stream, card.card_id, seq)
-        record, revision = await self.ledger.open(final_key)
-        now = datetime.now(UTC)
-        if isinstance(result, Delivered):
-            record = DeliveryRecord(
-                state="delivered",
-                attempts=record.attempts + 1,
-                platform_message_id=card.platform_message_id,
-                card_id=card.card_id,
-                at=now,
-            )
-        elif isinstance(result, Rejected):
-            record = DeliveryRecord(
-                state="failed",
-                attempts=record.attempts + 1,
-                reason=result.reason,
-                code=result.code,
-                card_id=card.card_id,
-                at=now,
-            )
-        else:
-            raise RetryLater(f"final stream update of {reply.reply_id}: {result}")
-        try:
-            await self.ledger.write(final_key, record, revision)
-        except Fenced as exc:
-            raise RetryLater(str(exc)) from exc
-        OUTCOMES.labels(channel.platform, "stream", record.state).inc()
-        await self._publish_outcome(env, delivery, record)
+        async with delivery.keepalive(), self._replies.hold(reply.reply_id):
+            record = await self._finish_stream(reply, channel, stream, delivery)
+        if record is not None:
+            await self._publish_outcome(env, delivery, record)
 
     @property
     def _in_flight_s(self) -> float:
@@ -305,83 +279,197 @@ class Notifier:
         default timeout, so a dead worker's send is found stale when its message returns."""
         return 2 * self.settings.http_timeout_s + 5
 
-    async def _update_card(
-        self, reply: ReplyGenerated, stream: CardStream, card_id: str, seq: int
+    async def _stream_chunk(
+        self, reply: ReplyGenerated, channel: Channel, stream: CardStream, delivery: Delivery
     ) -> None:
-        """A non-final update: skipped when another update of the card is in flight on a
-        platform that would not refuse it for being older."""
-        if stream.ordered:
-            result = await stream.update(card_id, reply.text, seq)
-        else:
-            if await self.streams.take_turn(reply.reply_id, seq, self._in_flight_s) != "go":
-                SKIPPED_CHUNKS.inc()
-                return
-            try:
-                result = await stream.update(card_id, reply.text, seq)
-            finally:
-                await self.streams.end_turn(reply.reply_id, seq)
+        """A non-final chunk: the card shown if it is not yet, else its text updated, when the
+        card's turn is free and the last update is old enough."""
+        opened = await self._open_card(reply, channel, stream, delivery, final=False)
+        if opened is None:
+            SKIPPED_CHUNKS.inc()  # another worker is showing the card, or the platform is busy
+            return
+        card, _, shown_now = opened
+        if card.state != "delivered" or card.finished or card.card_id is None:
+            return
+        # A card this chunk just showed holds its text already: recorded as applied (so the
+        # throttle and the order count it), not sent again.
+        seq = await self.streams.claim(
+            reply.reply_id,
+            reply.chunk_index,
+            False,
+            self.settings.stream_min_interval_s,
+            turn_s=self._in_flight_s,
+            take_turn=not shown_now,
+        )
+        if seq <= 0:
+            SKIPPED_CHUNKS.inc()
+            return
+        if shown_now:
+            return
+        try:
+            result = await stream.update(card.card_id, reply.text, seq)
+        finally:
+            await self.streams.end_turn(reply.reply_id, seq)
         if not isinstance(result, Delivered):
             log.info("stream update of %s skipped: %s", reply.reply_id, result)
 
-    async def _finish_card(
-        self, reply: ReplyGenerated, stream: CardStream, card_id: str, seq: int
-    ) -> SendResult:
-        """The final text, sent after any update still in flight, so it is never overwritten
-        by an older one."""
-        if stream.ordered:
-            return await stream.finish(card_id, reply.text, seq)
-        while True:
-            # Polled: the update in flight ends within its HTTP timeout, or its turn expires.
-            turn = await self.streams.take_turn(reply.reply_id, seq, self._in_flight_s)
-            if turn != "busy":
-                break
-            await asyncio.sleep(TURN_POLL_S)
-        if turn == "stale":
-            # The final chunk was claimed again (redelivered): that handling sends it.
-            raise RetryLater(f"final chunk of {reply.reply_id} claimed again")
+    async def _finish_stream(
+        self, reply: ReplyGenerated, channel: Channel, stream: CardStream, delivery: Delivery
+    ) -> DeliveryRecord | None:
+        """The final text on the card and the stream closed, recorded once in the card's
+        record: the outcome to publish (None: nothing to report, a newer final was applied)."""
+        key = domain.record_key("stream", reply.reply_id)
+        opened = await self._open_card(reply, channel, stream, delivery, final=True)
+        assert opened is not None  # a final chunk waits rather than skip
+        card, revision, _ = opened
+        if card.finished or card.state != "delivered" or card.card_id is None:
+            return card  # handled before (redelivered), or the card could not be shown
+        seq = await self._final_turn(reply)
+        if seq == 0:
+            SKIPPED_CHUNKS.inc()
+            return None
         try:
-            return await stream.finish(card_id, reply.text, seq)
+            result = await stream.finish(card.card_id, reply.text, seq)
         finally:
             await self.streams.end_turn(reply.reply_id, seq)
+        now = datetime.now(UTC)
+        replace = msgspec.structs.replace
+        if isinstance(result, Delivered):
+            record = replace(card, finished=True, at=now)
+        elif isinstance(result, Rejected):
+            record = replace(
+                card, state="failed", reason=result.reason, code=result.code, finished=True, at=now
+            )
+        else:
+            raise RetryLater(f"final stream update of {reply.reply_id}: {result}")
+        try:
+            await self.ledger.write(key, record, revision)
+        except Fenced as exc:
+            raise RetryLater(str(exc)) from exc
+        OUTCOMES.labels(channel.platform, "stream", record.state).inc()
+        return record
+
+    async def _final_turn(self, reply: ReplyGenerated) -> int:
+        """The final chunk's sequence, once no other update of the card is in flight (another
+        replica's: within this one the reply's lock orders its chunks). Polled: the update in
+        flight ends within its HTTP timeout, or its turn expires."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + 2 * self._in_flight_s
+        while True:
+            seq = await self.streams.claim(
+                reply.reply_id,
+                reply.chunk_index,
+                True,
+                self.settings.stream_min_interval_s,
+                turn_s=self._in_flight_s,
+            )
+            if seq != BUSY:
+                return seq
+            if loop.time() > give_up:
+                raise RetryLater(f"an update of the card of {reply.reply_id} never ended")
+            await asyncio.sleep(TURN_POLL_S)
 
     async def _open_card(
-        self, reply: ReplyGenerated, channel: Channel, stream: CardStream, delivery: Delivery
-    ) -> DeliveryRecord:
-        """The streaming card of a reply, created and shown once (the card id is recorded
-        before the message showing it is sent, so a retry shows the same card). A chunk that
-        comes while another is showing the card is skipped (a final one retried later)."""
+        self,
+        reply: ReplyGenerated,
+        channel: Channel,
+        stream: CardStream,
+        delivery: Delivery,
+        *,
+        final: bool,
+    ) -> tuple[DeliveryRecord, int, bool] | None:
+        """The streaming card of a reply, created and shown once: (its record, the record's
+        revision, whether this call showed it). The card id goes into the record with the
+        claim to show it (one write), so a retry shows the same card. While another worker is
+        showing it, a non-final chunk gets None, a final one waits for the outcome."""
         key = domain.record_key("stream", reply.reply_id)
-        record, revision = await self.ledger.open(key)
-        if record.state in domain.TERMINAL:
-            return record
-        card_id = record.card_id
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + 2 * self._in_flight_s
+        found = await self.ledger.read(key)
+        while True:
+            if found is not None and found[0].state in domain.TERMINAL:
+                return (*found, False)
+            in_flight = found is not None and domain.in_flight(
+                found[0], now=datetime.now(UTC), in_flight_s=self._in_flight_s
+            )
+            if not in_flight:
+                try:
+                    return await self._show_card(key, found, reply, channel, stream, delivery)
+                except Busy:
+                    pass  # claimed by another worker meanwhile
+                except RetryLater:
+                    if final:
+                        raise
+                    return None  # the platform is busy: a later chunk shows the card
+            if not final:
+                return None
+            if loop.time() > give_up:
+                raise RetryLater(f"the card of {reply.reply_id} is still being shown")
+            await asyncio.sleep(TURN_POLL_S)
+            found = await self.ledger.read(key)
+
+    async def _show_card(
+        self,
+        key: str,
+        found: tuple[DeliveryRecord, int] | None,
+        reply: ReplyGenerated,
+        channel: Channel,
+        stream: CardStream,
+        delivery: Delivery,
+    ) -> tuple[DeliveryRecord, int, bool] | None:
+        card_id = found[0].card_id if found is not None else None
         if card_id is None:
+            # Created before its record: a worker that dies in between leaves a card nobody
+            # sees, never one shown twice.
             card_id, result = await stream.create(reply.reply_id, reply.text, reply.title)
             if card_id is None:
-                if isinstance(result, Rejected):
-                    failed = msgspec.structs.replace(
-                        record,
-                        state="failed",
-                        reason=result.reason,
-                        code=result.code,
-                        at=datetime.now(UTC),
-                    )
-                    try:
-                        await self.ledger.write(key, failed, revision)
-                    except Fenced as exc:
-                        raise RetryLater(str(exc)) from exc
-                    return failed
-                raise RetryLater(f"creating the streaming card: {result}")
-            try:
-                await self.ledger.write(
-                    key, msgspec.structs.replace(record, card_id=card_id), revision
+                if not isinstance(result, Rejected):
+                    raise RetryLater(f"creating the streaming card: {result}")
+                failed = DeliveryRecord(
+                    state="failed", reason=result.reason, code=result.code, at=datetime.now(UTC)
                 )
-            except Fenced as exc:
-                raise RetryLater(str(exc)) from exc
+                return (*await self._record_card(key, found, failed), False)
+        showed = False
+        show = stream.show
+
+        async def show_once(message: Outgoing) -> SendResult:
+            nonlocal showed
+            result = await show(message)
+            showed = isinstance(result, Delivered)
+            return result
+
         message = stream.message(card_id, reply.text, reply.title)
         message = dataclasses.replace(message, idempotency_key=reply.reply_id)
-        showing = dataclasses.replace(channel, send=stream.show, idempotent=stream.show_idempotent)
-        return await self._deliver(key, showing, message, delivery, kind="stream")
+        showing = dataclasses.replace(channel, send=show_once, idempotent=stream.show_idempotent)
+        if found is not None and found[0].card_id is None:
+            found = await self._record_card(
+                key, found, msgspec.structs.replace(found[0], card_id=card_id)
+            )
+        record, revision = await self._deliver(
+            key,
+            showing,
+            message,
+            delivery,
+            kind="stream",
+            found=found,
+            start=DeliveryRecord(state="pending", card_id=card_id),
+        )
+        return record, revision, showed
+
+    async def _record_card(
+        self, key: str, found: tuple[DeliveryRecord, int] | None, record: DeliveryRecord
+    ) -> tuple[DeliveryRecord, int]:
+        """Write the card's record over the one read, or create it; :class:`Busy` when
+        another worker wrote it first."""
+        if found is None:
+            record, revision, created = await self.ledger.claim(key, record)
+            if not created:
+                raise Busy(f"delivery record {key} was created by another worker")
+            return record, revision
+        try:
+            return record, await self.ledger.write(key, record, found[1])
+        except Fenced as exc:
+            raise Busy(str(exc)) from exc
 
     # --- alerts ---------------------------------------------------------------------------
 

@@ -1,6 +1,10 @@
 """The ``delivery_state`` bucket: one record per outgoing message, written with the revision
 read before as a fencing token, so two workers (or one that woke up after ``ack_wait``) can
-never both claim the same send."""
+never both claim the same send.
+
+Every write is an fsynced JetStream write: a send's record is created in the state it needs
+(``sending``, by an atomic create, so at most one worker claims it) rather than first as
+``pending`` and then claimed."""
 
 from __future__ import annotations
 
@@ -22,20 +26,37 @@ class Ledger:
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
 
+    async def read(self, key: str) -> tuple[DeliveryRecord, int] | None:
+        """The record and its revision, or None when there is none yet."""
+        try:
+            entry = await self._kv.get(key)
+        except KeyNotFoundError:  # deleted or purged ones too
+            return None
+        if not entry.value:
+            return None
+        return _decode(entry.value), int(entry.revision or 0)
+
     async def open(self, key: str) -> tuple[DeliveryRecord, int]:
-        """The record and its revision, creating it as ``pending`` on first sight."""
+        """The record and its revision, creating it as ``pending`` on first sight (the
+        callbacks' flow; replies claim theirs with :meth:`claim`)."""
+        found = await self.read(key)
+        if found is not None:
+            return found
+        record, revision, _ = await self.claim(key, DeliveryRecord(state="pending"))
+        return record, revision
+
+    async def claim(self, key: str, record: DeliveryRecord) -> tuple[DeliveryRecord, int, bool]:
+        """Create ``record`` (one write) unless the key has one: (the record, its revision,
+        True) when this call created it, else (the record found, its revision, False)."""
         for _ in range(3):
             try:
-                entry = await self._kv.get(key)
-            except KeyNotFoundError:
-                entry = None
-            if entry is not None and entry.value:
-                return _decode(entry.value), int(entry.revision or 0)
-            record = DeliveryRecord(state="pending")
-            try:
-                return record, int(await self._kv.create(key, _encode(record)))
+                return record, int(await self._kv.create(key, _encode(record))), True
             except (KeyWrongLastSequenceError, BadRequestError):
-                continue  # created by another worker in between: read theirs
+                pass
+            found = await self.read(key)
+            if found is not None:
+                return (*found, False)
+            # Gone again between the two calls (expired): try the create once more.
         raise Fenced(f"delivery record {key} keeps changing")
 
     async def write(self, key: str, record: DeliveryRecord, revision: int) -> int:
