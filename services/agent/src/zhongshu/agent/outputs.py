@@ -7,6 +7,7 @@ after it); only the streamed chunks of a repeated run differ, and they are cosme
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -107,7 +108,13 @@ class ReplyStream:
 
 
 class TaskLog:
-    """A task's lifecycle events on ``task.event.<tenant>.<task_id>`` and its hot status."""
+    """A task's lifecycle events on ``task.event.<tenant>.<task_id>`` and its hot status.
+
+    ``started``, ``completed`` and ``failed`` publish their event at once and leave the status
+    write in flight, so the event joins whatever else goes out in the same tick (the final reply
+    and ``TaskCompleted`` leave in one write to the bus) and the round trip to Redis overlaps the
+    next step (the cache lookup, the memory append). Status writes stay in order, each after the
+    one before; the run ends with ``settled``, which waits for the last and raises its error."""
 
     def __init__(
         self,
@@ -132,12 +139,14 @@ class TaskLog:
         self._seq = 0
         self._subject = subjects.task_event(outbox.tenant, task_id)
         self.started_at = clock()
+        self._writing: asyncio.Future[None] | None = None
 
     def _next_seq(self) -> int:
         self._seq += 1
         return domain.chunk_index(self._attempt, self._seq)
 
-    async def _status(self, state: TaskState, **fields: Any) -> None:
+    def _status(self, state: TaskState, **fields: Any) -> None:
+        """Write the status after the write before it, in the background."""
         status = TaskStatus(
             task_id=self.task_id,
             status=state,
@@ -147,10 +156,19 @@ class TaskLog:
             updated_at=self._clock(),
             **fields,
         )
+        self._writing = asyncio.ensure_future(self._write(self._writing, status))
+
+    async def _write(self, before: asyncio.Future[None] | None, status: TaskStatus) -> None:
+        if before is not None:
+            await before
         await self._statuses.put(self._outbox.tenant, status)
 
+    async def settled(self) -> None:
+        """Wait for the status writes in flight (raises the error of a failed one)."""
+        if self._writing is not None:
+            await self._writing
+
     async def started(self, worker: str) -> None:
-        await self._status("running")
         event = TaskStarted(
             task_id=self.task_id,
             attempt=self._attempt,
@@ -161,6 +179,7 @@ class TaskLog:
             conversation_id=self._outbox.conversation_id,
         )
         await self._publish(event, f"started.{self._attempt}")
+        self._status("running")
 
     async def progressed(self, chunk: str, message: str = "") -> None:
         seq = self._next_seq()
@@ -187,16 +206,16 @@ class TaskLog:
     async def completed(self, text: str) -> None:
         duration_ms = round((self._clock() - self.started_at) * 1000)
         excerpt = domain.shorten(text, domain.RESULT_EXCERPT_LENGTH)
-        await self._status("completed", result_text=excerpt)
         event = TaskCompleted(task_id=self.task_id, result_text=text, duration_ms=duration_ms)
         await self._publish(event, "completed")
+        self._status("completed", result_text=excerpt)
 
     async def failed(self, reason: str, code: str, *, retryable: bool) -> None:
-        await self._status("failed", detail=reason)
         event = TaskFailed(
             task_id=self.task_id, reason=reason, error_code=code, retryable=retryable
         )
         await self._publish(event, "failed")
+        self._status("failed", detail=reason)
 
     async def _publish(self, event: Event, stage: str) -> None:
         await self._outbox.publish(self._subject, event, derive_msg_id(self.task_id, stage))

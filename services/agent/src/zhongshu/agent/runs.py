@@ -7,7 +7,6 @@ the input with backoff and, in the end, dead-letters it with an alert."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -16,7 +15,7 @@ from typing import Any, cast
 import httpx
 
 from zhongshu.agent import domain
-from zhongshu.agent.adapters.memory import ConversationMemory, Turn
+from zhongshu.agent.adapters.memory import Conversation, ConversationMemory, Turn
 from zhongshu.agent.adapters.taskstatus import TaskStatusStore
 from zhongshu.agent.inference import Answer, Inference, NoModelConfigured
 from zhongshu.agent.llm.errors import LLMGaveUp
@@ -99,6 +98,7 @@ class Agent:
         self.http = http
         self.extra_tools = list(extra_tools)
         self._setup_for: HubConfig | None = None
+        self._tools_for: tuple[HubConfig, ToolRegistry] | None = None
 
     # ------------------------------------------------------------------ inputs
 
@@ -210,12 +210,29 @@ class Agent:
         if config is not self._setup_for:  # a new revision of the live configuration
             self.models.refresh(effective_setup(config, self.settings))
             self._setup_for = config
-        # Two independent Redis round trips (the task's status, the conversation's memory):
-        # together, not one after the other, since a cached answer follows at once (P4).
-        _, messages = await asyncio.gather(
-            task.started(self.settings.agent_worker),
-            self._messages(config, plan, app, conversation),
-        )
+        # TaskStarted goes out now; the running status is written while the memory is read and
+        # the cache asked, so a cached answer follows after one round trip to Redis (P4).
+        await task.started(self.settings.agent_worker)
+        try:
+            return await self._answer(
+                config, plan, task, outbox, app, user, conversation, turn_id, stream
+            )
+        finally:
+            await task.settled()
+
+    async def _answer(
+        self,
+        config: HubConfig,
+        plan: domain.Plan,
+        task: TaskLog,
+        outbox: Outbox,
+        app: str | None,
+        user: str,
+        conversation: str | None,
+        turn_id: str,
+        stream: ReplyStream | None,
+    ) -> str | None:
+        messages, remembered = await self._messages(config, plan, app, conversation)
         progress = _Progress(task, stream)
         context = ToolContext(
             tenant=outbox.tenant,
@@ -242,49 +259,63 @@ class Agent:
             log.warning("task %s: the model gave up: %s", task.task_id, exc)
             reason = domain.describe_failure(exc.code)
             return await self._fail(task, stream, domain.failure_text(reason), reason, exc.code)
+        # The user first: the final reply, then TaskCompleted in the same write to the bus.
         await progress.flush(answer)
-        if stream is not None:  # the user first: the final reply is the first write after
+        if stream is not None:
             await stream.final(answer.text)
         await task.completed(answer.text)
         TASKS.labels("cached" if answer.cached else "completed").inc()
         if conversation is not None:
-            await self._remember(outbox.tenant, conversation, turn_id, plan.prompt, answer.text)
+            await self._remember(
+                outbox.tenant, conversation, turn_id, plan.prompt, answer.text, remembered
+            )
         return answer.text
 
     async def _fail(
         self, task: TaskLog, stream: ReplyStream | None, text: str, reason: str, code: str
     ) -> str:
-        await task.failed(reason, code, retryable=code != "no_model")
         if stream is not None:
             await stream.final(text)
+        await task.failed(reason, code, retryable=code != "no_model")
         TASKS.labels("failed").inc()
         return text
 
     async def _messages(
         self, config: HubConfig, plan: domain.Plan, app: str | None, conversation: str | None
-    ) -> tuple[ChatMessage, ...]:
+    ) -> tuple[tuple[ChatMessage, ...], Conversation | None]:
+        """The prompt, and the conversation it was built from (None for a single question)."""
         app_config = config.app(app) if app else None
         persona = (app_config.persona if app_config else "") or config.agent.persona
         system = domain.system_prompt(persona, configured_secrets(config, self.settings))
         if conversation is None:
-            return domain.build_messages(system, plan.prompt)
+            return domain.build_messages(system, plan.prompt), None
         tenant = app_config.tenant if app_config else ""
         remembered = await self.memory.load(tenant, conversation)
         history = [(turn.role, turn.content) for turn in remembered.turns]
-        return domain.build_messages(
+        messages = domain.build_messages(
             system, plan.prompt, summary=remembered.summary, history=history
         )
+        return messages, remembered
 
     async def _remember(
-        self, tenant: str, conversation: str, turn_id: str, prompt: str, answer: str
+        self,
+        tenant: str,
+        conversation: str,
+        turn_id: str,
+        prompt: str,
+        answer: str,
+        remembered: Conversation | None,
     ) -> None:
         now = time.time()
-        await self.memory.append(
-            tenant,
-            conversation,
+        turns = (
             Turn(id=f"{turn_id}:user", role="user", content=prompt, at=now),
             Turn(id=f"{turn_id}:assistant", role="assistant", content=answer, at=now),
         )
+        await self.memory.append(tenant, conversation, *turns)
+        if remembered is not None and not self.memory.over_budget(remembered, *turns):
+            # Within the budget as read at the start: no need to read it all again. A turn
+            # another replica appended meanwhile is counted by the next answer's compaction.
+            return
 
         async def summarize(summary: str, turns: tuple[Turn, ...]) -> str:
             messages = domain.summarize_messages(summary, ((t.role, t.content) for t in turns))
@@ -297,10 +328,13 @@ class Agent:
             log.info("conversation %s not compacted: %s", conversation, exc)
 
     def _tools(self, config: HubConfig) -> ToolRegistry:
-        builtins = builtin_tools(
-            config, self.statuses, self.http, max_bytes=self.settings.agent_fetch_max_bytes
-        )
-        return ToolRegistry([*builtins, *self.extra_tools])
+        """Built once per revision of the configuration, not per input."""
+        if self._tools_for is None or self._tools_for[0] is not config:
+            builtins = builtin_tools(
+                config, self.statuses, self.http, max_bytes=self.settings.agent_fetch_max_bytes
+            )
+            self._tools_for = (config, ToolRegistry([*builtins, *self.extra_tools]))
+        return self._tools_for[1]
 
     @staticmethod
     def _cacheable(config: HubConfig, plan: domain.Plan, app: str | None) -> bool:

@@ -156,6 +156,14 @@ class ConversationMemory:
             args += [turn.id, msgspec.json.encode(turn)]
         await self._append(keys=self.keys(tenant, conversation_id), args=args)
 
+    def over_budget(self, conversation: Conversation, *added: Turn) -> bool:
+        """Whether ``conversation`` with ``added`` turns exceeds ``token_budget``: what
+        ``compact`` checks, on a copy the caller already holds."""
+        turns = (*conversation.turns, *added)
+        return estimate_tokens(conversation.summary) + sum(map(turn_tokens, turns)) > (
+            self.token_budget
+        )
+
     async def compact(self, tenant: str, conversation_id: str, summarize: Summarize) -> bool:
         """When the summary and turns exceed ``token_budget``, fold the oldest turns into the
         summary, keeping the newest turns that fit in half the budget (at least the last one,
@@ -163,8 +171,7 @@ class ConversationMemory:
         if nothing needed it, or another replica compacted or reset first (its result stands).
         """
         conversation, gen = await self._snapshot(tenant, conversation_id)
-        total = estimate_tokens(conversation.summary) + sum(map(turn_tokens, conversation.turns))
-        if total <= self.token_budget:
+        if not self.over_budget(conversation):
             return False
         keep, kept_tokens = 0, 0
         for turn in reversed(conversation.turns):

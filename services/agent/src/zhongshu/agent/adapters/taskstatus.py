@@ -20,21 +20,37 @@ log = logging.getLogger("zhongshu.agent.taskstatus")
 _decoder = msgspec.json.Decoder(TaskStatus)
 
 
+# KEYS: 1 status, 2 the tenant's index. ARGV: 1 status JSON, 2 TTL s, 3 task id, 4 updated_at,
+# 5 index size. One script rather than a MULTI of five commands: the same atomic write, one
+# command for the client to pack and parse instead of seven (the status is written twice per task).
+_PUT = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[5]) + 1))
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+_encode = msgspec.json.Encoder().encode
+
+
 class TaskStatusStore:
     def __init__(self, redis: Redis, *, ttl_s: float = HOT_TTL_S) -> None:
         self._redis = redis
         self._ttl_s = round(ttl_s)
+        self._put = redis.register_script(_PUT)
 
     async def put(self, tenant: str, status: TaskStatus) -> None:
         """Write the status and index it; both expire with the hot tier's TTL."""
-        index = task_index_key(tenant)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(task_status_key(tenant, status.task_id), msgspec.json.encode(status))
-            pipe.expire(task_status_key(tenant, status.task_id), self._ttl_s)
-            pipe.zadd(index, {status.task_id: status.updated_at})
-            pipe.zremrangebyrank(index, 0, -(INDEX_MAX + 1))
-            pipe.expire(index, self._ttl_s)
-            await pipe.execute()
+        await self._put(
+            keys=[task_status_key(tenant, status.task_id), task_index_key(tenant)],
+            args=[
+                _encode(status),
+                self._ttl_s,
+                status.task_id,
+                repr(status.updated_at),
+                INDEX_MAX,
+            ],
+        )
 
     async def get(self, tenant: str, task_id: str) -> TaskStatus | None:
         raw = await self._redis.get(task_status_key(tenant, task_id))
