@@ -1,7 +1,8 @@
 """Pacing each app's calls under the platforms' quotas, cluster-wide (P6): bursts through two
-notifier replicas against the fake Feishu enforcing its per-API-per-app limits get no rate-limit
-refusal and reach every chat once; limiter replicas sharing Redis never exceed a bucket
-together, as the platform counts it (on arrival)."""
+notifier replicas against the fakes enforcing the platforms' limits (Feishu's per API per app,
+DingTalk's per session and per robot) get no rate-limit refusal and reach every chat once;
+limiter replicas sharing Redis never exceed a bucket together, as the platform counts it (on
+arrival)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,18 @@ import pytest_asyncio
 from redis.asyncio import Redis
 
 from services.notifier.tests.notifier_testing import Bus, Platforms, outcomes, publish
-from zhongshu.contracts import streams
-from zhongshu.contracts.events import ReplyGenerated
+from zhongshu.contracts import envelope as wire
+from zhongshu.contracts import headers as H
+from zhongshu.contracts import streams, subjects
+from zhongshu.contracts.events import AlertRaised, ReplyGenerated
+from zhongshu.contracts.events.chat import REPLY_HANDLE_DINGTALK_SESSION_WEBHOOK, ReplyHandle
 from zhongshu.devstack.fakes.base_openapi import SlidingWindow
 from zhongshu.devstack.testing import drained
 from zhongshu.notifier.adapters.ratelimit import Limit, SlidingWindowLimiter
 from zhongshu.notifier.main import build_service
 from zhongshu.notifier.settings import NotifierSettings
 from zhongshu.runtime import Service
+from zhongshu.runtime.hubconfig import HubConfig
 
 # Two replicas of 25 handlers each: the 50 in flight of the burst in PERFORMANCE.md (P6).
 REPLICAS, IN_FLIGHT_EACH = 2, 25
@@ -37,9 +42,9 @@ async def start_replicas(
 ) -> AsyncIterator[StartReplicas]:
     started: list[Service] = []
 
-    async def start(**settings: Any) -> list[Service]:
+    async def start(config: HubConfig | None = None, **settings: Any) -> list[Service]:
         for _ in range(REPLICAS):
-            service = build_service(config=platforms.config(), concurrency=IN_FLIGHT_EACH)
+            service = build_service(config=config or platforms.config(), concurrency=IN_FLIGHT_EACH)
             values: dict[str, Any] = {
                 "nats_url": bus.url,
                 "redis_url": redis_url,
@@ -132,6 +137,52 @@ async def test_a_burst_of_streamed_cards_paces_every_cardkit_call_and_finishes_e
     # Updates between the first and the final text are best effort: some were skipped for the
     # quota rather than refused by the platform, and every final text went through.
     assert len(fake.api_calls["cardkit.card.settings"]) == len(finals)
+
+
+async def test_bursts_to_one_dingtalk_session_and_one_robot_are_never_refused_across_replicas(
+    bus: Bus, platforms: Platforms, start_replicas: StartReplicas
+) -> None:
+    # DingTalk's 20/min per session and per robot, scaled to 20 per 3 s on both sides (the
+    # 10-minute block too) so the test takes seconds.
+    dingtalk = platforms.dingtalk
+    dingtalk.robot_limit = SlidingWindow(20, 3.0)
+    dingtalk.block_s = 3.0
+    route = {"dingtalk_robot": platforms.robot_token, "secret": platforms.robot_secret}
+    await start_replicas(platforms.config(warning=[route]), dingtalk_robot_window_s=3.0)
+    url, expires = dingtalk.session_webhook("cid-burst")
+    handle = ReplyHandle(
+        kind=REPLY_HANDLE_DINGTALK_SESSION_WEBHOOK, url=url, chat_id="cid-burst", expires_at=expires
+    )
+    run = uuid.uuid4().hex
+    replies = [
+        ReplyGenerated(
+            reply_id=f"reply-{run}-{i}",
+            platform="dingtalk",
+            app="ding",
+            tenant="acme",
+            chat_id="cid-burst",
+            reply_handle=handle,
+            text=f"answer {i}",
+        )
+        for i in range(30)
+    ]
+    await publish(bus, *replies)
+    for i in range(30):
+        alert = AlertRaised(
+            level="warning", source="watchdog", title=f"disk {i}", dedupe_key=f"disk-{i}-{run}"
+        )
+        env = wire.make_envelope(alert, id=f"alert-{run}-{i}", source="test", tenant="")
+        await bus.js.publish(
+            subjects.alert(alert.level, alert.source), wire.encode(env), headers={H.MSG_ID: env.id}
+        )
+    await dingtalk.wait_until(lambda: len(dingtalk.deliveries) >= 60, 60)
+    await drained(bus.js, streams.REPLIES.name, "notifier-replies")
+    await drained(bus.js, streams.ALERTS.name, "notifier-alerts")
+    assert dingtalk.rate_limit_errors == 0
+    sessions = Counter(d.text for d in dingtalk.delivered_to("session"))
+    assert sessions == Counter(f"answer {i}" for i in range(30))
+    robot = Counter(d.content["title"] for d in dingtalk.delivered_to("robot"))
+    assert robot == Counter(f"[WARNING] disk {i}" for i in range(30))
 
 
 async def test_two_limiter_replicas_never_exceed_any_bucket_together_as_the_platform_counts(
