@@ -374,10 +374,10 @@ def paced_cardkit(
     share = settings.stream_update_share
     per_card = settings.cardkit_card_per_s
     create_limits = feishu_api_limits(settings, app_id, "cardkit.card.create")
-    update_limits = feishu_api_limits(settings, app_id, "cardkit.element.content", share=share)
+    update_limits = feishu_api_limits(settings, app_id, "cardkit.card.element.content", share=share)
     # Finishing writes the last text and then the settings: two calls on the card.
     finish_limits = (
-        *feishu_api_limits(settings, app_id, "cardkit.element.content"),
+        *feishu_api_limits(settings, app_id, "cardkit.card.element.content"),
         *feishu_api_limits(settings, app_id, "cardkit.card.settings"),
     )
 
