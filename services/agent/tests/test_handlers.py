@@ -201,6 +201,25 @@ async def test_the_same_question_twice_is_answered_from_the_cache(hub: Hub) -> N
     assert len(hub.llm.calls) == 1
 
 
+async def test_a_cached_answer_still_starts_and_completes_its_task_in_order(
+    hub: Hub, redis_url: str
+) -> None:
+    await hub.start()
+    await hub.send(hub.command("task", "how far is Ningbo?"))
+    await hub.finals(1)
+    cached_id = await hub.send(hub.command("task", "how far is Ningbo?", user="ou_bob"))
+    await hub.finals(2)
+    task_id = domain.plan_command(hub.command("task", "x"), cached_id).task_id
+    events = [e for e in await hub.task_events() if e.data.task_id == task_id]
+    assert types_of(events) == [TaskStarted, TaskCompleted]
+    assert events[0].data.requested_by == "ou_bob"
+    redis = Redis.from_url(redis_url)
+    status = json.loads(await redis.get(task_status_key(hub.tenant, task_id)))
+    await redis.aclose()
+    assert status["status"] == "completed"
+    assert len(hub.llm.calls) == 1
+
+
 async def test_a_redelivered_command_yields_one_final_reply(hub: Hub) -> None:
     await hub.start()
     command = hub.command("task", "run the report")

@@ -24,6 +24,8 @@ from zhongshu.agent.tools.registry import ToolContext, ToolRegistry
 OnText = Callable[[str], Awaitable[None]]
 OnTool = Callable[[str, str, str, bool, int], Awaitable[None]]
 """(tool, arguments, result, ok, duration_ms): recorded as a task event."""
+OnUpstream = Callable[[], Awaitable[None]]
+"""Awaited before each call that goes to the model (not for a cached or coalesced answer)."""
 
 _encode = msgspec.json.encode
 _decode_result = msgspec.json.Decoder(ChatResult).decode
@@ -57,6 +59,7 @@ class Inference:
         cacheable: bool,
         on_text: OnText | None = None,
         on_tool: OnTool | None = None,
+        on_upstream: OnUpstream | None = None,
     ) -> Answer:
         if client is None or setup is None:
             raise NoModelConfigured
@@ -71,7 +74,9 @@ class Inference:
                 temperature=setup.temperature,
                 max_tokens=setup.max_tokens,
             )
-            result, from_cache = await self._call(client, setup, request, on_text, cacheable)
+            result, from_cache = await self._call(
+                client, setup, request, on_text, cacheable, on_upstream
+            )
             cached = cached and from_cache
             if not result.tool_calls:
                 return Answer(result.text, cached, calls)
@@ -104,12 +109,18 @@ class Inference:
         request: ChatRequest,
         on_text: OnText | None,
         cacheable: bool,
+        on_upstream: OnUpstream | None = None,
     ) -> tuple[ChatResult, bool]:
+        async def upstream() -> ChatResult:
+            if on_upstream is not None:
+                await on_upstream()
+            return await self._upstream(client, request, on_text)
+
         async def compute() -> bytes:
-            return _encode(await self._upstream(client, request, on_text))
+            return _encode(await upstream())
 
         if self._cache is None or not cacheable:
-            return await self._upstream(client, request, on_text), False
+            return await upstream(), False
         key = fingerprint(setup.signature, request)
         # No deadline on the cache: our own call is bounded by the client's budget, and another
         # replica's call by its lock, which lapses within seconds if that replica dies.

@@ -110,11 +110,16 @@ class ReplyStream:
 class TaskLog:
     """A task's lifecycle events on ``task.event.<tenant>.<task_id>`` and its hot status.
 
+    ``started`` is called when the model is about to be asked: a cached answer needs neither a
+    running status nor a ``TaskStarted`` of its own, which then leaves with ``TaskCompleted``
+    (any event publishes ``TaskStarted`` first if it has not gone out yet).
+
     ``started``, ``completed`` and ``failed`` publish their event at once and leave the status
-    write in flight, so the event joins whatever else goes out in the same tick (the final reply
-    and ``TaskCompleted`` leave in one write to the bus) and the round trip to Redis overlaps the
-    next step (the cache lookup, the memory append). Status writes stay in order, each after the
-    one before; the run ends with ``settled``, which waits for the last and raises its error."""
+    write in flight, so the event joins whatever else goes out in the same tick (the final reply,
+    ``TaskStarted`` and ``TaskCompleted`` of a cached answer leave in one write to the bus) and
+    the round trip to Redis overlaps the next step (the model call, the memory append). Status
+    writes stay in order, each after the one before; the run ends with ``settled``, which waits
+    for the last and raises its error."""
 
     def __init__(
         self,
@@ -123,6 +128,7 @@ class TaskLog:
         *,
         task_id: str,
         attempt: int,
+        worker: str,
         title: str,
         origin: TaskOrigin,
         requested_by: str,
@@ -131,6 +137,9 @@ class TaskLog:
         self._outbox = outbox
         self._statuses = statuses
         self.task_id = task_id
+        self._worker = worker
+        self._announced = False
+        self._running = False
         self._attempt = attempt
         self._title = title
         self._origin = origin
@@ -168,18 +177,31 @@ class TaskLog:
         if self._writing is not None:
             await self._writing
 
-    async def started(self, worker: str) -> None:
+    async def started(self) -> None:
+        """The model is about to be asked (again, after a tool round): announce the task and
+        write the running status, once."""
+        if self._running:
+            return
+        self._running = True
+        await self._announce()
+        self._status("running")
+
+    async def _announce(self) -> None:
+        if self._announced:
+            return
+        self._announced = True
         event = TaskStarted(
             task_id=self.task_id,
             attempt=self._attempt,
-            worker=worker,
+            worker=self._worker,
             origin=self._origin,
             requested_by=self._requested_by,
             title=self._title,
             conversation_id=self._outbox.conversation_id,
         )
-        await self._publish(event, f"started.{self._attempt}")
-        self._status("running")
+        await self._outbox.publish(
+            self._subject, event, derive_msg_id(self.task_id, f"started.{self._attempt}")
+        )
 
     async def progressed(self, chunk: str, message: str = "") -> None:
         seq = self._next_seq()
@@ -218,4 +240,5 @@ class TaskLog:
         self._status("failed", detail=reason)
 
     async def _publish(self, event: Event, stage: str) -> None:
+        await self._announce()  # TaskStarted first, whatever follows
         await self._outbox.publish(self._subject, event, derive_msg_id(self.task_id, stage))

@@ -128,6 +128,7 @@ class Agent:
             self.statuses,
             task_id=plan.task_id,
             attempt=delivery.num_delivered,
+            worker=self.settings.agent_worker,
             title=plan.title,
             origin="chat",
             requested_by=user,
@@ -170,6 +171,7 @@ class Agent:
             self.statuses,
             task_id=task_id,
             attempt=delivery.num_delivered,
+            worker=self.settings.agent_worker,
             title=plan.title,
             origin=request.origin,
             requested_by=request.requested_by,
@@ -210,9 +212,8 @@ class Agent:
         if config is not self._setup_for:  # a new revision of the live configuration
             self.models.refresh(effective_setup(config, self.settings))
             self._setup_for = config
-        # TaskStarted goes out now; the running status is written while the memory is read and
-        # the cache asked, so a cached answer follows after one round trip to Redis (P4).
-        await task.started(self.settings.agent_worker)
+        # TaskStarted and the running status wait until the model is asked (task.started): a
+        # cached answer follows the cache's one round trip to Redis at once (P4).
         try:
             return await self._answer(
                 config, plan, task, outbox, app, user, conversation, turn_id, stream
@@ -252,6 +253,7 @@ class Agent:
                 cacheable=self._cacheable(config, plan, app),
                 on_text=progress.on_text,
                 on_tool=task.tool_called,
+                on_upstream=task.started,
             )
         except NoModelConfigured:
             return await self._fail(task, stream, domain.NO_MODEL_TEXT, "no_model", "no_model")
