@@ -164,7 +164,7 @@ async def drain_archiver(url: str, root: Path, a: argparse.Namespace) -> float:
                 zone=UTC,
                 time_zone="UTC",
                 batch=a.batch,
-                expires_s=1.0,
+                poll_s=1.0,
                 max_events=a.chunk,
                 max_bytes=256 * MB,
                 # Chunks fill by count (as raw's do); the age bound only writes a partial tail.

@@ -63,7 +63,8 @@ class DrainOptions:
     zone: tzinfo
     time_zone: str
     batch: int = 5_000
-    expires_s: float = 1.0
+    poll_s: float = 1.0
+    """While caught up, how long the drain waits before it asks for new messages."""
     max_events: int = 20_000
     max_bytes: int = 16 * 1024**2
     max_age_s: float = 600.0
@@ -166,7 +167,7 @@ class StreamDrain:
         last_msg: Msg | None = None  # acking it acks the whole chunk (AckPolicy.ALL)
         try:
             while not self._stopping.is_set():
-                msgs = await puller.pull(o.batch, o.expires_s)
+                msgs = await puller.pull(o.batch)
                 if self._stopping.is_set():
                     break  # unprocessed: a fresh consumer delivers them again after a restart
                 for msg in msgs:
@@ -190,6 +191,8 @@ class StreamDrain:
                 elif self._full(chunk) or (chunk.count and chunk.age_s >= o.max_age_s):
                     await self._hand_over(chunk, book, last_msg)
                     chunk, last_msg = Chunk(o.stream, next_seq), None
+                if len(msgs) < o.batch:
+                    await self._caught_up()
             if chunk.count and until is None:
                 await self._hand_over(chunk, book, last_msg)  # a clean stop writes what it holds
             await self._wait_commit()
@@ -203,6 +206,11 @@ class StreamDrain:
                 except Exception as exc:
                     log.warning("%s: the last commit failed too: %s", o.stream, exc)
             await puller.close()
+
+    async def _caught_up(self) -> None:
+        """The stream had no more for now: ask again in ``poll_s`` (or at a stop)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), self.o.poll_s)
 
     def _collect(self, chunk: Chunk, msg: Msg, seq: int, published_ns: int) -> None:
         payload = msg.data

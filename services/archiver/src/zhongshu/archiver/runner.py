@@ -100,7 +100,7 @@ class Archiver:
                     zone=s.zone,
                     time_zone=s.archive_tz,
                     batch=s.archive_fetch_batch,
-                    expires_s=s.archive_fetch_expires_s,
+                    poll_s=s.archive_fetch_expires_s,
                     max_events=s.archive_chunk_max_events,
                     max_bytes=s.archive_chunk_max_bytes,
                     max_age_s=s.archive_chunk_max_age_s,

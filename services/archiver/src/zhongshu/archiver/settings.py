@@ -37,7 +37,10 @@ class ArchiverSettings(ServiceSettings):
     )
     archive_fetch_batch: int = Field(default=5_000, gt=0, le=100_000)
     archive_fetch_expires_s: float = Field(
-        default=1.0, gt=0, description="how long one pull waits for a full batch"
+        default=1.0,
+        gt=0,
+        description="while caught up, how long the drain waits before it pulls again (what "
+        "arrived meanwhile comes in one burst); events reach the archive this much later",
     )
     # Two chunks per stream may be in memory (one collected, one being written): the byte
     # bound keeps a first run over a dozen backlogged streams within a few hundred MB.

@@ -28,6 +28,7 @@ log = logging.getLogger("zhongshu.archiver.puller")
 
 HEARTBEAT = "100"
 CONFLICT = "409"
+REPLY_TIMEOUT_S = 5.0
 _MB = 1024 * 1024
 
 
@@ -99,24 +100,29 @@ class BatchPuller:
             self._error = (msg.headers or {}).get(Header.DESCRIPTION, "conflict")
         self._done.set()  # 404 no messages, 408 request expired, 409: this pull is over
 
-    async def pull(self, batch: int, expires_s: float) -> list[Msg]:
-        """Up to ``batch`` messages, in stream order; fewer once ``expires_s`` has passed."""
+    async def pull(self, batch: int) -> list[Msg]:
+        """Up to ``batch`` messages, in stream order: those the stream holds now, at once.
+
+        Not a lingering pull: that delivers messages one by one as they are stored, each its
+        own socket read and wake-up of the loop, which at a few hundred events per second cost
+        the archiver more than the rest of its work. The drain pauses between pulls instead
+        while it is caught up, and what arrived meanwhile comes in one burst."""
         if self._sub is None:
             raise RuntimeError("bind() first")
         self._want = batch
         self._done.clear()
         self._error = None
         if len(self._got) < batch:
-            request = {"batch": batch - len(self._got), "expires": int(expires_s * 1e9)}
+            request = {"batch": batch - len(self._got), "no_wait": True}
             await self.nc.publish(
                 f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self.durable}",
                 json.dumps(request).encode(),
                 reply=self._inbox,
             )
             with contextlib.suppress(TimeoutError):
-                # The server answers by expires_s at the latest; more means the connection
-                # is gone (nats-py reconnects), and the next pull asks again.
-                await asyncio.wait_for(self._done.wait(), expires_s + 5)
+                # The server ends the pull at once (404 once nothing is left); more means the
+                # connection is gone (nats-py reconnects), and the next pull asks again.
+                await asyncio.wait_for(self._done.wait(), REPLY_TIMEOUT_S)
         got, self._got = self._got, []
         if self._error and not got:
             raise PullFailed(f"pull from {self.durable} on {self.stream} failed: {self._error}")
