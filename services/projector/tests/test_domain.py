@@ -28,6 +28,7 @@ from zhongshu.projector.projections import (
     audit,
     definitions,
     deliveries,
+    rounds,
     schedules,
     tasks,
     workflows,
@@ -188,3 +189,12 @@ def test_kv_entries_become_definitions_or_deletions() -> None:
     assert deleted.deleted
     assert definitions.plan(entry("no-tenant", b"{}")) is None
     assert definitions.plan(entry("acme.bad", b"{nope")) is None
+
+
+def test_a_rows_changes_in_one_batch_go_into_successive_statements_in_order() -> None:
+    items = [("a", 1), ("b", 1), ("a", 2), ("c", 1), ("a", 3), ("b", 2)]
+    assert rounds(items, key=lambda item: item[0]) == [
+        [("a", 1), ("b", 1), ("c", 1)],
+        [("a", 2), ("b", 2)],
+        [("a", 3)],
+    ]

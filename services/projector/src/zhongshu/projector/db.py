@@ -7,6 +7,7 @@ from typing import Any
 import asyncpg
 
 from zhongshu.projector.migrate import migrate
+from zhongshu.projector.sessions import reset_session
 from zhongshu.runtime.bus import redact_url
 from zhongshu.runtime.errors import RuntimeFailure
 
@@ -32,6 +33,7 @@ async def open_pool(url: str, *, size: int = 4) -> asyncpg.Pool:
             max_size=size,
             command_timeout=COMMAND_TIMEOUT_S,
             timeout=CONNECT_TIMEOUT_S,
+            reset=reset_session,
         )
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise RuntimeFailure(

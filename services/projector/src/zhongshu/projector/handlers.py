@@ -34,6 +34,11 @@ def _register(
         durable=projection.durable,
         decode=_raw,
         batch=BATCH,
+        # Messages are handed over one task each, so the loop keeps fetching while the writer
+        # gathers and writes a batch (a fetch returns what is there, mostly one message at a
+        # time at moderate rates; one transaction each would cost three round trips).
+        # The writer queues them in fetch order and writes batches one after another.
+        concurrency=BATCH,
         # A replica holds at most one batch unacked (order across replicas: see the README).
         max_ack_pending=BATCH,
     )

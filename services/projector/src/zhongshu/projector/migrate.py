@@ -15,6 +15,8 @@ from importlib import resources
 
 import asyncpg
 
+from zhongshu.projector.sessions import session_lock
+
 log = logging.getLogger("zhongshu.projector.migrate")
 
 LOCK_KEY = 0x7A68_7368_7500_0001  # "zhshu" + 1: the projector's migration lock
@@ -58,8 +60,7 @@ def migrations() -> list[Migration]:
 
 async def migrate(conn: asyncpg.Connection) -> list[Migration]:
     """Apply the migrations this database lacks; returns those applied (empty when none)."""
-    await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
-    try:
+    async with session_lock(conn, LOCK_KEY):
         await conn.execute(CREATE_LEDGER)
         rows = await conn.fetch("SELECT version, checksum FROM schema_migrations")
         applied = {row["version"]: row["checksum"] for row in rows}
@@ -86,5 +87,3 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
             log.info("applied migration %04d_%s", migration.version, migration.name)
             done.append(migration)
         return done
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)

@@ -42,7 +42,13 @@ async def lifespan(svc: Service[ProjectorSettings, ProjectorDeps]) -> AsyncItera
         hot = HotTier(redis, ttl_s=settings.hot_ttl_s)
         writers: dict[str, LiveWriter] = {}
         for projection in all_projections():
-            writer = LiveWriter(projection, pool, hot, ack_wait_s=settings.ack_wait_s or 30.0)
+            writer = LiveWriter(
+                projection,
+                pool,
+                hot,
+                ack_wait_s=settings.ack_wait_s or 30.0,
+                linger_s=settings.projector_batch_window_s,
+            )
             stack.push_async_callback(writer.close)
             writers[projection.stream] = writer
         mirrors = [kv.MirrorWatcher(svc.js, pool, mirror) for mirror in kv.MIRRORS]

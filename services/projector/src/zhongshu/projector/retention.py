@@ -26,6 +26,7 @@ import asyncpg
 
 from zhongshu.projector import metrics
 from zhongshu.projector.db import connection
+from zhongshu.projector.sessions import session_lock
 
 log = logging.getLogger("zhongshu.projector.retention")
 
@@ -123,22 +124,19 @@ async def prune(
         return None
     keep_from = cutoff(now or datetime.now(UTC), months)
     deleted: Counter[str] = Counter()
-    async with connection(pool) as conn:
-        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY):
+    async with connection(pool) as conn, session_lock(conn, LOCK_KEY, wait=False) as taken:
+        if not taken:
             return None
-        try:
-            for step in PRUNES:
-                while True:
-                    row = await conn.fetchrow(step.sql, keep_from, batch)
-                    counts = dict(zip(step.tables, row, strict=True))
-                    for table, count in counts.items():
-                        if count:
-                            deleted[table] += count
-                            metrics.ROWS_PRUNED.labels(table).inc(count)
-                    if counts[step.tables[0]] < batch:
-                        break
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+        for step in PRUNES:
+            while True:
+                row = await conn.fetchrow(step.sql, keep_from, batch)
+                counts = dict(zip(step.tables, row, strict=True))
+                for table, count in counts.items():
+                    if count:
+                        deleted[table] += count
+                        metrics.ROWS_PRUNED.labels(table).inc(count)
+                if counts[step.tables[0]] < batch:
+                    break
     if deleted.total():
         log.info("pruned rows from before %s: %s", keep_from.date(), dict(deleted))
     return deleted

@@ -43,3 +43,10 @@ class ProjectorSettings(ServiceSettings):
     projector_lag_interval_s: float = Field(
         default=5.0, gt=0, description="how often the lag gauges are refreshed"
     )
+    projector_batch_window_s: float = Field(
+        default=0.1,
+        ge=0,
+        le=5.0,
+        description="how long a stream's writer lets a batch gather after its first message: "
+        "a transaction per batch, not per message (a read model trails its stream by as much)",
+    )

@@ -22,9 +22,9 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, TypeVar
 
 import asyncpg
@@ -37,7 +37,6 @@ from zhongshu.projector.records import Record
 from zhongshu.runtime.cancellation import stop_task
 from zhongshu.runtime.consumer import Delivery
 from zhongshu.runtime.errors import PermanentError
-from zhongshu.runtime.periodic import Periodic
 
 log = logging.getLogger("zhongshu.projector.writer")
 T = TypeVar("T")
@@ -96,15 +95,32 @@ async def apply_batch(
     ``error`` is set). Transient errors propagate: the caller retries the whole transaction."""
     try:
         async with conn.transaction():
-            applied = Applied()
-            await projection.apply_all(conn, [c for item in batch for c in item.changes], applied)
-            return BatchResult(applied)
+            return BatchResult(await apply_whole(conn, projection, batch))
     except Exception as exc:
         if transient(exc):
             raise
-        log.warning(
-            "batch on %s failed (%r); applying one message at a time", projection.stream, exc
-        )
+        _split(projection, exc)
+    return await apply_each(conn, projection, batch)
+
+
+async def apply_whole(
+    conn: asyncpg.Connection, projection: Projection[Any], batch: Sequence[Planned]
+) -> Applied:
+    """Every change of the batch, in order, with no savepoint of its own."""
+    applied = Applied()
+    await projection.apply_all(conn, [c for item in batch for c in item.changes], applied)
+    return applied
+
+
+def _split(projection: Projection[Any], exc: BaseException) -> None:
+    log.warning("batch on %s failed (%r); applying one message at a time", projection.stream, exc)
+
+
+async def apply_each(
+    conn: asyncpg.Connection, projection: Projection[Any], batch: Sequence[Planned]
+) -> BatchResult:
+    """One savepoint per message, inside the caller's transaction: a message that fails for a
+    reason that will not pass gets its ``error`` set, the others apply."""
     result = BatchResult()
     for item in batch:
         try:
@@ -126,6 +142,39 @@ async def advance(conn: asyncpg.Connection, stream: str, seq: int) -> None:
     await conn.execute(ADVANCE, stream, seq)
 
 
+# The live writer's transactions send their fixed statements as text in the simple protocol,
+# which takes several statements per round trip: ``BEGIN`` rides with the lock and ``COMMIT``
+# with the offset. Each round trip costs the projector and PostgreSQL more CPU than parsing
+# these short statements; the values are a stream name (checked) and an integer.
+_STREAM_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _stream_literal(stream: str) -> str:
+    if not _STREAM_NAME.fullmatch(stream):
+        raise ValueError(f"not a stream name: {stream!r}")
+    return f"'{stream}'"
+
+
+def begin_locked(stream: str) -> str:
+    """``BEGIN`` and ``LOCK_SHARED`` on ``stream``, as one simple-protocol query."""
+    key = f"'zhongshu.projector.' || {_stream_literal(stream)}"
+    return f"BEGIN; SELECT pg_advisory_xact_lock_shared(hashtextextended({key}, 0))"
+
+
+def advance_and_commit(stream: str, seq: int) -> str:
+    """``ADVANCE`` to ``seq`` and ``COMMIT``, as one simple-protocol query."""
+    advance_sql = ADVANCE.replace("$1", _stream_literal(stream)).replace("$2", str(int(seq)))
+    return f"{advance_sql.strip()};\nCOMMIT"
+
+
+async def _abandon(conn: asyncpg.Connection) -> None:
+    """Roll back a transaction left open by an error, so the connection goes back to the pool
+    clean (a connection that is lost or busy is dealt with by the pool)."""
+    if not conn.is_closed() and conn.is_in_transaction():
+        with contextlib.suppress(Exception):
+            await conn.execute("ROLLBACK")
+
+
 async def retrying(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
     """Run ``attempt()`` until it succeeds or fails for a reason that will not pass."""
     for n in itertools.count():
@@ -139,6 +188,41 @@ async def retrying(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
             log.warning("%s: %r; retrying in %.1fs", what, exc, delay)
             await asyncio.sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+class KeepAlive:
+    """While armed, tells JetStream every ``every_s`` that the messages ``held()`` returns are
+    still being worked on (Postgres down, a rebuild holding the stream), so they are not
+    redelivered meanwhile, nor dead-lettered once redelivered ``max_deliver`` times. A timer,
+    not a task: arming and disarming it per batch costs next to nothing."""
+
+    def __init__(self, every_s: float, held: Callable[[], Sequence[Delivery]]) -> None:
+        self._every_s = every_s
+        self._held = held
+        self._timer: asyncio.TimerHandle | None = None
+        self._pings: set[asyncio.Task[None]] = set()
+
+    def arm(self) -> None:
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._every_s, self._fire)
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _fire(self) -> None:
+        self._timer = None
+        task = asyncio.create_task(self._ping(list(self._held())))
+        self._pings.add(task)
+        task.add_done_callback(self._pings.discard)
+        self.arm()
+
+    @staticmethod
+    async def _ping(deliveries: list[Delivery]) -> None:
+        for delivery in deliveries:
+            with contextlib.suppress(Exception):
+                await delivery.in_progress()
 
 
 @dataclass(eq=False)
@@ -158,6 +242,7 @@ class LiveWriter:
         hot: HotTier | None,
         *,
         ack_wait_s: float,
+        linger_s: float = 0.0,
     ) -> None:
         self.projection = projection
         self._pool = pool
@@ -165,6 +250,10 @@ class LiveWriter:
         self._ack_wait_s = ack_wait_s
         self._queue: list[_Queued] = []
         self._drainer: asyncio.Task[None] | None = None
+        self._begin = begin_locked(projection.stream)
+        self._linger_s = linger_s
+        self._writing: list[_Queued] = []
+        self._keepalive = KeepAlive(ack_wait_s / 3, self._held)
 
     async def handle(self, _raw: bytes, delivery: Delivery) -> None:
         """Plan and queue; never awaits, so the whole fetched batch is queued before it is
@@ -182,49 +271,56 @@ class LiveWriter:
     async def close(self) -> None:
         """Stop writing (shutdown): queued messages are left unacked, for redelivery."""
         await stop_task(self._drainer)
+        self._keepalive.disarm()
         for queued in self._queue:
             if not queued.done.done():
                 queued.done.set_exception(RuntimeError("projector stopping"))
         self._queue.clear()
 
     async def _drain(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue, []
-            keepalive = Periodic(
-                f"keepalive:{self.projection.stream}",
-                self._ack_wait_s / 3,
-                partial(self._keep_alive, batch),
-                wait_first=True,
-            )
-            keepalive.start()
-            try:
-                await self._write(batch)
-            except asyncio.CancelledError:
-                self._queue = batch + self._queue
-                raise
-            except Exception as exc:  # a bug outside any one message: let them all be retried
-                log.exception("writing %s failed", self.projection.stream)
-                for queued in batch:
-                    if not queued.done.done():
-                        queued.done.set_exception(exc)
-            finally:
-                await keepalive.stop()
+        self._keepalive.arm()
+        try:
+            if self._linger_s > 0:
+                # Let the batch gather: the consume loop keeps fetching meanwhile (handlers.py).
+                await asyncio.sleep(self._linger_s)
+            while self._queue:
+                batch, self._queue = self._queue, []
+                self._writing = batch
+                try:
+                    await self._write(batch)
+                except asyncio.CancelledError:
+                    self._queue = batch + self._queue
+                    raise
+                except Exception as exc:  # a bug outside any one message: let them be retried
+                    log.exception("writing %s failed", self.projection.stream)
+                    for queued in batch:
+                        if not queued.done.done():
+                            queued.done.set_exception(exc)
+                finally:
+                    self._writing = []
+        finally:
+            # Nothing awaits after the queue was found empty: a message queued from now on
+            # finds this task done and starts the next one.
+            self._keepalive.disarm()
 
     async def _write(self, batch: list[_Queued]) -> None:
         stream = self.projection.stream
         planned = [q.planned for q in batch]
 
+        last = max(item.seq for item in planned)
+
         async def transaction() -> BatchResult:
             for item in planned:
                 item.error = None
-            async with connection(self._pool) as conn, conn.transaction():
-                await conn.execute(LOCK_SHARED, stream)
-                result = await apply_batch(conn, self.projection, planned)
-                await advance(conn, stream, max(item.seq for item in planned))
-                return result
+            async with connection(self._pool) as conn:
+                try:
+                    return await self._commit(conn, planned, last)
+                except BaseException:
+                    await _abandon(conn)
+                    raise
 
         result = await retrying(f"write {stream}", transaction)
-        metrics.record_applied(stream, max(item.seq for item in planned), result.applied.rows)
+        metrics.record_applied(stream, last, result.applied.rows)
         if result.applied.statuses and self._hot is not None:
             await self._refresh_hot(result.applied)
         for queued in batch:
@@ -233,6 +329,28 @@ class LiveWriter:
                 queued.done.set_result(None)
             else:
                 queued.done.set_exception(PermanentError(f"cannot be projected: {error!r}"))
+
+    async def _commit(
+        self, conn: asyncpg.Connection, planned: list[Planned], last: int
+    ) -> BatchResult:
+        """The batch in one transaction of three round trips: ``BEGIN`` with the lock, the
+        changes, the offset with ``COMMIT``. A batch PostgreSQL refuses is rolled back and
+        redone with a savepoint per message, so only the bad message fails."""
+        await conn.execute(self._begin)
+        try:
+            result = BatchResult(await apply_whole(conn, self.projection, planned))
+        except Exception as exc:
+            if transient(exc):
+                raise
+            _split(self.projection, exc)
+            await conn.execute("ROLLBACK")
+            async with conn.transaction():
+                await conn.execute(LOCK_SHARED, self.projection.stream)
+                result = await apply_each(conn, self.projection, planned)
+                await advance(conn, self.projection.stream, last)
+            return result
+        await conn.execute(advance_and_commit(self.projection.stream, last))
+        return result
 
     async def _refresh_hot(self, applied: Applied) -> None:
         """Best effort: the hot tier is a cache the gateway falls back from, so Redis being
@@ -248,10 +366,5 @@ class LiveWriter:
                 await asyncio.sleep(RETRY_DELAYS_S[attempt])
         metrics.HOT_WRITES.labels("failed").inc(len(applied.statuses))
 
-    @staticmethod
-    async def _keep_alive(batch: list[_Queued]) -> None:
-        """While a write waits (Postgres down, a rebuild holding the stream), reset ack_wait so
-        the messages are not redelivered to another replica meanwhile."""
-        for queued in batch:
-            with contextlib.suppress(Exception):
-                await queued.delivery.in_progress()
+    def _held(self) -> list[Delivery]:
+        return [q.delivery for q in (*self._writing, *self._queue)]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -23,6 +23,7 @@ from zhongshu.projector.hot import HotStatus
 from zhongshu.projector.records import Record
 
 C = TypeVar("C")
+T = TypeVar("T")
 
 
 @dataclass
@@ -76,6 +77,21 @@ def written(status: str) -> int:
         return int(status.rsplit(" ", 1)[-1])
     except ValueError:
         return 0
+
+
+def rounds(items: Sequence[T], key: Callable[[T], Hashable]) -> list[list[T]]:
+    """``items`` cut into as few lists as possible, each holding a key at most once, in order:
+    one ``INSERT … ON CONFLICT DO UPDATE`` cannot change a row twice, and a row's changes must
+    apply in stream order."""
+    out: list[list[T]] = []
+    seen: dict[Hashable, int] = {}
+    for item in items:
+        k = key(item)
+        n = seen[k] = seen.get(k, -1) + 1
+        if n == len(out):
+            out.append([])
+        out[n].append(item)
+    return out
 
 
 def all_projections() -> tuple[Projection[Any], ...]:

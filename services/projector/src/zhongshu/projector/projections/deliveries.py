@@ -5,6 +5,7 @@ callback wins; an older one redelivered later changes nothing."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -17,22 +18,30 @@ from zhongshu.contracts.events import (
     ReplyDelivered,
     ReplyDeliveryFailed,
 )
-from zhongshu.projector.projections import Applied, Projection, written
+from zhongshu.projector.projections import Applied, Projection, rounds, written
 from zhongshu.projector.records import Record, decode_known
 
 
 @dataclass(frozen=True, slots=True)
 class DeliveryChange:
-    query: str
-    args: tuple[Any, ...]
     table: str
+    args: tuple[Any, ...]
+    """The row's columns, in the order of its table's upsert; its key comes first."""
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        return self.args[: KEY_COLUMNS[self.table]]
 
 
+# Each upsert takes the batch's rows as arrays (one statement and one round trip per batch, not
+# per message); a row changed twice in a batch goes into the next statement (`rounds`).
 REPLY = """
 INSERT INTO deliveries AS d (
     reply_id, chunk_index, tenant, platform, app, chat_id, status, reason, code, attempts,
     platform_message_id, at, last_seq)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+SELECT * FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::text[], $8::text[], $9::text[], $10::integer[], $11::text[],
+                     $12::timestamptz[], $13::bigint[])
 ON CONFLICT (reply_id, chunk_index) DO UPDATE SET
     tenant = EXCLUDED.tenant,
     platform = EXCLUDED.platform,
@@ -52,7 +61,8 @@ CALLBACK = """
 INSERT INTO callback_deliveries AS c (
     tenant, subscription_id, event_id, event_type, status, status_code, reason, attempts, at,
     last_seq)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[],
+                     $7::text[], $8::integer[], $9::timestamptz[], $10::bigint[])
 ON CONFLICT (tenant, subscription_id, event_id) DO UPDATE SET
     event_type = EXCLUDED.event_type,
     status = EXCLUDED.status,
@@ -63,6 +73,9 @@ ON CONFLICT (tenant, subscription_id, event_id) DO UPDATE SET
     last_seq = EXCLUDED.last_seq
 WHERE c.last_seq < EXCLUDED.last_seq
 """
+
+UPSERTS = {"deliveries": REPLY, "callback_deliveries": CALLBACK}
+KEY_COLUMNS = {"deliveries": 2, "callback_deliveries": 3}
 
 
 def plan(record: Record) -> list[DeliveryChange]:
@@ -78,7 +91,7 @@ def plan(record: Record) -> list[DeliveryChange]:
                 event.chat_id, "delivered", None, None, event.attempts,
                 event.platform_message_id, event.delivered_at, seq,
             )  # fmt: skip
-            return [DeliveryChange(REPLY, args, "deliveries")]
+            return [DeliveryChange("deliveries", args)]
         case ReplyDeliveryFailed():
             status = "ambiguous" if event.ambiguous else "failed"
             args = (
@@ -86,19 +99,19 @@ def plan(record: Record) -> list[DeliveryChange]:
                 event.chat_id, status, event.reason, event.code, event.attempts, None,
                 env.time, seq,
             )  # fmt: skip
-            return [DeliveryChange(REPLY, args, "deliveries")]
+            return [DeliveryChange("deliveries", args)]
         case CallbackDelivered():
             args = (
                 event.tenant, event.subscription_id, event.event_id, event.event_type,
                 "delivered", event.status_code, None, event.attempts, event.delivered_at, seq,
             )  # fmt: skip
-            return [DeliveryChange(CALLBACK, args, "callback_deliveries")]
+            return [DeliveryChange("callback_deliveries", args)]
         case CallbackDeliveryFailed():
             args = (
                 event.tenant, event.subscription_id, event.event_id, event.event_type, "failed",
                 event.status_code, event.reason, event.attempts, env.time, seq,
             )  # fmt: skip
-            return [DeliveryChange(CALLBACK, args, "callback_deliveries")]
+            return [DeliveryChange("callback_deliveries", args)]
     return []
 
 
@@ -114,4 +127,15 @@ class DeliveriesProjection(Projection[DeliveryChange]):
     async def apply(
         self, conn: asyncpg.Connection, change: DeliveryChange, applied: Applied
     ) -> None:
-        applied.rows[change.table] += written(await conn.execute(change.query, *change.args))
+        await self.apply_all(conn, [change], applied)
+
+    async def apply_all(
+        self, conn: asyncpg.Connection, changes: Sequence[DeliveryChange], applied: Applied
+    ) -> None:
+        """Each table's rows in as few upserts as their keys allow (the tables are independent,
+        and a row's own changes keep their order)."""
+        for table, upsert in UPSERTS.items():
+            mine = [c for c in changes if c.table == table]
+            for group in rounds(mine, key=lambda c: c.key):
+                columns = zip(*(c.args for c in group), strict=True)
+                applied.rows[table] += written(await conn.execute(upsert, *map(list, columns)))
