@@ -33,7 +33,7 @@ from zhongshu.contracts.events import (
 from zhongshu.contracts.hotcache import TaskStatus
 from zhongshu.contracts.ids import schedule_fire_id
 from zhongshu.projector.hot import HotStatus
-from zhongshu.projector.projections import Applied, Projection, written
+from zhongshu.projector.projections import Applied, Projection, rounds, written
 from zhongshu.projector.records import Record, decode_known, shorten, to_json
 
 TITLE_LENGTH = 80
@@ -339,19 +339,23 @@ class TasksProjection(Projection[Change]):
     async def apply_all(
         self, conn: asyncpg.Connection, changes: Sequence[Change], applied: Applied
     ) -> None:
-        """Task rows one upsert at a time (their order matters), the history in one insert."""
-        history: list[TaskEventRow] = []
-        for change in changes:
-            if isinstance(change, TaskEventRow):
-                history.append(change)
-                continue
-            query, args = _arguments(change)
-            row = await conn.fetchrow(query, *args)
-            if row is None:  # an older sequence: the row already holds newer news
-                continue
-            applied.rows["tasks"] += 1
-            if change.kind != "progressed":  # progress changes nothing a status shows
-                applied.statuses.append(hot_status(row))
+        """Task rows in stream order per task, the history in one insert. A batch's task
+        changes go in rounds holding each task once; a round's upserts of one kind are sent
+        together (``fetchmany``: one round trip), since different tasks do not depend on each
+        other's order."""
+        history = [c for c in changes if isinstance(c, TaskEventRow)]
+        updates = [c for c in changes if isinstance(c, TaskChange)]
+        for group in rounds(updates, key=lambda c: (c.tenant, c.task_id)):
+            by_query: dict[str, tuple[Kind, list[tuple[Any, ...]]]] = {}
+            for change in group:
+                query, args = _arguments(change)
+                by_query.setdefault(query, (change.kind, []))[1].append(args)
+            for query, (kind, arguments) in by_query.items():
+                # Rows come back only for changes that applied (an older sequence does not).
+                rows = await conn.fetchmany(query, arguments)
+                applied.rows["tasks"] += len(rows)
+                if kind != "progressed":  # progress changes nothing a status shows
+                    applied.statuses.extend(hot_status(row) for row in rows)
         if history:
             columns = zip(
                 *((h.seq, h.tenant, h.task_id, h.event_id, h.type, h.data, h.at) for h in history),
