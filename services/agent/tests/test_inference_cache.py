@@ -86,6 +86,24 @@ async def test_the_answer_has_the_ttl(redis: Redis) -> None:
     assert 0 < await redis.pttl(other) <= 60_000
 
 
+async def test_the_leader_keeps_its_lock_while_it_computes_past_the_lock_ttl(
+    redis: Redis,
+) -> None:
+    cache = InferenceCache(redis, ttl_s=60, lock_ttl_s=0.3)
+    key = fresh_key()
+    held: list[bool] = []
+
+    async def compute() -> bytes:
+        for _ in range(4):  # 0.6 s: twice the lock's TTL, renewed every 0.1 s
+            await asyncio.sleep(0.15)
+            held.append(bool(await redis.exists(lock_key(key))))
+        return b"slow answer"
+
+    assert await cache.get_or_compute(key, compute) == (b"slow answer", "miss")
+    assert held == [True] * 4
+    assert not await redis.exists(lock_key(key))
+
+
 async def test_concurrent_identical_calls_in_one_replica_compute_once(redis: Redis) -> None:
     cache = InferenceCache(redis, ttl_s=60, lock_ttl_s=5)
     key = fresh_key()

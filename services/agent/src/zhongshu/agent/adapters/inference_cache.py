@@ -26,7 +26,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -202,24 +202,26 @@ class InferenceCache:
         """Compute with the lock held (and renewed); store the answer and free the lock in one
         step. On failure or cancellation the lock is freed at once, so a waiting replica takes
         over without waiting for it to expire."""
-        renewer = asyncio.create_task(self._renew(keys[1], token))
+        renewal = _Renewal(self._renew(keys[1], token), self._renew_period_s())
         try:
             value = await compute()
         except BaseException:
-            renewer.cancel()
+            renewal.cancel()
             with contextlib.suppress(Exception):
                 # Shielded: a cancelled leader still frees its lock for the other replicas.
                 await asyncio.shield(self._own(keys=[keys[1]], args=[token, ""]))
             raise
-        renewer.cancel()
+        renewal.cancel()
         await self._store(keys=keys, args=[value, self._ttl_ms, token])
         return value
 
-    async def _renew(self, lock: str, token: str) -> None:
+    def _renew_period_s(self) -> float:
         # A third of the TTL: two renewals may be lost or late before the lock lapses.
-        period = max(self._lock_ttl_ms / 3000, 0.001)
+        return max(self._lock_ttl_ms / 3000, 0.001)
+
+    async def _renew(self, lock: str, token: str) -> None:
+        period = self._renew_period_s()
         while True:
-            await asyncio.sleep(period)
             try:
                 owned = await self._own(keys=[lock], args=[token, self._lock_ttl_ms])
                 raise_if_cancelled()
@@ -228,3 +230,24 @@ class InferenceCache:
             except Exception:
                 # Redis unreachable for a moment: the compute goes on, the next tick retries.
                 log.warning("could not renew the cache lock %s", lock, exc_info=True)
+            await asyncio.sleep(period)
+
+
+class _Renewal:
+    """Renews a lock from its first due time on. Most answers come well before it: a timer is
+    all they cost, not a task started and cancelled for every computed answer."""
+
+    def __init__(self, renew: Coroutine[Any, Any, None], delay_s: float) -> None:
+        self._renew = renew
+        self._task: asyncio.Task[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(delay_s, self._start)
+
+    def _start(self) -> None:
+        self._task = asyncio.ensure_future(self._renew)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
+        else:
+            self._renew.close()  # never started: no "coroutine was never awaited" warning
