@@ -1,17 +1,22 @@
-"""The live writer's transactions against PostgreSQL: batched upserts keep each row's changes in
-stream order, and pooled connections carry no session lock to their next user."""
+"""The live writer: batched upserts keep each row's changes in stream order, pooled connections
+carry no session lock to their next user, and the messages it holds are kept alive."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
+from typing import cast
 
 import asyncpg
 
 from zhongshu.projector.projections import Applied
 from zhongshu.projector.projections.deliveries import DeliveriesProjection, DeliveryChange
 from zhongshu.projector.sessions import session_lock
+from zhongshu.projector.writer import KeepAlive
+from zhongshu.runtime.consumer import Delivery
 
 AT = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+LIVENESS_S = 10.0  # how long to wait before calling a ping missing, not a speed bound
 
 
 def reply(reply_id: str, status: str, seq: int, message_id: str | None = None) -> DeliveryChange:
@@ -55,3 +60,29 @@ async def test_a_pooled_connection_that_took_a_session_lock_comes_back_without_a
         assert await other.fetchval("SELECT pg_try_advisory_lock(42)")
     finally:
         await other.close()
+
+
+class _Held:
+    def __init__(self) -> None:
+        self.pings = 0
+        self.pinged = asyncio.Event()
+
+    async def in_progress(self) -> None:
+        self.pings += 1
+        if self.pings >= 2:
+            self.pinged.set()
+
+
+async def test_every_message_the_writer_holds_is_kept_alive_while_armed() -> None:
+    held = [_Held(), _Held()]
+    keepalive = KeepAlive(0.01, lambda: cast(list[Delivery], held))
+    keepalive.arm()
+    try:
+        for message in held:
+            await asyncio.wait_for(message.pinged.wait(), LIVENESS_S)
+    finally:
+        keepalive.disarm()
+    await asyncio.sleep(0)  # a ping already under way finishes
+    counts = [message.pings for message in held]
+    await asyncio.sleep(0.05)
+    assert [message.pings for message in held] == counts  # disarmed: no more pings
