@@ -30,6 +30,8 @@ latency counted from the scheduled time):
                            between the two (the model answers at once, so the final text
                            should follow within 100 ms)
   dingtalk.help.throughput ``/help`` through the DingTalk robot callback, closed loop
+  dingtalk.chat.throughput free text through the DingTalk robot callback (the final text only:
+                           no AI card template), closed loop
 After the sends of a phase, the script waits until every accepted event was answered (or a
 bound passed: the rest are ``lost``) and the system's consumers are idle again, so CPU and
 JetStream writes per event include all the work the events caused.
@@ -1231,6 +1233,9 @@ def phases(a: argparse.Namespace) -> list[dict[str, Any]]:
         }
     )
     plan.append(closed("dingtalk.help.throughput", "dingtalk", "help", a.dingtalk_seconds))
+    # No AI card template: the final text alone, through the sessionWebhook, which has no
+    # idempotency key (a repeat is a second message in the chat, counted as a duplicate).
+    plan.append(closed("dingtalk.chat.throughput", "dingtalk", "chat", a.dingtalk_seconds))
     if a.only:
         plan = [p for p in plan if p["name"] == "warmup" or p["name"].startswith(tuple(a.only))]
     return plan
