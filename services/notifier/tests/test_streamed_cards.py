@@ -24,7 +24,8 @@ from services.notifier.tests.notifier_testing import (
     outcomes,
     publish,
 )
-from zhongshu.contracts import streams
+from zhongshu.contracts import envelope as wire
+from zhongshu.contracts import streams, subjects
 from zhongshu.contracts.events import ReplyGenerated
 from zhongshu.contracts.events.chat import (
     REPLY_HANDLE_DINGTALK_SESSION_WEBHOOK,
@@ -33,6 +34,8 @@ from zhongshu.contracts.events.chat import (
 )
 from zhongshu.devstack.fakes.feishu_openapi import FakeFeishuOpenAPI, StreamingCard
 from zhongshu.devstack.testing import drained
+from zhongshu.notifier import domain
+from zhongshu.notifier.domain import DeliveryRecord
 
 TEMPLATE = "ai-card-template.schema"  # the fake's AI card template, with a `content` variable
 
@@ -219,3 +222,32 @@ async def test_a_burst_of_dingtalk_ai_cards_neither_repeats_nor_drops_an_answer(
         assert card.params["content"] == answer[-1].text
         assert card.updates[-1].is_finalize
     assert await redelivered(bus) == 0
+
+
+async def test_a_final_chunk_handled_again_after_a_crash_finds_its_card_closed_and_delivered(
+    bus: Bus, platforms: Platforms, start_notifier: StartNotifier
+) -> None:
+    # The worker closed the card's stream and died before recording it: the final chunk comes
+    # again, and CardKit refuses its text now that the stream is closed (300309).
+    fake = platforms.feishu
+    await start_notifier()
+    answer = chunks(feishu_answer(fake, "oc_crash"), 2)
+    await publish(bus, *answer)
+    await outcomes(bus, "delivered", "feishu", 1)
+    await drained(bus.js, streams.REPLIES.name, "notifier-replies")
+    kv = await bus.js.key_value(streams.DELIVERY_STATE_KV.bucket)
+    key = domain.record_key("stream", answer[0].reply_id)
+    entry = await kv.get(key)
+    record = msgspec.json.decode(entry.value or b"", type=DeliveryRecord)
+    assert record.finished
+    unrecorded = msgspec.structs.replace(record, finished=False)
+    await kv.update(key, msgspec.json.encode(unrecorded), last=entry.revision)
+    again = wire.make_envelope(answer[-1], id="final-again", source="test", tenant="acme")
+    await bus.js.publish(subjects.chat_reply("feishu", "acme"), wire.encode(again))
+    await drained(bus.js, streams.REPLIES.name, "notifier-replies")
+    record = msgspec.json.decode((await kv.get(key)).value or b"", type=DeliveryRecord)
+    assert (record.state, record.finished) == ("delivered", True)
+    assert await outcomes(bus, "failed", "feishu", 1, within_s=0.2) == []
+    card = shown_card(fake, answer[0].reply_id)
+    assert list(card.elements.values()) == [answer[-1].text]
+    assert len(fake.deliveries) == 1

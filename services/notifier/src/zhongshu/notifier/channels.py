@@ -21,7 +21,7 @@ from zhongshu.notifier.adapters import feishu
 from zhongshu.notifier.adapters.dingtalk import AI_CARD_PROCESSING, CardSpace, DingTalkAdapter
 from zhongshu.notifier.adapters.feishu import FeishuAdapter
 from zhongshu.notifier.adapters.ratelimit import Limit, SlidingWindowLimiter
-from zhongshu.notifier.adapters.results import Delivered, RateLimited, SendResult
+from zhongshu.notifier.adapters.results import Delivered, RateLimited, Rejected, SendResult
 from zhongshu.notifier.message import Outgoing
 from zhongshu.notifier.settings import NotifierSettings
 from zhongshu.runtime.hubconfig import AlertRoute, DingTalkCredentials, HubConfig
@@ -332,6 +332,10 @@ def _feishu_stream(
 
     async def finish(card_id: str, text: str, sequence: int) -> SendResult:
         result = await update(card_id, text, sequence - 1)
+        if isinstance(result, Rejected) and result.code == feishu.STREAMING_CLOSED:
+            # Only the final chunk closes the stream: this one did, before a crash kept it
+            # from recording so. Its text is on the card and the stream is closed.
+            return Delivered(None)
         if not isinstance(result, Delivered):
             return result
         return await adapter.close_stream(

@@ -328,10 +328,14 @@ class Notifier:
         if seq == 0:
             SKIPPED_CHUNKS.inc()
             return None
+        result: SendResult | None = None
         try:
             result = await stream.finish(card.card_id, reply.text, seq)
         finally:
-            await self.streams.end_turn(reply.reply_id, seq)
+            # The card's last update: once it went through, any later chunk is older and
+            # skipped anyway, so the turn is only given back when the final is tried again.
+            if not isinstance(result, Delivered):
+                await self.streams.end_turn(reply.reply_id, seq)
         now = datetime.now(UTC)
         replace = msgspec.structs.replace
         if isinstance(result, Delivered):

@@ -24,6 +24,7 @@ MAX_TEXT_BYTES = 150_000
 MAX_CARD_BYTES = 30_000
 MAX_UUID = 50
 STREAM_ELEMENT = "md_stream"
+STREAMING_CLOSED = "300309"  # CardKit: an update of a card whose streaming mode was closed
 
 
 def custom_bot_sign(secret: str, timestamp_s: int) -> str:
