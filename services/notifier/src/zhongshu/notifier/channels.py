@@ -49,10 +49,9 @@ class CardStream:
     finish: Callable[[str, str, int], Awaitable[SendResult]]
     """(card id, final text, sequence)."""
     show_idempotent: bool
-    """Showing the card again after a crash is harmless (Feishu's request ``uuid``)."""
-    ordered: bool
-    """The platform itself refuses an update older than the last one (CardKit's ``sequence``);
-    if not, the flow sends one update of a card at a time, and only the newest."""
+    """Showing the card again after a crash is harmless (Feishu's request ``uuid``). Updates
+    go one at a time on every platform, in sequence order (``StreamState``): CardKit refuses
+    an update older than the last one, DingTalk would apply it over a newer one."""
 
 
 @dataclass(frozen=True)
@@ -243,7 +242,7 @@ def _dingtalk_stream(
         return await stream_text(card_id, text, True)
 
     # No idempotency key for createAndDeliver, and no sequence for streaming updates.
-    return CardStream(create, message, show, update, finish, show_idempotent=False, ordered=False)
+    return CardStream(create, message, show, update, finish, show_idempotent=False)
 
 
 def _feishu_channel(
@@ -342,7 +341,7 @@ def _feishu_stream(
             app_id=app_id, app_secret=app_secret, card_id=card_id, sequence=sequence
         )
 
-    return CardStream(create, message, show, update, finish, show_idempotent=True, ordered=True)
+    return CardStream(create, message, show, update, finish, show_idempotent=True)
 
 
 def feishu_api_limits(

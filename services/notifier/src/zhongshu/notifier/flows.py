@@ -420,7 +420,7 @@ class Notifier:
         channel: Channel,
         stream: CardStream,
         delivery: Delivery,
-    ) -> tuple[DeliveryRecord, int, bool] | None:
+    ) -> tuple[DeliveryRecord, int, bool]:
         card_id = found[0].card_id if found is not None else None
         if card_id is None:
             # Created before its record: a worker that dies in between leaves a card nobody
