@@ -70,6 +70,7 @@ async def test_the_same_request_twice_is_a_hit_and_computed_once(redis: Redis) -
     assert await cache.get_or_compute(key, compute) == (b"answer", "miss")
     assert await cache.get_or_compute(key, compute) == (b"answer", "hit")
     assert len(calls) == 1
+    await cache.drain()  # the answer went out before it was stored
     assert await cache.get(key) == b"answer"
     assert not await redis.exists(lock_key(key))
 
@@ -78,6 +79,7 @@ async def test_the_answer_has_the_ttl(redis: Redis) -> None:
     cache = InferenceCache(redis, ttl_s=60, lock_ttl_s=5)
     key = fresh_key()
     await cache.get_or_compute(key, counting(b"a")[0])
+    await cache.drain()
     assert 0 < await redis.pttl(key) <= 60_000
 
     other = fresh_key()
@@ -102,6 +104,30 @@ async def test_the_leader_keeps_its_lock_while_it_computes_past_the_lock_ttl(
     assert await cache.get_or_compute(key, compute) == (b"slow answer", "miss")
     assert held == [True] * 4
     assert not await redis.exists(lock_key(key))
+
+
+async def test_a_computed_answer_is_returned_before_it_is_stored_and_shared_meanwhile(
+    redis: Redis,
+) -> None:
+    cache = InferenceCache(redis, ttl_s=60, lock_ttl_s=5)
+    key = fresh_key()
+    compute, calls = counting(b"answer")
+    stored = asyncio.Event()
+    store = cache._store
+
+    async def slow_store(**kwargs: object) -> object:
+        await stored.wait()
+        return await store(**kwargs)
+
+    cache._store = slow_store  # type: ignore[method-assign,assignment]
+    assert await cache.get_or_compute(key, compute) == (b"answer", "miss")
+    assert await cache.get_or_compute(key, compute) == (b"answer", "hit")  # still storing
+    assert await redis.exists(lock_key(key))
+    stored.set()
+    await cache.drain()
+    assert await cache.get(key) == b"answer"
+    assert not await redis.exists(lock_key(key))
+    assert len(calls) == 1
 
 
 async def test_concurrent_identical_calls_in_one_replica_compute_once(redis: Redis) -> None:

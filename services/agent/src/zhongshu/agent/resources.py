@@ -59,15 +59,17 @@ def lifespan(*, config: ConfigSource | None) -> Lifespan[AgentSettings, AgentDep
             await mcp.open()
             models = Models(redis, http)
             models.refresh(effective_setup(current, settings))
+            cache = InferenceCache(
+                redis, ttl_s=current.agent.cache.ttl_s, lock_ttl_s=CACHE_LOCK_TTL_S
+            )
+            # Answers go out before they are stored: the stores still going on finish before
+            # Redis closes.
+            stack.push_async_callback(cache.drain)
             agent = Agent(
                 settings=settings,
                 config=source,
                 models=models,
-                inference=Inference(
-                    InferenceCache(
-                        redis, ttl_s=current.agent.cache.ttl_s, lock_ttl_s=CACHE_LOCK_TTL_S
-                    )
-                ),
+                inference=Inference(cache),
                 memory=ConversationMemory(
                     redis,
                     ttl_s=current.agent.memory.ttl_s,

@@ -97,9 +97,12 @@ return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 
 @dataclass
 class _Flight:
-    """One resolution in progress in this replica and how many callers wait for it."""
+    """One resolution in progress in this replica and how many callers wait for it.
+    ``answer`` is set as soon as the answer is known; ``task`` then goes on storing a computed
+    answer, so the caller's reply does not wait for that round trip (P4)."""
 
-    task: asyncio.Task[tuple[bytes, Outcome]]
+    answer: asyncio.Future[tuple[bytes, Outcome]]
+    task: asyncio.Task[None]
     waiters: int = 0
 
 
@@ -146,59 +149,87 @@ class InferenceCache:
         ``deadline`` (a ``time.monotonic()`` value) bounds this caller's wait: past it, raises
         ``TimeoutError``. The shared work goes on while any caller of this replica still waits
         for it, and is cancelled when the last one leaves (by deadline or cancellation), which
-        returns once the lock is freed.
+        returns once the lock is freed. A computed answer is returned before it is stored:
+        ``drain`` waits for the stores still going on.
         """
         flight = self._flights.get(key)
         joined = flight is not None
         if flight is None:
-            flight = _Flight(asyncio.create_task(self._resolve(key, compute)))
+            answer = asyncio.get_running_loop().create_future()
+            flight = _Flight(answer, asyncio.create_task(self._resolve(key, compute, answer)))
             self._flights[key] = flight
             flight.task.add_done_callback(lambda _: self._forget(key, flight))
+        known = flight.answer.done()
         flight.waiters += 1
         try:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             async with asyncio.timeout(remaining):
-                value, how = await asyncio.shield(flight.task)
+                value, how = await asyncio.shield(flight.answer)
         finally:
             flight.waiters -= 1
-            if flight.waiters == 0 and not flight.task.done():
+            if flight.waiters == 0 and not flight.answer.done():
                 # Nobody wants the answer any more: stop, and wait until the lock is freed, so
                 # a replica shutting down leaves no lock behind for the others to wait out.
                 flight.task.cancel()
                 await asyncio.wait([flight.task])
-        if joined and how != "hit":
+        if known:
+            how = "hit"  # computed here and being stored: it was there when asked
+        elif joined and how != "hit":
             how = "coalesced"
         CACHE_REQUESTS.labels(how).inc()
         return value, how
 
+    async def drain(self) -> None:
+        """Wait until every answer computed here is stored (at shutdown, before Redis closes)."""
+        flights = [f.task for f in self._flights.values()]
+        if flights:
+            await asyncio.wait(flights)
+
     def _forget(self, key: str, flight: _Flight) -> None:
         if self._flights.get(key) is flight:
             del self._flights[key]
-        if not flight.task.cancelled():
+        error = None if flight.task.cancelled() else flight.task.exception()
+        if flight.answer.done():
+            if error is not None:  # the answer went out; only its store failed
+                log.warning("could not store the answer %s: %r", key, error)
+        elif error is not None:
+            flight.answer.set_exception(error)
             # Every waiter may have left (deadline) just as it failed: mark it seen, so asyncio
             # does not log "exception never retrieved"; the waiters got it if they were there.
-            flight.task.exception()
+            flight.answer.exception()
+        else:
+            flight.answer.cancel()
 
     async def _resolve(
-        self, key: str, compute: Callable[[], Awaitable[bytes]]
-    ) -> tuple[bytes, Outcome]:
-        """Find the answer in Redis, or wait for the replica computing it, or compute it."""
+        self,
+        key: str,
+        compute: Callable[[], Awaitable[bytes]],
+        answer: asyncio.Future[tuple[bytes, Outcome]],
+    ) -> None:
+        """Find the answer in Redis, or wait for the replica computing it, or compute it; a
+        computed one is handed over (``answer``) before it is stored."""
         token = uuid.uuid4().hex
         keys = [key, lock_key(key)]
         waited = False
         while True:
-            found, answer = await self._try(keys=keys, args=[token, self._lock_ttl_ms])
+            found, stored = await self._try(keys=keys, args=[token, self._lock_ttl_ms])
             raise_if_cancelled()
             if int(found) == 1:
-                return _as_bytes(answer), "coalesced" if waited else "hit"
+                answer.set_result((_as_bytes(stored), "coalesced" if waited else "hit"))
+                return
             if int(found) == 2:
-                return await self._lead(key, keys, token, compute), "miss"
+                await self._lead(keys, token, compute, answer)
+                return
             waited = True
             await asyncio.sleep(self._poll_s)
 
     async def _lead(
-        self, key: str, keys: list[str], token: str, compute: Callable[[], Awaitable[bytes]]
-    ) -> bytes:
+        self,
+        keys: list[str],
+        token: str,
+        compute: Callable[[], Awaitable[bytes]],
+        answer: asyncio.Future[tuple[bytes, Outcome]],
+    ) -> None:
         """Compute with the lock held (and renewed); store the answer and free the lock in one
         step. On failure or cancellation the lock is freed at once, so a waiting replica takes
         over without waiting for it to expire."""
@@ -212,8 +243,8 @@ class InferenceCache:
                 await asyncio.shield(self._own(keys=[keys[1]], args=[token, ""]))
             raise
         renewal.cancel()
+        answer.set_result((value, "miss"))
         await self._store(keys=keys, args=[value, self._ttl_ms, token])
-        return value
 
     def _renew_period_s(self) -> float:
         # A third of the TTL: two renewals may be lost or late before the lock lapses.
