@@ -11,6 +11,7 @@ time of each final reply (joined by ``in_reply_to``). Figures:
                     baseline: p99 of the raw hop, a nats-py worker that consumes the same command
                     and publishes one reply (await PubAck, then ack), measured the same way
                     (target ≤ 5 ms).
+  Both carry ``agent_cpu_ms_per_answer``: the agent process's CPU over the phase per command.
 P5, the cluster-wide QPS cap: 500 commands queued, then three agent processes with
 ``MODEL_QPS=10``; the fake LLM records each call's arrival. Figure ``agent.qps``: the mean rate
 (calls / span), baseline the cap, ``max_in_1s`` the most calls in any 1-s window (target: none
@@ -41,7 +42,16 @@ from typing import Any
 import httpx
 import msgspec
 import nats
-from _common import SYNC_MODES, Deadline, bench_server, figure, log, pct, safe_ratio
+from _common import (
+    SYNC_MODES,
+    Deadline,
+    bench_server,
+    figure,
+    log,
+    pct,
+    proc_cpu_seconds,
+    safe_ratio,
+)
 
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import headers as H
@@ -286,22 +296,31 @@ async def p4(nats_url: str, redis_url: str, llm_url: str, scratch: Path, args: A
     try:
         with processes() as started:
             start_agents(1, agent_env(nats_url, redis_url, config), scratch, started)
+            agent_pid = started[-1].proc.pid
             tenant = "p4" + uuid.uuid4().hex[:6]
             log(f"P4: {samples} commands at 10/s, each a new question")
             sink.reset(samples)
             texts = [f"question {i} {uuid.uuid4().hex[:6]}" for i in range(samples)]
+            cpu_before = proc_cpu_seconds(agent_pid)
             await publish_at_rate(js, sink, tenant, texts, rate=10)
             await wait_finals(sink, 60)
             answers = list(sink.latencies_ms)
+            # The agent's CPU per answer (the commands' whole handling: task events, statuses,
+            # the model call, acks); settled once the last final is out.
+            await asyncio.sleep(0.5)
+            answer_cpu_ms = (proc_cpu_seconds(agent_pid) - cpu_before) * 1000 / samples
             log(f"P4: {samples} cache hits at 20/s")
             warm = "the cached question"
             sink.reset(1)
             await publish_at_rate(js, sink, tenant, [warm], rate=1)
             await wait_finals(sink, 30)
             sink.reset(samples)
+            cpu_before = proc_cpu_seconds(agent_pid)
             await publish_at_rate(js, sink, tenant, [warm] * samples, rate=20)
             await wait_finals(sink, 60)
             hits = list(sink.latencies_ms)
+            await asyncio.sleep(0.5)
+            hit_cpu_ms = (proc_cpu_seconds(agent_pid) - cpu_before) * 1000 / samples
         log("P4: raw hop baseline")
         stop = asyncio.Event()
         raw_tenant = "p4raw" + uuid.uuid4().hex[:6]
@@ -328,6 +347,7 @@ async def p4(nats_url: str, redis_url: str, llm_url: str, scratch: Path, args: A
         baseline_p50=pct(raw, 50),
         answered=len(answers),
         sent=samples,
+        agent_cpu_ms_per_answer=answer_cpu_ms,
         llm_latency_ms=LLM_LATENCY_MS,
         target="overhead p99 <= 10 ms",
         met=overhead <= 10,
@@ -344,6 +364,7 @@ async def p4(nats_url: str, redis_url: str, llm_url: str, scratch: Path, args: A
         baseline_p50=pct(hops, 50),
         answered=len(hits),
         sent=samples,
+        agent_cpu_ms_per_answer=hit_cpu_ms,
         target="p99 <= 5 ms",
         met=p99_hit <= 5,
     )
