@@ -47,9 +47,10 @@ DEFAULT_KEY = "zhongshu:llm:qps"
 # (1 + margin) s, so the way from the fence to the provider (a Redis reply, the HTTP request, the
 # provider's own clock, a stall of the provider's event loop that records arrivals late) may vary
 # by up to 4.5 % of a second before the provider could count QPS + 1 calls in one second.
-# Measured with bench/agent.py (P5, 3 replica processes, 500 commands, cap 10) and
-# test_qps_cluster.py (whose fake LLM shares the test's event loop): 2 % and 3 % let 11 calls
-# into one second in some loaded runs, and so did 4 % once the slots ran only 0.5 % wider.
+# Measured with bench/agent.py (P5, 3 replica processes, 500 commands, cap 10): 2 % and 3 % let
+# 11 calls into one second in some loaded runs; 4 % and 4.5 % never did. The fake LLM of
+# test_qps_cluster.py shares the test's event loop, whose stalls record arrivals late: on a
+# loaded machine it counted 11 now and then at 4 % and 4.5 % alike, as with the first fence.
 DEFAULT_MARGIN = 0.045
 # Slots are spaced this much wider than the window allows (0.3 % of a window, 3 ms at 10 qps),
 # so a caller on its slot finds the fence open even when the caller ``n`` before it was up to
