@@ -37,3 +37,32 @@ async def test_a_key_is_held_by_one_task_at_a_time_and_forgotten_when_free() -> 
     await asyncio.gather(*tasks)
     assert order == ["first in", "first out", "final"]
     assert len(locks) == 0
+
+
+async def test_a_holder_sees_a_waiting_final_and_leaves_it_a_note() -> None:
+    # The chunk showing the card leaves the card's record to the final chunk waiting for it.
+    locks = KeyedLocks()
+    shown = asyncio.Event()
+    notes: list[object] = []
+
+    async def first() -> None:
+        async with locks.hold("r1") as held:
+            assert held is not None
+            assert not held.awaited
+            await shown.wait()
+            assert held.awaited  # the final came meanwhile
+            held.memo = "card record"
+
+    async def final() -> None:
+        async with locks.hold("r1") as held:
+            assert held is not None
+            notes.append(held.memo)
+
+    task = asyncio.create_task(first())
+    await asyncio.sleep(0)
+    waiting = asyncio.create_task(final())
+    await asyncio.sleep(0)
+    shown.set()
+    await asyncio.gather(task, waiting)
+    assert notes == ["card record"]
+    assert len(locks) == 0

@@ -51,11 +51,14 @@ async def test_a_plain_reply_costs_two_ledger_writes_sending_then_delivered(
     assert len(platforms.feishu.deliveries) == 1
 
 
-async def test_a_streamed_answer_costs_three_ledger_writes_for_its_card(
+async def test_a_streamed_answer_costs_two_ledger_writes_when_its_final_chunk_waits_for_the_card(
     bus: Bus, platforms: Platforms, start_notifier: StartNotifier
 ) -> None:
-    # Showing the card (sending, with the card id; delivered) and its final text (finished):
-    # the final chunk's outcome is recorded in the card's record, not in one of its own.
+    # The card's record: created as sending with the card id before the card is shown, then
+    # delivered with the final text. The final chunk arrives while the first one shows the
+    # card (slow to answer): the first leaves the record to it, and the final outcome goes
+    # into the card's record, not into one of its own.
+    platforms.feishu.answer_delay_s = 0.2
     base = feishu_reply(platforms, stream_id="s", final=False)
     first = msgspec.structs.replace(base, text="hel", chunk_index=1)
     final = msgspec.structs.replace(base, chunk_index=1_000_000_000, final=True)
@@ -63,7 +66,22 @@ async def test_a_streamed_answer_costs_three_ledger_writes_for_its_card(
     await publish(bus, first, final)
     await outcomes(bus, "delivered", "feishu", 1)
     await drained(bus.js, streams.REPLIES.name, "notifier-replies")
-    assert await ledger_writes(bus) == 3
+    assert await ledger_writes(bus) == 2
+    [card] = platforms.feishu.cards.values()
+    assert list(card.elements.values()) == ["hello"]
+    assert not card.streaming
+    assert len(platforms.feishu.deliveries) == 1
+
+
+async def test_a_final_chunk_that_shows_the_card_itself_costs_two_ledger_writes(
+    bus: Bus, platforms: Platforms, start_notifier: StartNotifier
+) -> None:
+    final = feishu_reply(platforms, stream_id="s", final=True, chunk_index=1_000_000_000)
+    await start_notifier()
+    await publish(bus, final)
+    await outcomes(bus, "delivered", "feishu", 1)
+    await drained(bus.js, streams.REPLIES.name, "notifier-replies")
+    assert await ledger_writes(bus) == 2
     [card] = platforms.feishu.cards.values()
     assert list(card.elements.values()) == ["hello"]
     assert not card.streaming

@@ -66,6 +66,7 @@ async def deliver_once(
     in_flight_s: float = 0.0,
     found: tuple[DeliveryRecord, int] | None = None,
     start: DeliveryRecord = PENDING,
+    leave_sending: Callable[[], bool] | None = None,
 ) -> tuple[DeliveryRecord, int]:
     """Drive one record to a terminal state and return it with its revision; raise
     :class:`RetryLater` for transient trouble (the record is left ``pending``, never
@@ -75,7 +76,12 @@ async def deliver_once(
 
     ``found`` is the record as the caller read it; without one, the record is created
     directly as ``sending`` from ``start`` (one write instead of ``pending`` then
-    ``sending``), and the record found instead, if any, is acted on as ``next_step`` says."""
+    ``sending``), and the record found instead, if any, is acted on as ``next_step`` says.
+
+    When ``leave_sending()`` says so once the text went out, ``delivered`` is returned but not
+    written: the caller writes it at the returned revision together with what it does next
+    (a streamed card's final text). Only for a send that may be repeated: until then the record
+    says ``sending``, and a worker that finds it stale sends again."""
     replace = msgspec.structs.replace
     confirm: Confirm | None = None
     if found is None:
@@ -132,6 +138,8 @@ async def deliver_once(
             )
             if record.sent_chars >= len(text):
                 record = replace(record, state="delivered", at=_now())
+                if idempotent and leave_sending is not None and leave_sending():
+                    return record, revision
                 return record, await ledger.write(key, record, revision)
             continue
         if isinstance(result, Rejected) and result.too_long and limit // 2 >= MIN_PART_BYTES:

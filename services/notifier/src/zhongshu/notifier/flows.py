@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -42,7 +43,7 @@ from zhongshu.notifier.channels import (
 )
 from zhongshu.notifier.delivery import PENDING, Busy, RetryLater, deliver_once
 from zhongshu.notifier.domain import DeliveryRecord
-from zhongshu.notifier.keyedlocks import KeyedLocks
+from zhongshu.notifier.keyedlocks import Held, KeyedLocks
 from zhongshu.notifier.message import Outgoing
 from zhongshu.notifier.settings import NotifierSettings
 from zhongshu.runtime import Delivery
@@ -65,6 +66,14 @@ SKIPPED_CHUNKS = Counter(
 RATE_WAIT = Counter(
     "zhongshu_notifier_rate_limit_wait_seconds_total", "Time spent waiting for a send slot"
 )
+
+
+@dataclass(frozen=True)
+class _Card:
+    """A streamed reply's card record as the chunk that showed the card left it."""
+
+    record: DeliveryRecord
+    revision: int
 
 
 @dataclass
@@ -124,8 +133,10 @@ class Notifier:
         kind: str,
         found: tuple[DeliveryRecord, int] | None = None,
         start: DeliveryRecord = PENDING,
+        leave_sending: Callable[[], bool] | None = None,
     ) -> tuple[DeliveryRecord, int]:
-        """The record driven to a terminal state, and its revision."""
+        """The record driven to a terminal state, and its revision (see ``deliver_once`` for
+        ``leave_sending``)."""
 
         async def wait_slot() -> Confirm:
             # Every bucket of the send in one take (one Redis call), all or none.
@@ -149,6 +160,7 @@ class Notifier:
                     in_flight_s=self._in_flight_s,
                     found=found,
                     start=start,
+                    leave_sending=leave_sending,
                 )
         except Fenced as exc:
             raise Busy(str(exc)) from exc
@@ -262,13 +274,14 @@ class Notifier:
         reply = env.data
         if not reply.final:
             async with self._replies.hold(reply.reply_id, wait=False) as held:
-                if held:
-                    await self._stream_chunk(reply, channel, stream, delivery)
+                if held is not None:
+                    await self._stream_chunk(reply, channel, stream, delivery, held)
                 else:
                     SKIPPED_CHUNKS.inc()
             return
-        async with delivery.keepalive(), self._replies.hold(reply.reply_id):
-            record = await self._finish_stream(reply, channel, stream, delivery)
+        async with delivery.keepalive(), self._replies.hold(reply.reply_id) as held:
+            assert held is not None  # waited for
+            record = await self._finish_stream(reply, channel, stream, delivery, held)
         if record is not None:
             await self._publish_outcome(env, delivery, record)
 
@@ -280,15 +293,28 @@ class Notifier:
         return 2 * self.settings.http_timeout_s + 5
 
     async def _stream_chunk(
-        self, reply: ReplyGenerated, channel: Channel, stream: CardStream, delivery: Delivery
+        self,
+        reply: ReplyGenerated,
+        channel: Channel,
+        stream: CardStream,
+        delivery: Delivery,
+        held: Held,
     ) -> None:
         """A non-final chunk: the card shown if it is not yet, else its text updated, when the
-        card's turn is free and the last update is old enough."""
-        opened = await self._open_card(reply, channel, stream, delivery, final=False)
+        card's turn is free and the last update is old enough.
+
+        When the final chunk already waits for this one, the card's record is left for it to
+        write (``sending`` becomes ``delivered`` with the final text, in one write) where
+        showing the card again is harmless: a worker that dies in between leaves a record that
+        is found stale and shown again, with the same ``uuid``."""
+        opened = await self._open_card(
+            reply, channel, stream, delivery, final=False, leave_sending=lambda: held.awaited
+        )
         if opened is None:
             SKIPPED_CHUNKS.inc()  # another worker is showing the card, or the platform is busy
             return
-        card, _, shown_now = opened
+        card, revision, shown_now = opened
+        held.memo = _Card(card, revision)
         if card.state != "delivered" or card.finished or card.card_id is None:
             return
         # A card this chunk just showed holds its text already: recorded as applied (so the
@@ -314,14 +340,27 @@ class Notifier:
             log.info("stream update of %s skipped: %s", reply.reply_id, result)
 
     async def _finish_stream(
-        self, reply: ReplyGenerated, channel: Channel, stream: CardStream, delivery: Delivery
+        self,
+        reply: ReplyGenerated,
+        channel: Channel,
+        stream: CardStream,
+        delivery: Delivery,
+        held: Held,
     ) -> DeliveryRecord | None:
         """The final text on the card and the stream closed, recorded once in the card's
-        record: the outcome to publish (None: nothing to report, a newer final was applied)."""
+        record: the outcome to publish (None: nothing to report, a newer final was applied).
+        The card's record as the chunk before left it here, else as read (or written when
+        this chunk shows the card: its ``delivered`` waits for the final text)."""
         key = domain.record_key("stream", reply.reply_id)
-        opened = await self._open_card(reply, channel, stream, delivery, final=True)
-        assert opened is not None  # a final chunk waits rather than skip
-        card, revision, _ = opened
+        memo, held.memo = held.memo, None
+        if isinstance(memo, _Card):
+            card, revision = memo.record, memo.revision
+        else:
+            opened = await self._open_card(
+                reply, channel, stream, delivery, final=True, leave_sending=lambda: True
+            )
+            assert opened is not None  # a final chunk waits rather than skip
+            card, revision, _ = opened
         if card.finished or card.state != "delivered" or card.card_id is None:
             return card  # handled before (redelivered), or the card could not be shown
         seq = await self._final_turn(reply)
@@ -345,6 +384,10 @@ class Notifier:
                 card, state="failed", reason=result.reason, code=result.code, finished=True, at=now
             )
         else:
+            # The card is shown: say so (its record may still say ``sending``), so the retry
+            # does not wait for a send that is over.
+            with contextlib.suppress(Fenced):
+                await self.ledger.write(key, card, revision)
             raise RetryLater(f"final stream update of {reply.reply_id}: {result}")
         try:
             await self.ledger.write(key, record, revision)
@@ -381,6 +424,7 @@ class Notifier:
         delivery: Delivery,
         *,
         final: bool,
+        leave_sending: Callable[[], bool],
     ) -> tuple[DeliveryRecord, int, bool] | None:
         """The streaming card of a reply, created and shown once: (its record, the record's
         revision, whether this call showed it). The card id goes into the record with the
@@ -398,7 +442,9 @@ class Notifier:
             )
             if not in_flight:
                 try:
-                    return await self._show_card(key, found, reply, channel, stream, delivery)
+                    return await self._show_card(
+                        key, found, reply, channel, stream, delivery, leave_sending
+                    )
                 except Busy:
                     pass  # claimed by another worker meanwhile
                 except RetryLater:
@@ -420,6 +466,7 @@ class Notifier:
         channel: Channel,
         stream: CardStream,
         delivery: Delivery,
+        leave_sending: Callable[[], bool],
     ) -> tuple[DeliveryRecord, int, bool]:
         card_id = found[0].card_id if found is not None else None
         if card_id is None:
@@ -457,6 +504,7 @@ class Notifier:
             kind="stream",
             found=found,
             start=DeliveryRecord(state="pending", card_id=card_id),
+            leave_sending=leave_sending,
         )
         return record, revision, showed
 
