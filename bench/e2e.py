@@ -39,6 +39,7 @@ JetStream writes per event include all the work the events caused.
   uv run python bench/e2e.py --quick    # smoke run, ~1.5 min
   uv run python bench/e2e.py            # full run, ~8 min
   uv run python bench/e2e.py --only feishu.help.throughput --seconds 30
+  uv run python bench/e2e.py --quick --kill notifier,router   # SIGKILLed mid-phase: 0 lost?
 """
 
 from __future__ import annotations
@@ -109,6 +110,12 @@ P3_P99_RATE = 300.0
 P3_CPU_MS = 2.0
 P3_FINAL_AFTER_FIRST_MS = 100.0
 READY_TIMEOUT_S = 120.0
+# With --kill, when in a phase's sending time the named services are killed (SIGKILL).
+KILL_AT = 0.4
+KILLABLE = frozenset(
+    {"router", "notifier", "agent", "projector", "archiver", "taskengine", "ingress-feishu",
+     "ingress-dingtalk", "gateway"}
+)  # fmt: skip
 MB = 1024 * 1024
 
 
@@ -548,6 +555,19 @@ class Target:
             groups = {name: [pid] for name, pid in self.pids.items()}
         return sample(groups, table)
 
+    def kill(self, names: list[str]) -> dict[str, list[int]]:
+        """SIGKILL every process of the named services (``zhongshu up`` restarts them); the
+        pids killed, by name."""
+        groups = self.processes()
+        killed: dict[str, list[int]] = {}
+        for name in names:
+            pids = groups.get(name, {}).get("pids", [])
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            killed[name] = pids
+        return killed
+
     async def writes(self) -> dict[str, int]:
         """Messages ever stored per stream (``last_seq``: KV buckets are streams too)."""
         return {s.config.name: s.state.last_seq for s in await self.js.streams_info()}
@@ -625,6 +645,16 @@ async def run_phase(
     cpu0, drv0, box0 = target.processes(), cpu_seconds(), box_cpu()
     t0 = time.monotonic()
     workers = [asyncio.create_task(worker()) for _ in range(conns)]
+    killed: dict[str, list[int]] = {}
+    kill_names = list(phase.get("kill", ())) if target.name == HUB else []
+
+    async def kill_later() -> None:
+        # Mid-phase, while events are in flight at every hop.
+        await asyncio.sleep(seconds * KILL_AT)
+        killed.update(target.kill(kill_names))
+        log(f"SIGKILL {', '.join(f'{k} {v}' for k, v in killed.items())}")
+
+    killer = asyncio.create_task(kill_later()) if kill_names else None
     try:
         if mode == "closed":
             tracker.on_done = feed_one
@@ -669,7 +699,7 @@ async def run_phase(
     finally:
         sending = False
         fake.tracker = None
-        for task in workers:
+        for task in [*workers, *([killer] if killer else [])]:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
         pool.close()
@@ -717,6 +747,7 @@ async def run_phase(
         "first_only": sum(1 for i in ok if tracker.first[i] and not tracker.done[i]),
         "duplicates": sum(max(0, tracker.replies[i] - 1) for i in range(n)),
         "stray_replies": tracker.stray,
+        "killed": killed,
         "resends_absorbed": feishu.deduplicated - error_mark[2],
         "cards_created": len(feishu.cards) - cards0,
         "cards_shown": len(tracker.cards),
@@ -1238,6 +1269,10 @@ def phases(a: argparse.Namespace) -> list[dict[str, Any]]:
     plan.append(closed("dingtalk.chat.throughput", "dingtalk", "chat", a.dingtalk_seconds))
     if a.only:
         plan = [p for p in plan if p["name"] == "warmup" or p["name"].startswith(tuple(a.only))]
+    if a.kill:
+        for p in plan:
+            if p["name"] != "warmup":
+                p["kill"] = a.kill
     return plan
 
 
@@ -1410,6 +1445,7 @@ def checks(r: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         f"{prefix}settled": r["settled"],
         f"{prefix}cards_created": r["cards_created"],
         f"{prefix}cards_shown": r["cards_shown"],
+        f"{prefix}killed": r.get("killed", {}),
     }
 
 
@@ -1649,6 +1685,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--only", action="append", default=[], help="phase name prefix(es)")
     ap.add_argument("--deadline", type=float, default=None, help="hard bound, whole run (s)")
     ap.add_argument("--logs", default=None, help="keep the processes' logs in this directory")
+    ap.add_argument(
+        "--kill",
+        default="",
+        help="services to SIGKILL in every phase, 40%% into its sends (e.g. notifier,router); "
+        "`zhongshu up` restarts them and the figures must still show 0 lost, 0 duplicated",
+    )
     # options of the role processes (set by the orchestrator)
     ap.add_argument("--plan", default="")
     ap.add_argument("--url", default="")
@@ -1661,7 +1703,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     a.chat_seconds = a.chat_seconds or (6.0 if q else 30.0)
     a.chat_latency_seconds = a.chat_latency_seconds or (5.0 if q else 30.0)
     a.dingtalk_seconds = a.dingtalk_seconds or (4.0 if q else 20.0)
-    a.drain = a.drain or (30.0 if q else 180.0)
+    a.kill = [name.strip() for name in a.kill.split(",") if name.strip()]
+    unknown = sorted(set(a.kill) - KILLABLE)
+    if unknown:
+        ap.error(f"--kill: not a service of the hub: {', '.join(unknown)} "
+                 f"(one of {', '.join(sorted(KILLABLE))})")  # fmt: skip
+    # A killed consumer's unacked messages come back after ack_wait (30 s): wait that long.
+    a.drain = a.drain or (90.0 if a.kill else 30.0 if q else 180.0)
     a.settle = a.settle or (10.0 if q else 30.0)
     a.deadline = a.deadline or (600.0 if q else 2400.0)
     rates = a.rates or ("100,300" if q else "100,300,1000")
