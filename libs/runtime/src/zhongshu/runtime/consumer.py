@@ -34,6 +34,7 @@ from zhongshu.runtime.bus import Publisher
 from zhongshu.runtime.errors import PermanentError
 from zhongshu.runtime.once import Claims
 from zhongshu.runtime.periodic import Periodic
+from zhongshu.runtime.pull import Puller
 
 log = logging.getLogger("zhongshu.runtime.consumer")
 
@@ -193,7 +194,7 @@ class ConsumerLoop(Generic[T]):
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(max(1, spec.concurrency))
-        self._psub: JetStreamContext.PullSubscription | None = None
+        self._puller: Puller | None = None
         labels = (service, spec.durable)
         self._handled = metrics.HANDLED.labels(*labels)
         self._failed = metrics.FAILED.labels(*labels)
@@ -206,14 +207,18 @@ class ConsumerLoop(Generic[T]):
 
     @property
     def bound(self) -> bool:
-        return self._psub is not None
+        return self._puller is not None
 
     async def bind(self) -> None:
         """Create or update the durable consumer (streams must already exist), then bind."""
         await self._js.add_consumer(self.spec.stream, self.spec.consumer_config())
-        self._psub = await self._js.pull_subscribe_bind(
-            self.spec.durable, self.spec.stream, pending_msgs_limit=100_000
+        # The loop's own pulls (runtime.pull) on the JetStream context's connection and API
+        # prefix: nats-py exposes neither publicly.
+        puller = Puller(
+            self._js._nc, self.spec.stream, self.spec.durable, api_prefix=self._js._prefix
         )
+        await puller.subscribe()
+        self._puller = puller
         if self.spec.claim_once:
             self._claims = Claims(await once.open_bucket(self._js), self._publisher)
 
@@ -236,14 +241,16 @@ class ConsumerLoop(Generic[T]):
             self._task.cancel()
             for task in self._inflight:
                 task.cancel()
-        if self._psub is not None:
-            with contextlib.suppress(Exception):
-                await self._psub.unsubscribe()
+        if self._puller is not None:
+            # Delivered to the inbox after the last fetch (a pull the loop had given up on):
+            # hand them back now rather than leave them to ``ack_wait``.
+            left = await self._puller.close()
+            await asyncio.gather(*(m.nak() for m in left), return_exceptions=True)
 
     async def refresh_metrics(self) -> None:
-        if self._psub is None:
+        if self._puller is None:
             return
-        info = await self._psub.consumer_info()
+        info = await self._js.consumer_info(self.spec.stream, self.spec.durable)
         labels = (self.service, self.spec.durable)
         metrics.CONSUMER_PENDING.labels(*labels).set(info.num_pending or 0)
         metrics.CONSUMER_ACK_PENDING.labels(*labels).set(info.num_ack_pending or 0)
@@ -251,7 +258,8 @@ class ConsumerLoop(Generic[T]):
     # ------------------------------------------------------------------ the loop
 
     async def _run(self) -> None:
-        assert self._psub is not None
+        puller = self._puller
+        assert puller is not None
         idle = True
         while not self._stopping.is_set():
             want = self.spec.batch
@@ -261,9 +269,10 @@ class ConsumerLoop(Generic[T]):
                 want = min(want, self._free_slots())
             try:
                 if idle:
-                    msgs = await self._psub.fetch(1, timeout=self.spec.idle_fetch_timeout_s)
+                    msgs = await puller.fetch(1, self.spec.idle_fetch_timeout_s)
                 else:
-                    msgs = await self._psub.fetch(want, timeout=self.spec.busy_fetch_timeout_s)
+                    # Returns what is stored now, or the first messages within the timeout.
+                    msgs = await puller.fetch(want, self.spec.busy_fetch_timeout_s, no_wait=True)
             except (TimeoutError, nats.errors.TimeoutError):
                 idle = True
                 continue
