@@ -105,6 +105,13 @@ for i = 2, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
 return 1
 """
 
+# KEYS: 1 turns, 2 meta. Returns {turns, summary or nil, gen or nil}: one command read atomically,
+# where a MULTI of two cost the client four to pack and parse (the memory is read every answer).
+_LOAD = """
+local meta = redis.call('HMGET', KEYS[2], 'summary', 'gen')
+return {redis.call('LRANGE', KEYS[1], 0, -1), meta[1], meta[2]}
+"""
+
 _turn_decoder = msgspec.json.Decoder(Turn)
 
 
@@ -136,6 +143,7 @@ class ConversationMemory:
         self._append = redis.register_script(_APPEND)
         self._compact = redis.register_script(_COMPACT)
         self._reset = redis.register_script(_RESET)
+        self._load = redis.register_script(_LOAD)
 
     def keys(self, tenant: str, conversation_id: str) -> list[str]:
         """turns, ids, meta."""
@@ -195,9 +203,6 @@ class ConversationMemory:
 
     async def _snapshot(self, tenant: str, conversation_id: str) -> tuple[Conversation, int]:
         turns_key, _, meta_key = self.keys(tenant, conversation_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.lrange(turns_key, 0, -1)
-            pipe.hmget(meta_key, ["summary", "gen"])
-            raw_turns, (summary, gen) = await pipe.execute()
+        raw_turns, summary, gen = await self._load(keys=[turns_key, meta_key])
         turns = tuple(_turn_decoder.decode(raw) for raw in raw_turns)
         return Conversation(summary=_text(summary), turns=turns), int(gen or 0)
