@@ -13,6 +13,8 @@ keys depends on."""
 
 from __future__ import annotations
 
+import urllib.request
+
 import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
@@ -27,8 +29,11 @@ def client(
     follow_redirects: bool = False,
 ) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` whose requests travel over aiohttp. Like httpx's default, it
-    honours ``HTTPS_PROXY`` and ``SSL_CERT_FILE`` (on-premises hubs reach the platforms through
-    a proxy)."""
+    honours ``HTTPS_PROXY``/``NO_PROXY`` and ``SSL_CERT_FILE`` (on-premises hubs reach the
+    platforms through a proxy). aiohttp's ``trust_env`` looks the proxy variables and
+    ``~/.netrc`` up again on every request, through a thread: it is on only when a proxy is
+    configured at start-up (py-spy put it at a visible share of the notifier's send)."""
+    trust_env = bool(urllib.request.getproxies())
 
     def session() -> aiohttp.ClientSession:
         # Made on first use, inside the running loop, as aiohttp wants.
@@ -37,7 +42,7 @@ def client(
             keepalive_timeout=limits.keepalive_expiry,
             ssl=httpx.create_ssl_context(),
         )
-        return aiohttp.ClientSession(connector=connector, trust_env=True)
+        return aiohttp.ClientSession(connector=connector, trust_env=trust_env)
 
     return httpx.AsyncClient(
         transport=AiohttpTransport(client=session),

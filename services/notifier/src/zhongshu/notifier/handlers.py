@@ -11,6 +11,7 @@ from zhongshu.contracts.events import AlertRaised, ReplyGenerated, TaskRequested
 from zhongshu.notifier import callbacks
 from zhongshu.notifier.callbacks import CallbackRetry, EventHead
 from zhongshu.notifier.resources import NotifierDeps, NotifierService
+from zhongshu.notifier.settings import NotifierSettings
 from zhongshu.runtime import Delivery
 
 # POSTs wait on receivers we do not control (up to the callback timeout each): many in flight.
@@ -23,13 +24,20 @@ CALLBACK_MAX_ACK_PENDING = 100_000
 REPLY_BACKOFF_S = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
-def register(service: NotifierService, concurrency: int, callback_retry: CallbackRetry) -> None:
+def register(
+    service: NotifierService, concurrency: int | None, callback_retry: CallbackRetry
+) -> None:
+    """``concurrency`` fixes the replies in flight (tests), else ``reply_concurrency``."""
+
+    def reply_options(settings: NotifierSettings) -> dict[str, Any]:
+        return {"concurrency": concurrency or settings.reply_concurrency}
+
     @service.consumes(
         stream=streams.REPLIES.name,
         subjects=subjects.ALL_CHAT_REPLIES,
         durable="notifier-replies",
         event=ReplyGenerated,
-        concurrency=concurrency,
+        options_from=reply_options,
         max_deliver=10,
         backoff_s=REPLY_BACKOFF_S,
     )

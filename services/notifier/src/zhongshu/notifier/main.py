@@ -35,7 +35,7 @@ def build_service(
         ],
     )
     service.readiness_ping("redis", lambda deps: deps.redis)
-    handlers.register(service, concurrency or 8, retry)
+    handlers.register(service, concurrency, retry)
     return service
 
 
