@@ -5,7 +5,9 @@ dead-letter the message and raise an alert.
 Built directly on nats-py rather than FastStream: FastStream's per-message handlers measured
 0.44x the raw pipelined hop (below the 0.5x target) and its batch mode stranded 3-8 % of
 messages until ``ack_wait``; this loop keeps FastStream's shape (typed handler functions,
-decoders, lifespan) and the raw hop's speed. See bench/hop.py for the figures."""
+decoders, lifespan) and the raw hop's speed. See bench/hop.py for the figures. It pulls with
+runtime.pull rather than nats-py's ``PullSubscription.fetch``, whose per-call Python cost
+(a task and ``wait_for`` per message, two requests per busy fetch) was most of the loop's."""
 
 from __future__ import annotations
 
@@ -228,8 +230,16 @@ class ConsumerLoop(Generic[T]):
     async def stop(self, timeout_s: float) -> None:
         """Stop fetching, let in-flight handlers finish and ack (up to ``timeout_s``)."""
         self._stopping.set()
-        if self._task is None:
-            return
+        if self._task is not None:
+            await self._finish(timeout_s)
+        if self._puller is not None:
+            # Delivered to the inbox after the last fetch (a pull the loop had given up on):
+            # hand them back now rather than leave them to ``ack_wait``.
+            left = await self._puller.close()
+            await asyncio.gather(*(m.nak() for m in left), return_exceptions=True)
+
+    async def _finish(self, timeout_s: float) -> None:
+        assert self._task is not None
         try:
             await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
         except TimeoutError:
@@ -241,11 +251,6 @@ class ConsumerLoop(Generic[T]):
             self._task.cancel()
             for task in self._inflight:
                 task.cancel()
-        if self._puller is not None:
-            # Delivered to the inbox after the last fetch (a pull the loop had given up on):
-            # hand them back now rather than leave them to ``ack_wait``.
-            left = await self._puller.close()
-            await asyncio.gather(*(m.nak() for m in left), return_exceptions=True)
 
     async def refresh_metrics(self) -> None:
         if self._puller is None:

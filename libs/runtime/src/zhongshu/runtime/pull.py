@@ -48,6 +48,10 @@ ENDED = frozenset({"404", "408", "409"})
 # The client waits this much past a request's expiry for the server's answer (the 408) before
 # giving up on it: only a lost connection or a stalled server takes longer.
 ANSWER_GRACE_S = 0.2
+# A pull the client gave up on (no answer by its expiry: a lost connection, a stalled server)
+# may still deliver for a while: meanwhile a fetch woken by its count of messages may have
+# counted such strays, and its own request may still be open on the server.
+STRAY_WINDOW_S = 5.0
 # Bound on handing back what the inbox still holds at close (a round trip to the server).
 CLOSE_TIMEOUT_S = 2.0
 _MB = 1024 * 1024
@@ -86,6 +90,8 @@ class Puller:
         self._want = 0
         self._end: Msg | None = None  # the status message that ended that request
         self._waiter: asyncio.Future[None] | None = None
+        self._strays_until = 0.0  # loop time until which a given-up pull may still deliver
+        self._open_until = 0.0  # loop time until which an unfinished request may deliver
 
     @property
     def subscribed(self) -> bool:
@@ -136,16 +142,18 @@ class Puller:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         self._reply, self._want, self._end, self._waiter = reply, batch, None, waiter
+        deadline = loop.time() + expires_s + ANSWER_GRACE_S
         try:
             await self._nc.publish(self._next, _encode(request), reply=reply)
             # A timer, not wait_for: no task per fetch. The server answers by ``expires_s``.
-            timer = loop.call_later(expires_s + ANSWER_GRACE_S, _wake, waiter)
+            timer = loop.call_at(deadline, _wake, waiter)
             try:
                 await waiter
             finally:
                 timer.cancel()
         finally:
             self._reply, self._waiter = None, None
+            self._account(loop.time(), deadline, cancelled=not waiter.done())
         msgs = self._take(batch)
         end = self._end
         if msgs:
@@ -157,18 +165,32 @@ class Puller:
     async def close(self) -> list[Msg]:
         """Stop receiving and return every message delivered and not fetched, for the caller to
         hand back (nak): the subscription is drained (its queue passes through the callback)
-        when the connection is up."""
+        when the connection is up. A request that may still be open (its fetch was cancelled,
+        or woken while strays of a given-up pull were about) is waited out first, so what it
+        delivers is handed back too rather than left to ``ack_wait``."""
         sub, self._sub = self._sub, None
         if sub is not None:
             try:
                 if not self._nc.is_connected:
                     raise nats.errors.ConnectionClosedError
+                wait = self._open_until - asyncio.get_running_loop().time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
                 await asyncio.wait_for(sub.drain(), CLOSE_TIMEOUT_S)  # type: ignore[no-untyped-call]
             except (TimeoutError, nats.errors.Error):
                 with contextlib.suppress(nats.errors.Error):
                     await sub.unsubscribe()
         held, self._held = list(self._held), deque()
         return held
+
+    def _account(self, now: float, deadline: float, *, cancelled: bool) -> None:
+        """Note whether the request just waited on may still deliver (see ``close``)."""
+        if self._end is not None:
+            return  # its status came: the server has ended it
+        if now >= deadline:
+            self._strays_until = now + STRAY_WINDOW_S
+        elif cancelled or now < self._strays_until:
+            self._open_until = max(self._open_until, deadline)
 
     def _take(self, batch: int) -> list[Msg]:
         held = self._held
