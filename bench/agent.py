@@ -1,7 +1,8 @@
 """P4 and P5, the agent (PERFORMANCE.md).
 
 P4, overhead over the model: one agent process (``zhongshu run agent``) against the fake LLM
-(a separate process, 200 ms before its first byte, streaming). A producer publishes
+(a separate process, 200 ms before its first byte, streaming), after 10 unmeasured warm-up
+commands. A producer publishes
 ``CommandRequested`` events at a fixed rate; a core-NATS subscriber on ``chat.reply.>`` takes the
 time of each final reply (joined by ``in_reply_to``). Figures:
   agent.answer      p99 of command -> final reply; baseline: p99 of the same streamed request
@@ -298,6 +299,13 @@ async def p4(nats_url: str, redis_url: str, llm_url: str, scratch: Path, args: A
             start_agents(1, agent_env(nats_url, redis_url, config), scratch, started)
             agent_pid = started[-1].proc.pid
             tenant = "p4" + uuid.uuid4().hex[:6]
+            # Not measured: the first answers of a fresh process open its connections (the
+            # model's HTTP pool, Redis) and load its scripts, which is start-up, not overhead.
+            log("P4: 10 warm-up commands")
+            sink.reset(10)
+            warmup = [f"warm-up {i} {uuid.uuid4().hex[:6]}" for i in range(10)]
+            await publish_at_rate(js, sink, tenant, warmup, rate=10)
+            await wait_finals(sink, 30)
             log(f"P4: {samples} commands at 10/s, each a new question")
             sink.reset(samples)
             texts = [f"question {i} {uuid.uuid4().hex[:6]}" for i in range(samples)]
