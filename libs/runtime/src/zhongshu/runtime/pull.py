@@ -13,7 +13,9 @@ subject, so a status that arrives after its fetch gave up (the client's deadline
 cannot end a later fetch. Messages carry their stream subject, not the reply subject, so they
 are never attributed to a request: whatever arrives, whenever, is kept until a fetch takes it
 (the next fetch returns it first) or :meth:`Puller.close` hands it back. Nothing delivered to
-the inbox is dropped.
+the inbox while it is subscribed is dropped; what a request still open at close would deliver
+after it is redelivered by the server after ``ack_wait`` (close waits such a request out when
+it knows of one).
 
 Server semantics relied on (nats-server 2.10+; the tests check them):
 - ``{"batch": n, "expires": t}``: delivers up to n messages as they are stored; ends with 408
@@ -27,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections import deque
 
 import msgspec
@@ -36,8 +37,6 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.errors import APIError
-
-log = logging.getLogger("zhongshu.runtime.pull")
 
 STATUS = "Status"
 HEARTBEAT = "100"
