@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
+from httpx_aiohttp import AiohttpTransport
 
 from zhongshu.platforms.calls import exchange
 from zhongshu.platforms.http import client
@@ -116,3 +117,25 @@ async def test_the_secret_never_appears_in_a_failure() -> None:
         answer = await exchange(http, "POST", url, secret=secret, json={})
     assert isinstance(answer, Unreachable)
     assert secret not in answer.reason
+
+
+@pytest.mark.parametrize(
+    ("environment", "trusted"),
+    [({}, False), ({"NO_PROXY": "127.0.0.1"}, False), ({"HTTPS_PROXY": "http://proxy:3128"}, True)],
+)
+async def test_proxy_variables_are_read_per_request_only_when_a_proxy_is_configured(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], trusted: bool
+) -> None:
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                 "all_proxy", "NO_PROXY", "no_proxy"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    async with client(timeout=5) as http:
+        transport = http._transport
+        assert isinstance(transport, AiohttpTransport)
+        session = transport.get_client()
+        try:
+            assert session.trust_env is trusted
+        finally:
+            await session.close()

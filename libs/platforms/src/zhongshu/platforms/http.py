@@ -33,7 +33,8 @@ def client(
     platforms through a proxy). aiohttp's ``trust_env`` looks the proxy variables and
     ``~/.netrc`` up again on every request, through a thread: it is on only when a proxy is
     configured at start-up (py-spy put it at a visible share of the notifier's send)."""
-    trust_env = bool(urllib.request.getproxies())
+    # NO_PROXY alone (the benchmarks set it) proxies nothing: only a proxy turns it on.
+    trust_env = any(scheme != "no" for scheme in urllib.request.getproxies())
 
     def session() -> aiohttp.ClientSession:
         # Made on first use, inside the running loop, as aiohttp wants.
