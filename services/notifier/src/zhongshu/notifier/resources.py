@@ -62,7 +62,7 @@ def lifespan(
                 settings=settings,
                 config=lambda: source.current,
                 adapters=adapters(settings, redis, http, limiter),
-                ledger=Ledger(await svc.js.key_value(DELIVERY_STATE_KV.bucket)),
+                ledger=Ledger(await svc.js.key_value(DELIVERY_STATE_KV.bucket), svc.publisher),
                 limiter=limiter,
                 window=AlertWindow(redis),
                 streams=StreamState(redis),
