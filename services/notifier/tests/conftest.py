@@ -12,13 +12,17 @@ from typing import Any
 import nats
 import pytest_asyncio
 
-from services.notifier.tests.notifier_testing import Bus, Platforms, StartNotifier
+from services.notifier.tests.notifier_testing import (
+    Bus,
+    Platforms,
+    StartNotifier,
+    replica_settings,
+)
 from zhongshu.devstack import NatsServer
 from zhongshu.devstack.fakes.dingtalk_openapi import FakeDingTalkOpenAPI
 from zhongshu.devstack.fakes.feishu_openapi import FakeFeishuOpenAPI
 from zhongshu.devstack.testing import provision_all
 from zhongshu.notifier.main import build_service
-from zhongshu.notifier.settings import NotifierSettings
 from zhongshu.runtime import Service
 from zhongshu.runtime.hubconfig import HubConfig
 
@@ -63,20 +67,7 @@ async def start_notifier(
 
     async def start(config: HubConfig | None = None, **settings: Any) -> Service:
         service = build_service(config=config or platforms.config())
-        values: dict[str, Any] = {
-            "nats_url": bus.url,
-            "redis_url": redis_url,
-            "health_port": 0,
-            "uvloop": False,
-            "drain_timeout_s": 5,
-            "connect_timeout_s": 5,
-            "feishu_base_url": platforms.feishu.base_url,
-            "dingtalk_api_url": platforms.dingtalk.base_url,
-            "dingtalk_oapi_url": platforms.dingtalk.base_url,
-            "http_timeout_s": 2,
-        }
-        values.update(settings)
-        await service.start(NotifierSettings(**values))
+        await service.start(replica_settings(bus, platforms, redis_url, **settings))
         started.append(service)
         return service
 

@@ -14,9 +14,11 @@ from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import headers as H
 from zhongshu.contracts import subjects
 from zhongshu.contracts.events import ReplyGenerated
+from zhongshu.contracts.events.chat import REPLY_HANDLE_DINGTALK_SESSION_WEBHOOK, ReplyHandle
 from zhongshu.devstack.fakes.dingtalk_openapi import FakeDingTalkOpenAPI
 from zhongshu.devstack.fakes.feishu_openapi import FakeFeishuOpenAPI
 from zhongshu.devstack.testing import collect
+from zhongshu.notifier.settings import NotifierSettings
 from zhongshu.runtime import Service
 from zhongshu.runtime.hubconfig import HubConfig
 
@@ -70,6 +72,50 @@ class Platforms:
 
 
 StartNotifier = Callable[..., Awaitable[Service]]
+
+
+def replica_settings(
+    bus: Bus, platforms: Platforms, redis_url: str, **settings: Any
+) -> NotifierSettings:
+    """A test replica's settings: the test's bus, Redis and fake platforms, short timeouts."""
+    values: dict[str, Any] = {
+        "nats_url": bus.url,
+        "redis_url": redis_url,
+        "health_port": 0,
+        "uvloop": False,
+        "drain_timeout_s": 5,
+        "connect_timeout_s": 5,
+        "feishu_base_url": platforms.feishu.base_url,
+        "dingtalk_api_url": platforms.dingtalk.base_url,
+        "dingtalk_oapi_url": platforms.dingtalk.base_url,
+        "http_timeout_s": 2,
+        **settings,
+    }
+    return NotifierSettings(**values)
+
+
+def dingtalk_session_reply(
+    platforms: Platforms, conversation: str, reply_id: str, **fields: Any
+) -> ReplyGenerated:
+    """A reply to a DingTalk conversation through a live sessionWebhook of the fake."""
+    url, expires = platforms.dingtalk.session_webhook(conversation)
+    chat_kind = fields.pop("chat_kind", None)
+    handle = ReplyHandle(
+        kind=REPLY_HANDLE_DINGTALK_SESSION_WEBHOOK,
+        url=url,
+        chat_id=conversation,
+        expires_at=expires,
+        **({"chat_kind": chat_kind} if chat_kind else {}),
+    )
+    return ReplyGenerated(
+        reply_id=reply_id,
+        platform="dingtalk",
+        app="ding",
+        tenant="acme",
+        chat_id=conversation,
+        reply_handle=handle,
+        **fields,
+    )
 
 
 async def publish(bus: Bus, *replies: ReplyGenerated) -> None:

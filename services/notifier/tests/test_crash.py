@@ -17,13 +17,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.notifier.tests.notifier_testing import Bus, Platforms
+from services.notifier.tests.notifier_testing import Bus, Platforms, dingtalk_session_reply
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import headers as H
 from zhongshu.contracts import streams, subjects
 from zhongshu.contracts.events import ReplyGenerated
 from zhongshu.contracts.events.chat import (
-    REPLY_HANDLE_DINGTALK_SESSION_WEBHOOK,
     REPLY_HANDLE_FEISHU_MESSAGE,
     ReplyHandle,
 )
@@ -100,23 +99,7 @@ def burst(platforms: Platforms) -> list[ReplyGenerated]:
         )
     for i in range(PER_PLATFORM):
         conversation = f"cid-conv-{i % 25}"
-        url, expires = platforms.dingtalk.session_webhook(conversation)
-        replies.append(
-            ReplyGenerated(
-                reply_id=f"dt-{i}",
-                platform="dingtalk",
-                app="ding",
-                tenant="acme",
-                chat_id=conversation,
-                reply_handle=ReplyHandle(
-                    kind=REPLY_HANDLE_DINGTALK_SESSION_WEBHOOK,
-                    url=url,
-                    chat_id=conversation,
-                    expires_at=expires,
-                ),
-                text=f"dt-{i}",
-            )
-        )
+        replies.append(dingtalk_session_reply(platforms, conversation, f"dt-{i}", text=f"dt-{i}"))
     half = len(replies) // 2
     return [r for pair in zip(replies[:half], replies[half:], strict=True) for r in pair]
 

@@ -16,7 +16,13 @@ from typing import Any
 import pytest_asyncio
 from redis.asyncio import Redis
 
-from services.notifier.tests.notifier_testing import Bus, Platforms, outcomes, publish
+from services.notifier.tests.notifier_testing import (
+    Bus,
+    Platforms,
+    outcomes,
+    publish,
+    replica_settings,
+)
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import headers as H
 from zhongshu.contracts import streams, subjects
@@ -26,7 +32,6 @@ from zhongshu.devstack.fakes.base_openapi import SlidingWindow
 from zhongshu.devstack.testing import drained
 from zhongshu.notifier.adapters.ratelimit import Limit, SlidingWindowLimiter
 from zhongshu.notifier.main import build_service
-from zhongshu.notifier.settings import NotifierSettings
 from zhongshu.runtime import Service
 from zhongshu.runtime.hubconfig import HubConfig
 
@@ -45,20 +50,7 @@ async def start_replicas(
     async def start(config: HubConfig | None = None, **settings: Any) -> list[Service]:
         for _ in range(REPLICAS):
             service = build_service(config=config or platforms.config(), concurrency=IN_FLIGHT_EACH)
-            values: dict[str, Any] = {
-                "nats_url": bus.url,
-                "redis_url": redis_url,
-                "health_port": 0,
-                "uvloop": False,
-                "drain_timeout_s": 5,
-                "connect_timeout_s": 5,
-                "feishu_base_url": platforms.feishu.base_url,
-                "dingtalk_api_url": platforms.dingtalk.base_url,
-                "dingtalk_oapi_url": platforms.dingtalk.base_url,
-                "http_timeout_s": 2,
-                **settings,
-            }
-            await service.start(NotifierSettings(**values))
+            await service.start(replica_settings(bus, platforms, redis_url, **settings))
             started.append(service)
         return started
 

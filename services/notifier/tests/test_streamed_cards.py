@@ -21,6 +21,7 @@ from services.notifier.tests.notifier_testing import (
     Bus,
     Platforms,
     StartNotifier,
+    dingtalk_session_reply,
     outcomes,
     publish,
 )
@@ -28,7 +29,6 @@ from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import streams, subjects
 from zhongshu.contracts.events import ReplyGenerated
 from zhongshu.contracts.events.chat import (
-    REPLY_HANDLE_DINGTALK_SESSION_WEBHOOK,
     REPLY_HANDLE_FEISHU_MESSAGE,
     ReplyHandle,
 )
@@ -101,20 +101,11 @@ def feishu_answer(fake: FakeFeishuOpenAPI, chat: str) -> ReplyGenerated:
 
 
 def dingtalk_answer(platforms: Platforms, conversation: str) -> ReplyGenerated:
-    url, expires = platforms.dingtalk.session_webhook(conversation)
-    return ReplyGenerated(
-        reply_id=f"reply-{uuid.uuid4().hex[:12]}",
-        platform="dingtalk",
-        app="ding",
-        tenant="acme",
-        chat_id=conversation,
-        reply_handle=ReplyHandle(
-            kind=REPLY_HANDLE_DINGTALK_SESSION_WEBHOOK,
-            url=url,
-            chat_id=conversation,
-            expires_at=expires,
-            chat_kind="group",
-        ),
+    return dingtalk_session_reply(
+        platforms,
+        conversation,
+        f"reply-{uuid.uuid4().hex[:12]}",
+        chat_kind="group",
         stream_id="s",
         final=False,
     )
