@@ -49,7 +49,9 @@ async def deliver_outside_a_fetch(nc: Client, stream: str, loop: ConsumerLoop[by
     assert puller is not None
     await nc.publish(
         f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{DURABLE}",
-        b'{"batch":1,"no_wait":true}',
+        # Lingering, not no_wait: a loaded server may not have signalled the consumer about
+        # the message just stored, and a no_wait pull would answer 404 instead of waiting.
+        b'{"batch":1,"expires":5000000000}',
         reply=f"{puller._inbox}.stray",
     )
     await eventually(lambda: puller.held == 1, "the message to reach the loop's inbox")

@@ -59,6 +59,11 @@ async def fetched(
     return await asyncio.wait_for(fetch, HANG_S)
 
 
+# The scripted consumer's requests go under a prefix of their own: under ``$JS.API`` the
+# server's JetStream would answer them too (no such stream), racing the script's answers.
+SCRIPTED_API = "scripted.API"
+
+
 class ScriptedConsumer:
     """Receives the pull requests for ``<stream>.d`` and lets the test answer them."""
 
@@ -67,7 +72,9 @@ class ScriptedConsumer:
         self.requests: asyncio.Queue[Msg] = asyncio.Queue()
 
     async def start(self) -> None:
-        await self.nc.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.d", cb=self.requests.put)
+        await self.nc.subscribe(
+            f"{SCRIPTED_API}.CONSUMER.MSG.NEXT.{self.stream}.d", cb=self.requests.put
+        )
         await self.nc.flush()
 
     async def request(self) -> Msg:
@@ -96,7 +103,7 @@ async def scripted(nc: Client, puller_conn: Client) -> tuple[ScriptedConsumer, P
     stream = unique()
     consumer = ScriptedConsumer(nc, stream)
     await consumer.start()
-    puller = Puller(puller_conn, stream, "d")
+    puller = Puller(puller_conn, stream, "d", api_prefix=SCRIPTED_API)
     await puller.subscribe()
     return consumer, puller
 
