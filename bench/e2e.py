@@ -1227,42 +1227,30 @@ def phases(a: argparse.Namespace) -> list[dict[str, Any]]:
             "targets": [RAW, HUB],
         }
 
+    def at_rate(name: str, kind: str, rate: float, seconds: float) -> dict[str, Any]:
+        """Feishu events sent at a fixed rate; latency counted from each one's scheduled time."""
+        return {
+            "name": f"{name}@{rate:g}",
+            "mode": "open",
+            "platform": "feishu",
+            "kind": kind,
+            "rate": rate,
+            "conns": a.window,
+            "seconds": seconds,
+            "baseline_seconds": seconds,
+            "drain_s": a.drain,
+            "settle_s": a.settle,
+            "targets": [RAW, HUB],
+        }
+
     plan = [
         {**closed("warmup", "feishu", "help", 2.0), "window": 8, "baseline_seconds": 1.0},
         closed("feishu.help.throughput", "feishu", "help", a.seconds),
     ]
     for rate in a.rates:
-        plan.append(
-            {
-                "name": f"feishu.help.latency@{rate:g}",
-                "mode": "open",
-                "platform": "feishu",
-                "kind": "help",
-                "rate": rate,
-                "conns": a.window,
-                "seconds": a.latency_seconds,
-                "baseline_seconds": a.latency_seconds,
-                "drain_s": a.drain,
-                "settle_s": a.settle,
-                "targets": [RAW, HUB],
-            }
-        )
+        plan.append(at_rate("feishu.help.latency", "help", rate, a.latency_seconds))
     plan.append(closed("feishu.chat.throughput", "feishu", "chat", a.chat_seconds))
-    plan.append(
-        {
-            "name": f"feishu.chat.latency@{a.chat_rate:g}",
-            "mode": "open",
-            "platform": "feishu",
-            "kind": "chat",
-            "rate": a.chat_rate,
-            "conns": a.window,
-            "seconds": a.chat_latency_seconds,
-            "baseline_seconds": a.chat_latency_seconds,
-            "drain_s": a.drain,
-            "settle_s": a.settle,
-            "targets": [RAW, HUB],
-        }
-    )
+    plan.append(at_rate("feishu.chat.latency", "chat", a.chat_rate, a.chat_latency_seconds))
     plan.append(closed("dingtalk.help.throughput", "dingtalk", "help", a.dingtalk_seconds))
     # No AI card template: the final text alone, through the sessionWebhook, which has no
     # idempotency key (a repeat is a second message in the chat, counted as a duplicate).
