@@ -89,6 +89,24 @@ CHANNELS: Final[tuple[Channel, ...]] = (
         },
     ),
     Channel(
+        "alertActions",
+        "alerting.action.{key}",
+        streams.ALERTS,
+        "Acknowledge, Silence or Resolve pressed on an alert card by an admin; the router "
+        "publishes, the watchdog applies.",
+        ("AlertActionRequested",),
+        {"key": {"description": "The alert's key (contracts.events.alert_key)."}},
+    ),
+    Channel(
+        "alertStates",
+        "alerting.state.{key}",
+        streams.ALERTS,
+        "One alert's lifecycle, in order: acknowledged, silenced, resolved (by a person or "
+        "because its condition cleared). The notifier redraws the alert's cards in place.",
+        ("AlertStateChanged",),
+        {"key": {"description": "The alert's key (contracts.events.alert_key)."}},
+    ),
+    Channel(
         "taskRequested",
         "task.requested.{tenant}",
         streams.TASKS,
@@ -218,6 +236,8 @@ CHAT_COMMANDS: Final = channel("chatCommands")
 CHAT_QUERIES: Final = channel("chatQueries")
 CHAT_REPLIES: Final = channel("chatReplies")
 ALERTS: Final = channel("alerts")
+ALERT_ACTIONS: Final = channel("alertActions")
+ALERT_STATES: Final = channel("alertStates")
 TASK_REQUESTED: Final = channel("taskRequested")
 TASK_EVENTS: Final = channel("taskEvents")
 SCHEDULES: Final = channel("schedules")

@@ -13,7 +13,10 @@ from zhongshu.contracts.events import (
     ALL_EVENTS,
     REPLY_HANDLE_DINGTALK_SESSION_WEBHOOK,
     REPLY_HANDLE_FEISHU_MESSAGE,
+    AlertActionRequested,
+    AlertActor,
     AlertRaised,
+    AlertStateChanged,
     AttachmentRef,
     AuditRecorded,
     BotMembershipChanged,
@@ -193,6 +196,37 @@ _EXAMPLES: Final[dict[type[Event], Event]] = {
         labels={"service": "notifier"},
         dedupe_key="service-down:notifier",
     ),
+    AlertActionRequested: AlertActionRequested(
+        key="5f1c0e2a9b7d4c3e8a6f1b2d",
+        action="acknowledge",
+        actor=AlertActor(
+            id="ou_7d8a6e6df7621556ce0d21922b676706",
+            name="Li Lei",
+            platform="feishu",
+            app="ops-bot",
+        ),
+        tenant=TENANT,
+        chat_id="oc_5ad11d72b830411d72b836c20",
+        message_id="om_dc13264520392913993dd051dba21dcf",
+    ),
+    AlertStateChanged: AlertStateChanged(
+        key="5f1c0e2a9b7d4c3e8a6f1b2d",
+        state="acknowledged",
+        level="error",
+        source="watchdog",
+        title="notifier is down",
+        detail="no heartbeat from notifier for 60 s",
+        tenant=TENANT,
+        labels={"service": "notifier"},
+        actor=AlertActor(
+            id="ou_7d8a6e6df7621556ce0d21922b676706",
+            name="Li Lei",
+            platform="feishu",
+            app="ops-bot",
+        ),
+        raised_at=AT,
+        occurrences=3,
+    ),
     TaskRequested: TaskRequested(
         task_id="0195b2a4c0e07e5a9d6f0c1b2a3d4e5f",
         tenant=TENANT,
@@ -348,6 +382,10 @@ def example_subject(event: Event) -> str:
             return subjects.delivery(status, event.platform, TENANT)
         case AlertRaised():
             return subjects.alert(event.level, event.source)
+        case AlertActionRequested():
+            return subjects.alert_action(event.key)
+        case AlertStateChanged():
+            return subjects.alert_state(event.key)
         case TaskRequested():
             return subjects.task_requested(event.tenant)
         case TaskStarted() | TaskProgressed() | TaskToolCalled() | TaskCompleted() | TaskFailed():

@@ -107,8 +107,9 @@ CHAT_QUERIES: Final = StreamSpec(
 
 ALERTS: Final = StreamSpec(
     name="ALERTS",
-    subjects=(subjects.ALL_ALERTS,),
-    description="Warning, error and critical alerts from chat, the watchdog and other teams",
+    subjects=(subjects.ALL_ALERTS, subjects.ALL_ALERTING),
+    description="Warning, error and critical alerts from chat, the watchdog and other teams, "
+    "and their lifecycle (alerting.action.<key>, alerting.state.<key>)",
     # Alerts are rare and small; 1 GiB is plenty unless something floods, and then the newest
     # alerts matter more than the oldest.
     max_age_s=30 * _DAY,

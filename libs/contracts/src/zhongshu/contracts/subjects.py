@@ -69,6 +69,16 @@ def alert(level: str, source: str) -> str:
     return "alert." + _join(level, source)
 
 
+def alert_action(key: str) -> str:
+    """`alerting.action.<key>`: a person's Acknowledge, Silence or Resolve on one alert."""
+    return "alerting.action." + _join(key)
+
+
+def alert_state(key: str) -> str:
+    """`alerting.state.<key>`: one alert's lifecycle changes, in order."""
+    return "alerting.state." + _join(key)
+
+
 def task_requested(tenant: str) -> str:
     """`task.requested.<tenant>`: a task to run, from the gateway or a schedule."""
     return "task.requested." + _join(tenant)
@@ -130,6 +140,9 @@ ALL_CHAT_COMMANDS: Final = "chat.command.>"
 ALL_CHAT_QUERIES: Final = "chat.query.>"
 ALL_CHAT_REPLIES: Final = "chat.reply.>"
 ALL_ALERTS: Final = "alert.>"
+ALL_ALERTING: Final = "alerting.>"
+ALL_ALERT_ACTIONS: Final = "alerting.action.*"
+ALL_ALERT_STATES: Final = "alerting.state.*"
 ALL_TASK_REQUESTED: Final = "task.requested.>"
 ALL_TASK_EVENTS: Final = "task.event.>"
 ALL_SCHEDULES: Final = "schedule.*.*"

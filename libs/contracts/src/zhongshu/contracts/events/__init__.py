@@ -2,7 +2,19 @@
 
 from typing import Final
 
-from zhongshu.contracts.events.alerts import AlertLevel, AlertRaised
+from zhongshu.contracts.events.alerts import (
+    ALERT_ACTIONS,
+    CARD_VALUE_KEY,
+    DEFAULT_SILENCE_S,
+    AlertAction,
+    AlertActionRequested,
+    AlertActor,
+    AlertLevel,
+    AlertRaised,
+    AlertState,
+    AlertStateChanged,
+    alert_key,
+)
 from zhongshu.contracts.events.audit import (
     OUTCOME_AMBIGUOUS,
     OUTCOME_DENIED,
@@ -71,6 +83,8 @@ ALL_EVENTS: Final[tuple[type[Event], ...]] = (
     ReplyDelivered,
     ReplyDeliveryFailed,
     AlertRaised,
+    AlertActionRequested,
+    AlertStateChanged,
     TaskRequested,
     TaskStarted,
     TaskProgressed,
@@ -103,7 +117,10 @@ EVENT_TYPES: Final[dict[str, type[Event]]] = _registry(ALL_EVENTS)
 """CloudEvents `type` -> event class, for every event zhongshu defines."""
 
 __all__ = [
+    "ALERT_ACTIONS",
     "ALL_EVENTS",
+    "CARD_VALUE_KEY",
+    "DEFAULT_SILENCE_S",
     "DELIVERY_TARGET_CALLBACK",
     "DELIVERY_TARGET_CHAT",
     "EVENT_TYPES",
@@ -116,8 +133,13 @@ __all__ = [
     "REPLY_HANDLE_DINGTALK_SESSION_WEBHOOK",
     "REPLY_HANDLE_FEISHU_CHAT",
     "REPLY_HANDLE_FEISHU_MESSAGE",
+    "AlertAction",
+    "AlertActionRequested",
+    "AlertActor",
     "AlertLevel",
     "AlertRaised",
+    "AlertState",
+    "AlertStateChanged",
     "AttachmentRef",
     "AuditRecorded",
     "AwareDatetime",
@@ -157,4 +179,5 @@ __all__ = [
     "TaskStarted",
     "TaskToolCalled",
     "WorkflowRef",
+    "alert_key",
 ]
