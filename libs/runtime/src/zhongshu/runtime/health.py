@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from zhongshu.runtime import procmetrics
 from zhongshu.runtime.errors import ConfigurationError
 from zhongshu.runtime.webhooks import ASGIApp, Webhook, WebhookFront
 
@@ -32,6 +33,7 @@ def build_app(
     """The side port's app: health, readiness and metrics, plus any routes (the gateway's API)
     and platform webhooks the service serves itself, so one port per process carries all its
     HTTP. Webhooks are matched first, as bare ASGI (``runtime.webhooks``)."""
+    procmetrics.register()
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"service": service, "status": "ok"})
