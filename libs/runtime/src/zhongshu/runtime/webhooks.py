@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+from prometheus_client import Counter
 
 from zhongshu.runtime.errors import ServiceStopped
 
@@ -26,6 +27,13 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 JSON = b"application/json"
 _PARAM = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 _encode = msgspec.json.Encoder().encode
+
+ANSWERED = Counter(
+    "zhongshu_webhook_requests_total",
+    "Platform webhook requests answered, by path template and status (5xx: the platform "
+    "retries; the ingress API's success rate)",
+    ("route", "status"),
+)
 
 
 class WebhookRequest:
@@ -111,6 +119,13 @@ class WebhookFront:
     def __init__(self, webhooks: list[Webhook], fallback: ASGIApp) -> None:
         self._routes = [(hook.pattern(), hook) for hook in webhooks]
         self._fallback = fallback
+        self._answered: dict[tuple[str, int], Counter] = {}  # bound, one per path and status
+
+    def _count(self, hook: Webhook, status: int) -> None:
+        counter = self._answered.get((hook.path, status))
+        if counter is None:
+            counter = self._answered[hook.path, status] = ANSWERED.labels(hook.path, str(status))
+        counter.inc()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -130,6 +145,10 @@ class WebhookFront:
                     # Starting or draining: the platform retries a 503 later, never a 500's
                     # "your request is broken".
                     response = WebhookResponse.json({"error": "service unavailable"}, 503)
+                except Exception:
+                    self._count(hook, 500)  # uvicorn answers 500
+                    raise
+                self._count(hook, response.status)
                 await _respond(send, response)
                 return
         await self._fallback(scope, receive, send)
