@@ -330,6 +330,26 @@ SUBSCRIPTIONS_KV: Final = KeyValueSpec(
     max_bytes=64 * 1024**2,
 )
 
+HEARTBEATS_KV: Final = KeyValueSpec(
+    bucket="heartbeats",
+    description="Every running service instance under <service>.<instance>, rewritten every few "
+    "seconds (contracts.heartbeats); a graceful stop deletes its key",
+    # A day: a process killed for good leaves its key, and the watchdog reports it down long
+    # before; after a day the key goes and an open "down" alert stays open on its own record.
+    ttl_s=24 * _HOUR,
+    max_bytes=64 * 1024**2,
+)
+
+ALERTS_KV: Final = KeyValueSpec(
+    bucket="alerts",
+    description="The lifecycle state of each alert under its alert_key (raised, acknowledged, "
+    "silenced, resolved), written by the watchdog with compare-and-set",
+    # No TTL: an alert silenced or acknowledged for weeks must not lose its state. Five
+    # revisions show an operator the recent transitions (`nats kv history alerts <key>`).
+    history=5,
+    max_bytes=256 * 1024**2,
+)
+
 KV_BUCKETS: Final[tuple[KeyValueSpec, ...]] = (
     DEDUPE_KV,
     CONFIG_KV,
@@ -339,6 +359,8 @@ KV_BUCKETS: Final[tuple[KeyValueSpec, ...]] = (
     WORKFLOWS_KV,
     TRIGGERS_KV,
     SUBSCRIPTIONS_KV,
+    HEARTBEATS_KV,
+    ALERTS_KV,
 )
 
 TOTAL_RESERVED_BYTES: Final = sum(

@@ -46,6 +46,7 @@ from zhongshu.runtime import bus, gctuning, telemetry
 from zhongshu.runtime.consumer import ConsumerLoop, ConsumerSpec, Decoder, Delivery
 from zhongshu.runtime.errors import ConfigurationError, RuntimeFailure, ServiceStopped
 from zhongshu.runtime.health import HealthServer, ReadinessCheck, build_app
+from zhongshu.runtime.heartbeat import Heartbeats
 from zhongshu.runtime.periodic import Periodic
 from zhongshu.runtime.settings import ServiceSettings, load_settings
 from zhongshu.runtime.webhooks import Webhook
@@ -109,6 +110,7 @@ class Service(Generic[S, D]):
         self._publisher: bus.Publisher | None = None
         self._health: HealthServer | None = None
         self._metrics: Periodic | None = None
+        self.heartbeats: Heartbeats | None = None
 
     # ------------------------------------------------------------------ declaration
 
@@ -283,6 +285,11 @@ class Service(Generic[S, D]):
         interval = float(os.environ.get("ZHONGSHU_METRICS_INTERVAL_S", "5"))
         self._metrics = Periodic("metrics", interval, self._refresh_metrics, wait_first=True)
         self._metrics.start()
+        if self._settings.heartbeat_interval_s:
+            self.heartbeats = Heartbeats(
+                self._js, self.name, checks, interval_s=self._settings.heartbeat_interval_s
+            )
+            self.heartbeats.start()
         log.info(
             "%s started: %d consumer(s), health on http://%s:%d",
             self.name,
@@ -294,6 +301,8 @@ class Service(Generic[S, D]):
     async def stop(self) -> None:
         """Stop fetching, finish in-flight work and ack it, close the lifespan, disconnect."""
         timeout = self._settings.drain_timeout_s if self._settings else 30.0
+        if self.heartbeats is not None:
+            await self.heartbeats.stop()
         if self._metrics is not None:
             await self._metrics.stop()
         await asyncio.gather(*(loop.stop(timeout) for loop in self.loops))

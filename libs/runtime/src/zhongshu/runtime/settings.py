@@ -34,6 +34,11 @@ class ServiceSettings(BaseSettings):
         default=None, gt=0, description="override every consumer's ack_wait (redelivery delay)"
     )
     uvloop: bool = True
+    heartbeat_interval_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="how often this instance writes its heartbeat for the watchdog; 0 = never",
+    )
     gc_gen0_threshold: int = Field(
         default=10_000,
         ge=0,
