@@ -35,7 +35,7 @@ def test_overlap_check_follows_nats_wildcards(first: str, second: str, expected:
 
 def test_every_stream_and_bucket_has_a_unique_name() -> None:
     names = [stream.name for stream in streams.STREAMS]
-    assert len(set(names)) == len(names) == 12
+    assert len(set(names)) == len(names) == 13
     buckets = [kv.bucket for kv in streams.KV_BUCKETS]
     assert len(set(buckets)) == len(buckets)
 
@@ -68,9 +68,12 @@ def test_limits_are_bounded_where_they_must_be() -> None:
     for spec in streams.STREAMS:
         assert spec.duplicate_window_s == 120.0
         assert spec.max_bytes > 0, f"{spec.name} needs a byte cap"
-        if spec is not streams.SCHEDULES:
+        if spec.archived and spec is not streams.SCHEDULES:
             assert spec.max_age_s >= 30 * 86400, spec.name
     assert streams.AUDIT.max_age_s > 365 * 86400
+    # Telemetry lives for hours, in memory, and is never archived.
+    assert streams.TRACES.storage == "memory" and not streams.TRACES.archived
+    assert 3600 <= streams.TRACES.max_age_s <= 6 * 3600
 
 
 def test_dedupe_bucket_outlives_platform_retries() -> None:

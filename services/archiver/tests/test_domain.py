@@ -268,3 +268,4 @@ def test_unknown_streams_are_refused_by_name() -> None:
         stream_names(ArchiverSettings(archive_streams=["TASKS", "NOPE"]))
     assert stream_names(ArchiverSettings(archive_streams=["TASKS", "TASKS"])) == ["TASKS"]
     assert "DLQ" in stream_names(ArchiverSettings())
+    assert "TRACES" not in stream_names(ArchiverSettings())  # hours of telemetry, not a record

@@ -58,6 +58,8 @@ class StreamSpec(msgspec.Struct, frozen=True, kw_only=True):
     """What a full stream does: drop its oldest messages, or refuse new ones."""
     sources: tuple[StreamSourceSpec, ...] = ()
     """Other streams this one copies messages from, besides its own `subjects`."""
+    archived: bool = True
+    """Whether the archiver copies it to the cold archive (short-lived telemetry is not)."""
 
 
 class KeyValueSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -229,6 +231,22 @@ WORKFLOWS: Final = StreamSpec(
     max_bytes=5 * _GIB,
 )
 
+TRACES: Final = StreamSpec(
+    name="TRACES",
+    subjects=(subjects.ALL_TRACES,),
+    description=(
+        "Finished spans (trace.span.<trace id>) and the ids that find them "
+        "(trace.index.<digest>), for `zhongshu trace` when no collector is configured"
+    ),
+    # Telemetry for the last hours, not a record: in memory, because a file stream fsyncs every
+    # message under `sync_interval: always` (~100 us of the server's CPU per span), and a span
+    # is worth less than that. A restart of nats-server forgets them; the cap bounds the RAM.
+    storage="memory",
+    max_age_s=3 * _HOUR,
+    max_bytes=256 * 1024**2,
+    archived=False,
+)
+
 STREAMS: Final[tuple[StreamSpec, ...]] = (
     CHAT_INBOUND,
     CHAT_COMMANDS,
@@ -242,6 +260,7 @@ STREAMS: Final[tuple[StreamSpec, ...]] = (
     AUDIT,
     DLQ,
     WORKFLOWS,
+    TRACES,
 )
 """Every stream, in provisioning order: SCHEDULES may exist before or after TASKS (a source
 that does not exist yet is retried by the server)."""
@@ -364,7 +383,13 @@ KV_BUCKETS: Final[tuple[KeyValueSpec, ...]] = (
 )
 
 TOTAL_RESERVED_BYTES: Final = sum(
-    cap for cap in (*(s.max_bytes for s in STREAMS), *(b.max_bytes for b in KV_BUCKETS)) if cap > 0
+    cap
+    for cap in (
+        *(s.max_bytes for s in STREAMS if s.storage == "file"),
+        *(b.max_bytes for b in KV_BUCKETS),
+    )
+    if cap > 0
 )
-"""Storage JetStream reserves for all of the above: a server with less refuses to create them
-(err 10047, "insufficient storage resources available")."""
+"""File storage JetStream reserves for all of the above: a server with less refuses to create
+them (err 10047, "insufficient storage resources available"). Memory streams (TRACES) reserve
+from the server's memory budget instead."""

@@ -133,6 +133,17 @@ def dlq(stream: str, consumer: str) -> str:
     return "dlq." + _join(stream, consumer)
 
 
+def trace_span(trace_id: str) -> str:
+    """`trace.span.<trace id>`: the finished spans of one trace (32 hex digits)."""
+    return "trace.span." + sanitize_token(trace_id)
+
+
+def trace_index(key: str) -> str:
+    """`trace.index.<digest>`: which trace an id (task, envelope, platform message) belongs to.
+    A digest, not the id: ids may be long or hold characters tokens would merge."""
+    return "trace.index." + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
 # --- Filters: what consumers subscribe to ---------------------------------------------------------
 
 ALL_CHAT_INBOUND: Final = "chat.inbound.>"
@@ -156,6 +167,7 @@ ALL_WORKFLOW: Final = "workflow.>"
 ALL_DELIVERIES: Final = "delivery.>"
 ALL_AUDIT: Final = "audit.>"
 ALL_DLQ: Final = "dlq.>"
+ALL_TRACES: Final = "trace.>"
 
 
 def chat_inbound_for(platform: str) -> str:

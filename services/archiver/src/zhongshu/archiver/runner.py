@@ -35,7 +35,7 @@ def stream_names(settings: ArchiverSettings) -> list[str]:
     """The streams to archive; a name contracts do not declare stops the start."""
     declared = [s.name for s in STREAMS]
     if not settings.archive_streams:
-        return declared
+        return [s.name for s in STREAMS if s.archived]
     unknown = sorted(set(settings.archive_streams) - set(declared))
     if unknown:
         raise ConfigurationError(
