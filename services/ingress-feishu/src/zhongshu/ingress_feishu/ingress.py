@@ -19,6 +19,7 @@ from zhongshu.contracts import subjects
 from zhongshu.contracts.events import CardActionReceived
 from zhongshu.contracts.ids import derive_msg_id
 from zhongshu.ingress_feishu import domain
+from zhongshu.ingress_feishu.answers import AlertHandlers, card_answer
 from zhongshu.ingress_feishu.normalize import (
     BotIdentity,
     Context,
@@ -49,6 +50,7 @@ class FeishuApp:
     app_id: str = ""
     app_secret: str = field(default="", repr=False)
     long_connection: bool = False
+    alert_handlers: AlertHandlers = field(default_factory=AlertHandlers)
 
     @functools.cached_property
     def context(self) -> Context:
@@ -83,6 +85,9 @@ class FeishuApp:
             app_id=creds.app_id,
             app_secret=creds.app_secret.get_secret_value(),
             long_connection="long_connection" in creds.receive,
+            alert_handlers=AlertHandlers(
+                admins=frozenset(app.access.admins), deny=frozenset(app.access.deny)
+            ),
         )
 
 
@@ -154,12 +159,16 @@ class FeishuIngress:
             log.warning("bus unavailable, answering 503 so Feishu retries: %r", exc)
             return BUS_DOWN
         if isinstance(result.event, CardActionReceived):
-            # A card click is answered with the configured toast or card; the older card
-            # format takes a card (or nothing), not a toast, so it gets an empty object.
-            return WebhookResponse.json(
-                dict(self.settings.card_response) if "header" in opened.payload else {}
-            )
+            # A card click is answered with a toast (an alert button's says whether the user
+            # may press it) or the configured card; the older card format takes a card (or
+            # nothing), not a toast, so it gets an empty object.
+            if "header" not in opened.payload:
+                return WebhookResponse.json({})
+            return WebhookResponse.json(self.card_answer(app, result.event))
         return SUCCESS
+
+    def card_answer(self, app: FeishuApp, event: CardActionReceived) -> dict[str, Any]:
+        return card_answer(event, app.alert_handlers, self.settings.card_response)
 
     async def pushed(self, app: FeishuApp, kind: str, payload: bytes) -> tuple[int, bytes | None]:
         """An event or card action from the long connection: already authenticated by the
@@ -182,7 +191,7 @@ class FeishuIngress:
             return rejection.status, None
         await self.publish(app, result)
         if isinstance(result.event, CardActionReceived):
-            return 200, json.dumps(self.settings.card_response).encode()
+            return 200, json.dumps(self.card_answer(app, result.event)).encode()
         return 200, None
 
     async def publish(self, app: FeishuApp, result: Result) -> Outcome:

@@ -18,6 +18,7 @@ from zhongshu.contracts.events.chat import (
     ReplyHandle,
 )
 from zhongshu.notifier.adapters import feishu
+from zhongshu.notifier.adapters.alertcards import SentCard
 from zhongshu.notifier.adapters.dingtalk import AI_CARD_PROCESSING, CardSpace, DingTalkAdapter
 from zhongshu.notifier.adapters.feishu import FeishuAdapter
 from zhongshu.notifier.adapters.ratelimit import Limit, SlidingWindowLimiter
@@ -55,6 +56,17 @@ class CardStream:
 
 
 @dataclass(frozen=True)
+class CardTarget:
+    """A channel whose cards can carry callback buttons and be redrawn later: an app's chat
+    (a robot webhook can neither receive a click nor update what it sent). The ref its send
+    returns (``Delivered.platform_message_id``) names the card for :func:`card_update_channel`."""
+
+    platform: str
+    app: str
+    chat: str
+
+
+@dataclass(frozen=True)
 class Channel:
     description: str
     platform: str
@@ -63,6 +75,7 @@ class Channel:
     limits: tuple[Limit, ...]
     send: Callable[[Outgoing], Awaitable[SendResult]]
     stream: CardStream | None = None
+    cards: CardTarget | None = None
 
 
 @dataclass(frozen=True)
@@ -451,6 +464,9 @@ def alert_channel(
         app = config.apps.get(route.app)
         if app is None:
             raise NoRoute(f"alert route names unknown app {route.app!r}")
+        target = CardTarget(app.platform, route.app, route.chat)
+        if app.platform == "dingtalk":
+            return _dingtalk_card_channel(target, app.dingtalk, adapters.dingtalk, settings)
         reply = ReplyGenerated(
             reply_id="alert",
             platform=app.platform,
@@ -459,8 +475,92 @@ def alert_channel(
             chat_id=route.chat,
             kind="card",
         )
-        return reply_channel(reply, config, adapters, settings)
+        return replace(reply_channel(reply, config, adapters, settings), cards=target)
     raise NoRoute("alert route has neither a robot webhook nor an app and chat")
+
+
+def _dingtalk_card_channel(
+    target: CardTarget,
+    creds: DingTalkCredentials | None,
+    adapter: DingTalkAdapter,
+    settings: NotifierSettings,
+) -> Channel:
+    """Alert cards with buttons in a DingTalk chat: a card instance of the button template
+    (``outTrackId`` = the message's idempotency key, the send record's), delivered to the
+    group, or to the user's chat with the robot when the chat is a staff id."""
+    if creds is None:
+        raise NoRoute(f"no DingTalk app {target.app!r} configured to send cards")
+    conversation_id, staff_id = _dingtalk_addressee(None, target.chat)
+    space = CardSpace(conversation_id=conversation_id, staff_id=staff_id)
+    app_key, app_secret = creds.app_key, creds.app_secret.get_secret_value()
+    robot_code = creds.robot_code or creds.app_key
+    template_id = settings.dingtalk_alert_card_template
+    limit = Limit(
+        f"dingtalk:{target.app}:{target.chat}",
+        settings.dingtalk_robot_per_window,
+        settings.dingtalk_robot_window_s,
+    )
+
+    async def send_card(message: Outgoing) -> SendResult:
+        if not message.idempotency_key:
+            return Rejected("a DingTalk card needs an outTrackId", "outTrackId")
+        return await adapter.send_button_card(
+            app_key=app_key,
+            app_secret=app_secret,
+            robot_code=robot_code,
+            template_id=template_id,
+            out_track_id=out_track_id(message.idempotency_key),
+            space=space,
+            message=message,
+        )
+
+    # No idempotency key for createAndDeliver: an unknown outcome is not sent again.
+    return Channel(
+        "dingtalk card", "dingtalk", False, NEVER_SPLIT, (limit,), send_card, cards=target
+    )
+
+
+def out_track_id(key: str) -> str:
+    """A DingTalk card id from any key (the platform allows letters, digits, ``-`` and ``_``)."""
+    return "zs-" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+def card_update_channel(
+    card: SentCard, config: HubConfig, adapters: Adapters, settings: NotifierSettings
+) -> Channel:
+    """Redraws a card sent earlier through an app (by its ref), with the app's credentials as
+    configured now. Setting the same card again is harmless: a resend after a crash is safe."""
+    app = config.apps.get(card.app)
+    if card.platform == "feishu":
+        if app is None or app.feishu is None:
+            raise NoRoute(f"no Feishu app {card.app!r} configured to update its cards")
+        app_id, secret = app.feishu.app_id, app.feishu.app_secret.get_secret_value()
+        message_id = card.ref
+
+        async def update_feishu(message: Outgoing) -> SendResult:
+            return await adapters.feishu.update_card(
+                app_id=app_id, app_secret=secret, message_id=message_id, message=message
+            )
+
+        per_message = Limit(
+            f"feishu:message:{message_id}",
+            settings.feishu_chat_per_window,
+            settings.feishu_chat_window_s,
+        )
+        limits = (per_message, *feishu_api_limits(settings, app_id, "im.message.patch"))
+        return Channel("feishu card update", "feishu", True, NEVER_SPLIT, limits, update_feishu)
+    if app is None or app.dingtalk is None:
+        raise NoRoute(f"no DingTalk app {card.app!r} configured to update its cards")
+    app_key, app_secret = app.dingtalk.app_key, app.dingtalk.app_secret.get_secret_value()
+    track_id = card.ref
+
+    async def update_dingtalk(message: Outgoing) -> SendResult:
+        return await adapters.dingtalk.update_button_card(
+            app_key=app_key, app_secret=app_secret, out_track_id=track_id, message=message
+        )
+
+    limit = Limit(f"dingtalk:card:{track_id}", settings.cardkit_card_per_s, 1.0)
+    return Channel("dingtalk card update", "dingtalk", True, NEVER_SPLIT, (limit,), update_dingtalk)
 
 
 def for_part(message: Outgoing, part: str, offset: int) -> Outgoing:

@@ -4,14 +4,21 @@ over-long text, and how an alert reads."""
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Literal
 
 import msgspec
 
 from zhongshu.contracts.events import AlertRaised
+from zhongshu.contracts.events.alerts import (
+    CARD_VALUE_KEY,
+    AlertAction,
+    AlertActor,
+    AlertStateChanged,
+    alert_key,
+)
 from zhongshu.contracts.ids import derive_msg_id
-from zhongshu.notifier.message import AlertColour, Outgoing
+from zhongshu.notifier.message import AlertColour, ButtonStyle, CardAction, Outgoing
 
 RecordState = Literal["pending", "sending", "delivered", "failed", "ambiguous"]
 TERMINAL: frozenset[str] = frozenset({"delivered", "failed", "ambiguous"})
@@ -115,15 +122,76 @@ def parts(text: str, max_bytes: int) -> list[str]:
 
 COLOURS: dict[str, AlertColour] = {"warning": "yellow", "error": "orange", "critical": "red"}
 
+# (action, label, style): the buttons of an alert card, in the order they are shown.
+ALERT_BUTTONS: tuple[tuple[AlertAction, str, ButtonStyle], ...] = (
+    ("acknowledge", "Acknowledge", "primary"),
+    ("silence", "Silence 1 h", "default"),
+    ("resolve", "Resolve", "danger"),
+)
+# The buttons that still mean something in each state (a resolved alert has none).
+BUTTONS_IN_STATE: dict[str, frozenset[str]] = {
+    "raised": frozenset({"acknowledge", "silence", "resolve"}),
+    "acknowledged": frozenset({"silence", "resolve"}),
+    "silenced": frozenset({"acknowledge", "resolve"}),
+    "resolved": frozenset(),
+}
+
 
 def fold_key(alert: AlertRaised) -> str:
     """Alerts with the same key are one ongoing problem: its dedupe key, else source + title."""
     return alert.dedupe_key or f"{alert.source}\x1f{alert.title}"
 
 
-def alert_message(alert: AlertRaised, *, repeats: int = 0, window_s: float = 0) -> Outgoing:
+def alert_actions(key: str, state: str) -> tuple[CardAction, ...]:
+    """The callback buttons of alert ``key`` in ``state``: each value names the alert and the
+    action (``{CARD_VALUE_KEY: key, "op": action}``), which the router turns into an
+    ``AlertActionRequested``."""
+    shown = BUTTONS_IN_STATE.get(state, frozenset())
+    return tuple(
+        CardAction(label, {CARD_VALUE_KEY: key, "op": action}, style)
+        for action, label, style in ALERT_BUTTONS
+        if action in shown
+    )
+
+
+def _who(actor: AlertActor | None) -> str:
+    return (actor.name or actor.id) if actor is not None else ""
+
+
+def _clock(at: datetime, zone: tzinfo) -> str:
+    return at.astimezone(zone).strftime("%H:%M %Z").strip()
+
+
+def status_line(changed: AlertStateChanged, at: datetime, zone: tzinfo = UTC) -> str:
+    """What the card says about the alert's state: who did what, when (``at``: when the state
+    changed, in ``zone``)."""
+    who, when = _who(changed.actor), _clock(at, zone)
+    if changed.state == "acknowledged":
+        return f"Acknowledged by {who} at {when}" if who else f"Acknowledged at {when}"
+    if changed.state == "silenced":
+        until = _clock(changed.silenced_until, zone) if changed.silenced_until else "further notice"
+        return f"Silenced until {until}" + (f" by {who}" if who else "")
+    if changed.state == "resolved":
+        if changed.actor is None or not who or not changed.actor.platform:
+            return f"Resolved automatically: {changed.reason or 'condition cleared'}"
+        return f"Resolved by {who} at {when}"
+    return ""
+
+
+def alert_message(
+    alert: AlertRaised | AlertStateChanged,
+    *,
+    repeats: int = 0,
+    window_s: float = 0,
+    state: str = "raised",
+    status: str = "",
+    buttons: bool = True,
+) -> Outgoing:
     """An alert as a card whose header colour says the level; ``repeats`` folds the copies seen
-    within the window into one line."""
+    within the window into one line; ``status`` says who acknowledged, silenced or resolved
+    it; ``buttons`` puts the callback buttons that still apply in ``state`` under it (only
+    where a click can come back: cards sent through an app)."""
+    key = alert.key if isinstance(alert, AlertStateChanged) else alert_key(alert)
     lines = [alert.detail] if alert.detail else []
     lines.append(f"**source** {alert.source} · **level** {alert.level}")
     if alert.tenant:
@@ -132,7 +200,21 @@ def alert_message(alert: AlertRaised, *, repeats: int = 0, window_s: float = 0) 
         lines.append(f"**{name}** {value}")
     if repeats:
         lines.append(f"**repeated {repeats} more time(s) in the last {window_s:.0f} s**")
+    if status:
+        lines.append(f"**{status}**")
     title = f"[{alert.level.upper()}] {alert.title}"
     if repeats:
         title += f" (×{repeats + 1})"
-    return Outgoing(kind="card", text="\n\n".join(lines), title=title, colour=COLOURS[alert.level])
+    colour: AlertColour = "green" if state == "resolved" else COLOURS[alert.level]
+    return Outgoing(
+        kind="card",
+        text="\n\n".join(lines),
+        title=title,
+        colour=colour,
+        actions=alert_actions(key, state) if buttons else (),
+    )
+
+
+def silenced(state: str, until: datetime | None, now: datetime) -> bool:
+    """Whether repeats of an alert are held back: silenced, and the silence not over."""
+    return state == "silenced" and until is not None and now < until

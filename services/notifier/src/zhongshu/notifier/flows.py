@@ -8,8 +8,9 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import msgspec
 from prometheus_client import Counter
@@ -19,14 +20,17 @@ from zhongshu.contracts import subjects
 from zhongshu.contracts.envelope import Envelope
 from zhongshu.contracts.events import (
     AlertRaised,
+    AlertStateChanged,
     AuditRecorded,
     ReplyDelivered,
     ReplyDeliveryFailed,
     ReplyGenerated,
+    alert_key,
 )
 from zhongshu.contracts.events.audit import OUTCOME_AMBIGUOUS
 from zhongshu.contracts.ids import derive_msg_id
 from zhongshu.notifier import domain
+from zhongshu.notifier.adapters.alertcards import AlertCardBook, AlertCards, SentCard
 from zhongshu.notifier.adapters.alertwindow import AlertWindow
 from zhongshu.notifier.adapters.ledger import Fenced, Ledger
 from zhongshu.notifier.adapters.ratelimit import Confirm, SlidingWindowLimiter
@@ -38,6 +42,7 @@ from zhongshu.notifier.channels import (
     Channel,
     NoRoute,
     alert_channel,
+    card_update_channel,
     for_part,
     reply_channel,
 )
@@ -45,6 +50,7 @@ from zhongshu.notifier.delivery import PENDING, Busy, RetryLater, deliver_once
 from zhongshu.notifier.domain import DeliveryRecord
 from zhongshu.notifier.keyedlocks import Held, KeyedLocks
 from zhongshu.notifier.message import Outgoing
+from zhongshu.notifier.redaction import SecretGuard
 from zhongshu.notifier.settings import NotifierSettings
 from zhongshu.runtime import Delivery
 from zhongshu.runtime.hubconfig import HubConfig
@@ -66,6 +72,15 @@ SKIPPED_CHUNKS = Counter(
 RATE_WAIT = Counter(
     "zhongshu_notifier_rate_limit_wait_seconds_total", "Time spent waiting for a send slot"
 )
+SILENCED = Counter(
+    "zhongshu_notifier_alerts_silenced_total", "Alerts not sent because their alert is silenced"
+)
+REDACTED = Counter(
+    "zhongshu_notifier_secrets_redacted_total",
+    "Outgoing messages in which a configured secret was masked",
+    ("kind",),
+)
+SECRET_ALERT_TITLE = "a configured secret was about to be sent"
 
 
 @dataclass(frozen=True)
@@ -85,12 +100,20 @@ class Notifier:
     limiter: SlidingWindowLimiter
     window: AlertWindow
     streams: StreamState
+    cards: AlertCardBook
+    guard: SecretGuard = dataclasses.field(default_factory=SecretGuard)
     _replies: KeyedLocks = dataclasses.field(default_factory=KeyedLocks, init=False)
+    _alerts: KeyedLocks = dataclasses.field(default_factory=KeyedLocks, init=False)
 
     # --- replies --------------------------------------------------------------------------
 
     async def reply(self, env: Envelope[ReplyGenerated], delivery: Delivery) -> None:
-        reply = env.data
+        reply, secrets_at = self.guard.reply(self.config(), env.data)
+        if secrets_at:
+            REDACTED.labels("reply").inc()
+            env = msgspec.structs.replace(env, data=reply)
+            where = f"reply {reply.reply_id} to {reply.platform} chat {reply.chat_id}"
+            await self._secret_seen(env, delivery, secrets_at, where, tenant=reply.tenant)
         try:
             channel = reply_channel(reply, self.config(), self.adapters, self.settings)
         except NoRoute as exc:
@@ -523,7 +546,40 @@ class Notifier:
         except Fenced as exc:
             raise Busy(str(exc)) from exc
 
+    # --- secrets --------------------------------------------------------------------------
+
+    async def _secret_seen(
+        self,
+        env: Envelope[Any],
+        delivery: Delivery,
+        where_configured: tuple[str, ...],
+        what: str,
+        *,
+        tenant: str | None,
+    ) -> None:
+        """A message held a configured secret (masked before it is sent): a critical alert that
+        says where the secret is configured, never the secret."""
+        fields = ", ".join(where_configured)
+        log.error("%s held a configured secret (%s): masked", what, fields)
+        alert = AlertRaised(
+            level="critical",
+            source="notifier",
+            title=SECRET_ALERT_TITLE,
+            detail=f"{what} held the value of {fields}; it was sent as ***. Rotate the "
+            "secret if the text came from a model or a tool.",
+            tenant=tenant or None,
+            labels={"configured_at": fields},
+            dedupe_key=f"notifier:secret-seen:{fields}",
+        )
+        out_id = derive_msg_id(env.id, "secret-seen")
+        await self._publish(delivery, subjects.alert("critical", "notifier"), alert, out_id, env)
+
     # --- alerts ---------------------------------------------------------------------------
+
+    @property
+    def _zone(self) -> tzinfo:
+        name = self.settings.alert_time_zone
+        return UTC if name.upper() == "UTC" else ZoneInfo(name)
 
     async def alert(self, env: Envelope[AlertRaised], delivery: Delivery) -> None:
         alert = env.data
@@ -532,21 +588,37 @@ class Notifier:
         if not routes:
             log.info("no alert route for level %s: %s dropped", alert.level, alert.title)
             return
+        key = alert_key(alert)
+        shown, _ = await self.cards.read(key)
+        if domain.silenced(shown.state, shown.silenced_until, datetime.now(UTC)):
+            SILENCED.inc()
+            log.info("alert %s is silenced until %s: not sent", key, shown.silenced_until)
+            return
         window_s = self.settings.alert_window_s
         fold = domain.record_key(domain.fold_key(alert))
         joined = await self.window.join(fold, env.id, window_s)
         if joined.role == "repeat":
             return
+        repeats = 0
         if joined.role == "first":
-            message, stage = domain.alert_message(alert), "first"
+            stage = "first"
         else:
             async with delivery.keepalive():
                 await asyncio.sleep(joined.left_s)
             repeats = await self.window.close(fold, joined.window_id, window_s)
             if repeats == 0:
                 return
-            message = domain.alert_message(alert, repeats=repeats, window_s=window_s)
             stage = "summary"
+        # A repeat of an alert someone acknowledged says so, and offers what still applies.
+        state = shown.state if shown.state != "resolved" else "raised"
+        status = shown.status if state != "raised" else ""
+        message = domain.alert_message(
+            alert, repeats=repeats, window_s=window_s, state=state, status=status
+        )
+        message, found = self.guard.message(config, message)
+        if found:
+            REDACTED.labels("alert").inc()
+            await self._secret_seen(env, delivery, found, f"alert {key}", tenant=alert.tenant)
         retry: list[str] = []
         for index, route in enumerate(routes):
             try:
@@ -554,11 +626,91 @@ class Notifier:
             except NoRoute as exc:
                 log.error("alert route %d of level %s: %s", index, alert.level, exc)
                 continue
-            key = domain.record_key("alert", stage, env.id, str(index))
+            record_key = domain.record_key("alert", stage, env.id, str(index))
+            # The record key names the send on the platform too (Feishu's uuid, DingTalk's
+            # outTrackId); only an app's chat can carry buttons that call back.
+            outgoing = dataclasses.replace(
+                message,
+                idempotency_key=record_key,
+                actions=message.actions if channel.cards is not None else (),
+            )
             try:
-                await self._deliver(key, channel, message, delivery, kind="alert")
+                record, _ = await self._deliver(
+                    record_key, channel, outgoing, delivery, kind="alert"
+                )
+                if channel.cards is not None and record.state == "delivered":
+                    await self._remember_card(key, channel, record, alert, outgoing, shown)
             except RetryLater as exc:
                 retry.append(f"route {index}: {exc}")
         if retry:
             # Routes already delivered are recorded in the ledger and are not sent again.
             raise RetryLater("; ".join(retry))
+
+    async def _remember_card(
+        self,
+        key: str,
+        channel: Channel,
+        record: DeliveryRecord,
+        alert: AlertRaised,
+        sent: Outgoing,
+        shown: AlertCards,
+    ) -> None:
+        """Keep the card for later updates; when the alert changed state while it was being
+        sent, redraw it at once (the change's own updates did not know it)."""
+        target = channel.cards
+        assert target is not None
+        if not record.platform_message_id:
+            log.warning("%s: no message id to update the alert card by", channel.description)
+            return
+        card = SentCard(
+            platform=target.platform,
+            app=target.app,
+            chat=target.chat,
+            ref=record.platform_message_id,
+        )
+        now = await self.cards.add(key, card)
+        if now.version == shown.version:
+            return
+        state = now.state
+        message = domain.alert_message(alert, state=state, status=now.status)
+        redraw = dataclasses.replace(
+            sent, text=message.text, actions=message.actions, colour=message.colour
+        )
+        update = card_update_channel(card, self.config(), self.adapters, self.settings)
+        result = await update.send(redraw)
+        log.info("alert card %s redrawn as %s: %s", card.ref, state, result)
+
+    async def alert_state(self, env: Envelope[AlertStateChanged], delivery: Delivery) -> None:
+        """Redraw every card of the alert with its new state, once per card: each update has
+        its own record, so a redelivered change updates nothing twice; an older change than
+        the one shown is not drawn (within a process one key's changes go one at a time)."""
+        changed = env.data
+        status = domain.status_line(changed, env.time, self._zone)
+        async with delivery.keepalive(), self._alerts.hold(changed.key):
+            shown, applied = await self.cards.apply(
+                changed.key,
+                state=changed.state,
+                status=status,
+                silenced_until=changed.silenced_until if changed.state == "silenced" else None,
+                version=delivery.msg.metadata.sequence.stream,
+            )
+            if not applied:
+                log.info("alert %s: %s is older than the state shown", changed.key, changed.state)
+                return
+            config = self.config()
+            message = domain.alert_message(changed, state=changed.state, status=status)
+            message, _ = self.guard.message(config, message)
+            retry: list[str] = []
+            for card in shown.cards:
+                try:
+                    channel = card_update_channel(card, config, self.adapters, self.settings)
+                except NoRoute as exc:
+                    log.error("alert card %s of %s: %s", card.ref, changed.key, exc)
+                    continue
+                record_key = domain.record_key("alert-state", env.id, card.platform, card.ref)
+                try:
+                    await self._deliver(record_key, channel, message, delivery, kind="alert_update")
+                except RetryLater as exc:
+                    retry.append(f"card {card.ref}: {exc}")
+            if retry:
+                raise RetryLater("; ".join(retry))

@@ -1,5 +1,5 @@
-"""The notifier's consumers: decode (done by the runtime), hand to a flow (replies, alerts,
-callbacks)."""
+"""The notifier's consumers: decode (done by the runtime), hand to a flow (replies, alerts and
+their state changes, callbacks)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,12 @@ from typing import Any
 
 from zhongshu.contracts import streams, subjects
 from zhongshu.contracts.envelope import Envelope
-from zhongshu.contracts.events import AlertRaised, ReplyGenerated, TaskRequested
+from zhongshu.contracts.events import (
+    AlertRaised,
+    AlertStateChanged,
+    ReplyGenerated,
+    TaskRequested,
+)
 from zhongshu.notifier import callbacks
 from zhongshu.notifier.callbacks import CallbackRetry, EventHead
 from zhongshu.notifier.resources import NotifierDeps, NotifierService
@@ -58,6 +63,20 @@ def register(
     )
     async def on_alert(deps: NotifierDeps, env: Envelope[AlertRaised], delivery: Delivery) -> None:
         await deps.notifier.alert(env, delivery)
+
+    @service.consumes(
+        stream=streams.ALERTS.name,
+        subjects=subjects.ALL_ALERT_STATES,
+        durable="notifier-alert-states",
+        event=AlertStateChanged,
+        concurrency=8,
+        max_deliver=10,
+        backoff_s=REPLY_BACKOFF_S,
+    )
+    async def on_alert_state(
+        deps: NotifierDeps, env: Envelope[AlertStateChanged], delivery: Delivery
+    ) -> None:
+        await deps.notifier.alert_state(env, delivery)
 
     register_callbacks(service, callback_retry)
 

@@ -1,4 +1,5 @@
-"""notifier: consumes ``chat.reply.>`` and ``alert.>``, delivers to DingTalk and Feishu once;
+"""notifier: consumes ``chat.reply.>``, ``alert.>`` and ``alerting.state.*`` (redraws alert
+cards), delivers to DingTalk and Feishu once;
 posts task and run events to callback URLs; publishes ``delivery.<status>.<platform>.<tenant>``.
 Wiring only."""
 

@@ -1,5 +1,6 @@
 """What the notifier opens at start and closes after its consumers have drained: Redis (tokens,
-rate limits, alert windows, stream state), one HTTP pool for the platforms, the live
+rate limits, alert windows, stream state), the delivery-state bucket (send records and which
+cards show each alert), one HTTP pool for the platforms, the live
 configuration unless a test fixes it, and the callback flow (its own pool and the subscriptions
 bucket's watch)."""
 
@@ -14,6 +15,7 @@ import httpx
 from redis.asyncio import Redis
 
 from zhongshu.contracts.streams import DELIVERY_STATE_KV
+from zhongshu.notifier.adapters.alertcards import AlertCardBook
 from zhongshu.notifier.adapters.alertwindow import AlertWindow
 from zhongshu.notifier.adapters.dingtalk import DingTalkAdapter
 from zhongshu.notifier.adapters.feishu import FeishuAdapter
@@ -58,11 +60,13 @@ def lifespan(
                 platform_http.client(timeout=settings.http_timeout_s)
             )
             limiter = SlidingWindowLimiter(redis, hold_s=settings.http_timeout_s + 5)
+            state_kv = await svc.js.key_value(DELIVERY_STATE_KV.bucket)
             notifier = Notifier(
                 settings=settings,
                 config=lambda: source.current,
                 adapters=adapters(settings, redis, http, limiter),
-                ledger=Ledger(await svc.js.key_value(DELIVERY_STATE_KV.bucket), svc.publisher),
+                ledger=Ledger(state_kv, svc.publisher),
+                cards=AlertCardBook(state_kv),
                 limiter=limiter,
                 window=AlertWindow(redis),
                 streams=StreamState(redis),

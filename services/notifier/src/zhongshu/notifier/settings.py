@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from zhongshu.notifier.adapters.dingtalk import BUTTON_CARD_TEMPLATE
 from zhongshu.platforms.settings import PlatformURLs
 from zhongshu.runtime.settings import ServiceSettings
 
@@ -52,6 +53,16 @@ class NotifierSettings(ServiceSettings, PlatformURLs):
     stream_update_share: float = Field(default=0.8, gt=0, le=1)
     alert_window_s: float = Field(
         default=60.0, gt=0, description="repeats of one alert within this are sent once, counted"
+    )
+    dingtalk_alert_card_template: str = Field(
+        default=BUTTON_CARD_TEMPLATE,
+        description="the DingTalk card template of alert cards with buttons (a markdown text "
+        "and msgButtons; default: DingTalk's public one) (ZHONGSHU_DINGTALK_ALERT_CARD_TEMPLATE)",
+    )
+    alert_time_zone: str = Field(
+        default="UTC",
+        description="the time zone of the times an alert card shows (an IANA name, e.g. "
+        "Asia/Shanghai) (ZHONGSHU_ALERT_TIME_ZONE)",
     )
     stream_min_interval_s: float = Field(
         default=0.2, gt=0, description="at most one streaming-card update per this per card"

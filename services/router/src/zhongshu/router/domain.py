@@ -13,6 +13,8 @@ from typing import Any
 
 from zhongshu.contracts.events import (
     OUTCOME_DENIED,
+    AlertActionRequested,
+    AlertActor,
     AlertRaised,
     AuditRecorded,
     CardActionReceived,
@@ -22,6 +24,7 @@ from zhongshu.contracts.events import (
     ReplyGenerated,
     Sender,
 )
+from zhongshu.contracts.events.alerts import ALERT_ACTIONS, CARD_VALUE_KEY, AlertAction
 from zhongshu.contracts.ids import derive_msg_id
 from zhongshu.router.rules import QUERY_COMMANDS, AlertSource, RouterRules
 from zhongshu.runtime.hubconfig import AccessRules, App, GroupRules, Rate
@@ -34,6 +37,7 @@ STAGE_COMMAND = "router.command"
 STAGE_QUERY = "router.query"
 STAGE_ALERT = "router.alert"
 STAGE_AUDIT = "router.audit"
+STAGE_ALERT_ACTION = "router.alert_action"
 
 ROLE_ADMIN = "admin"
 NOT_WHITELISTED = "not whitelisted"
@@ -246,6 +250,62 @@ def screen(event: Inbound, app: App, rules: RouterRules) -> Screened:
     else:
         what = classify_card_action(event, rules)
     return Addressed(what, decide_access(app.access, user_ids=user_ids, chat_id=event.chat_id))
+
+
+# --------------------------------------------------------------------------- alert cards
+
+
+@dataclass(frozen=True)
+class AlertClick:
+    """A click on an alert card's button: which alert, which action (None: the value names an
+    alert but no action we know, a forged or newer card)."""
+
+    key: str
+    action: AlertAction | None
+
+
+def alert_click(event: CardActionReceived) -> AlertClick | None:
+    """The alert action a card click asks for; None when the button is not an alert's."""
+    key = event.action.get(CARD_VALUE_KEY)
+    if not isinstance(key, str) or not key:
+        return None
+    op = event.action.get("op")
+    action: AlertAction | None = None
+    for known in ALERT_ACTIONS:
+        if op == known:
+            action = known
+    return AlertClick(key, action)
+
+
+def may_handle_alerts(rules: AccessRules, user_ids: frozenset[str]) -> bool:
+    """Only the app's admins press an alert's buttons (a denied id never, admin or not)."""
+    return bool(user_ids & set(rules.admins)) and not user_ids & set(rules.deny)
+
+
+def alert_action_requested(event: CardActionReceived, click: AlertClick) -> AlertActionRequested:
+    assert click.action is not None
+    return AlertActionRequested(
+        key=click.key,
+        action=click.action,
+        actor=AlertActor(
+            id=event.user.id, name=event.user.name, platform=event.platform, app=event.app
+        ),
+        tenant=event.tenant,
+        chat_id=event.chat_id or None,
+        message_id=event.message_id or event.card_id,
+    )
+
+
+def alert_action_denied(event: CardActionReceived, click: AlertClick, reason: str) -> AuditRecorded:
+    return AuditRecorded(
+        actor=event.user.id,
+        action="alert.denied",
+        target=f"alert/{click.key}",
+        outcome=OUTCOME_DENIED,
+        tenant=event.tenant,
+        detail=f"{click.action or 'unknown action'}: {reason}",
+        labels={"app": event.app, "platform": event.platform, "chat_id": event.chat_id},
+    )
 
 
 # --------------------------------------------------------------------------- rate limits (GCRA)

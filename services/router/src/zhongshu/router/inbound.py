@@ -17,6 +17,7 @@ from zhongshu.router.adapters.taskcache import TaskCache
 from zhongshu.router.metrics import RATE_LIMITED, ROUTED
 from zhongshu.router.rules import RouterRules
 from zhongshu.runtime import Delivery
+from zhongshu.runtime.hubconfig import App
 from zhongshu.runtime.liveconfig import ConfigSource
 from zhongshu.runtime.outbox import Outbox
 
@@ -58,6 +59,11 @@ class InboundRouter:
             ROUTED.labels("unknown_app").inc()
             return
         out = Outbox.answering(env, delivery, source=SOURCE)
+        if isinstance(event, CardActionReceived):
+            click = domain.alert_click(event)
+            if click is not None:  # before any other card rule: never the agent's
+                await _alert_action(event, app, click, out)
+                return
         screened = domain.screen(event, app, self.rules)
         if isinstance(screened, domain.FromAlertSource):
             alert = domain.alert_raised(screened.message, screened.source, env.id)
@@ -136,6 +142,24 @@ class InboundRouter:
             return domain.task_status_text(query.args[0], status, self.rules)
         recent = await self.cache.recent(tenant, self.rules.tasks_listed)
         return domain.tasks_text(list(recent), self.rules)
+
+
+async def _alert_action(
+    event: CardActionReceived, app: App, click: domain.AlertClick, out: Outbox
+) -> None:
+    """An alert card's button: an admin's click asks the watchdog for the action; anyone
+    else's changes nothing and is audited (the ingress already told them so, where it can)."""
+    admin = domain.may_handle_alerts(app.access, domain.sender_ids(event.user))
+    if admin and click.action is not None:
+        request = domain.alert_action_requested(event, click)
+        subject = subjects.alert_action(click.key)
+        await out.publish(subject, request, out.msg_id(domain.STAGE_ALERT_ACTION))
+        ROUTED.labels("alert_action").inc()
+        return
+    reason = "not an admin of the app" if not admin else "unknown alert action"
+    audit = domain.alert_action_denied(event, click, reason)
+    await out.publish(subjects.audit(event.tenant, "alert"), audit, out.msg_id(domain.STAGE_AUDIT))
+    ROUTED.labels("alert_action_denied").inc()
 
 
 async def _reply(out: Outbox, event: domain.Inbound, text: str) -> None:

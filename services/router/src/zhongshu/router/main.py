@@ -1,6 +1,7 @@
 """Router: whitelist, cluster-wide rate limits and classification of every inbound chat event.
 Consumes ``chat.inbound.>``; produces ``chat.command.*``, ``chat.query.*``, ``alert.*``,
-``audit.*`` and direct replies on ``chat.reply.*`` (see the README). Wiring only."""
+``alerting.action.*`` (an admin's click on an alert card), ``audit.*`` and direct replies on
+``chat.reply.*`` (see the README). Wiring only."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ def build_service(
             channels.CHAT_QUERIES,
             channels.CHAT_REPLIES,
             channels.ALERTS,
+            channels.ALERT_ACTIONS,
             channels.AUDIT,
         ],
     )

@@ -40,6 +40,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from zhongshu.devstack.fakes.dingtalk_openapi import FakeDingTalkOpenAPI
 from zhongshu.devstack.fakes.local_server import LocalServer
 
 BOT_MESSAGE_TOPIC = "/v1.0/im/bot/messages/get"
@@ -340,6 +341,14 @@ class FakeStreamGateway(LocalServer):
 
     async def push_card_callback(self, payload: dict[str, Any]) -> str:
         return await self.push(CARD_CALLBACK_TOPIC, payload)
+
+    async def click(
+        self, openapi: FakeDingTalkOpenAPI, space_id: str, label: str, staff_id: str
+    ) -> str:
+        """``staff_id`` clicks the button ``label`` of the newest card in ``space_id`` (a group
+        conversation id, or a staff id for a robot chat): the callback is pushed to the app's
+        Stream connection; returns its messageId (``wait_for_ack`` waits for the ACK)."""
+        return await self.push_card_callback(openapi.card_click(space_id, label, staff_id))
 
     async def push_event(
         self, event_type: str, data: dict[str, Any], *, event_id: str | None = None

@@ -7,7 +7,9 @@ user answers errcode 60121, more than ``contact_limit`` calls a second errcode 9
 It checks credentials, tokens and signatures, answers with the real
 error codes (HTTP 200 + errcode for webhooks), enforces the per-robot rate limit (20/min by
 default → errcode 130101, then a block) and a per-card streaming rate, records every accepted
-message in ``deliveries`` and every AI card, with each of its updates, in ``ai_cards``::
+message in ``deliveries`` and every AI card, with each of its updates, in ``ai_cards``; cards
+of the public markdown-and-buttons template are updated with ``PUT /v1.0/card/instances``, and
+``card_click`` builds the Stream card callback of a click on one of their buttons::
 
     async with FakeDingTalkOpenAPI(app_key="ding-app", app_secret="s", robot_code="ding-robot",
                                    robots={"robot-token": "SECxxx"}) as fake:
@@ -44,6 +46,8 @@ MAX_TEXT_BYTES = 20_000
 SIGN_MAX_SKEW_MS = 60 * 60 * 1000
 OPEN_SPACE = re.compile(r"^dtv1\.card//(IM_GROUP|IM_ROBOT)\.(.+)$", re.IGNORECASE)
 QPS_LIMIT_CODE = "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi"
+BUTTON_CARD_TEMPLATE = "1366a1eb-bc54-4859-ac88-517c56a9acb1.schema"
+"""DingTalk's public markdown-and-buttons template (its Stream SDK's MarkdownButtonCard)."""
 
 
 def robot_sign(secret: str, timestamp_ms: int | str) -> str:
@@ -83,7 +87,8 @@ class AICardUpdate:
 
 @dataclass
 class AICard:
-    """A card instance: where it was delivered, its variables now, and every update."""
+    """A card instance: where it was delivered, its variables now, and every update (streamed
+    ones in ``updates``, ``PUT /v1.0/card/instances`` ones in ``data_updates``)."""
 
     template_id: str
     space_type: str
@@ -92,10 +97,25 @@ class AICard:
     """The group's conversation id or the user's staff id."""
     params: dict[str, str]
     updates: list[AICardUpdate] = field(default_factory=list)
+    callback_type: str | None = None
+    """``STREAM``: button clicks go to the app's Stream connection (else to an HTTP callback
+    route, which the fake does not model: no click can be pushed)."""
+    data_updates: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def finalized(self) -> bool:
         return any(u.is_finalize for u in self.updates)
+
+    @property
+    def buttons(self) -> list[dict[str, Any]]:
+        """The ``msgButtons`` of a card of the markdown-and-buttons template."""
+        raw = self.params.get("sys_full_json_obj")
+        buttons = json.loads(raw).get("msgButtons") if raw else None
+        return list(buttons) if isinstance(buttons, list) else []
+
+    @property
+    def labels(self) -> list[str]:
+        return [str(b.get("text", "")) for b in self.buttons]
 
 
 class FakeDingTalkOpenAPI(FakeServer):
@@ -123,7 +143,11 @@ class FakeDingTalkOpenAPI(FakeServer):
         self.oapi_tokens: dict[str, float] = {}  # old-style access_token → expiry (monotonic)
         # template id → its variables (what cardParamMap and streaming keys may name)
         self.card_templates = dict(
-            card_templates or {"ai-card-template.schema": ("content", "flowStatus")}
+            card_templates
+            or {
+                "ai-card-template.schema": ("content", "flowStatus"),
+                BUTTON_CARD_TEMPLATE: ("title", "logo", "markdown", "tips", "sys_full_json_obj"),
+            }
         )
         self.card_limit = SlidingWindow(card_rate, card_window_s)
         self.ai_cards: dict[str, AICard] = {}  # outTrackId → card
@@ -144,6 +168,7 @@ class FakeDingTalkOpenAPI(FakeServer):
                 Route("/v1.0/robot/oToMessages/batchSend", self._oto, methods=["POST"]),
                 Route("/v1.0/card/instances/createAndDeliver", self._create_card, methods=["POST"]),
                 Route("/v1.0/card/streaming", self._stream_card, methods=["PUT"]),
+                Route("/v1.0/card/instances", self._update_card, methods=["PUT"]),
                 Route("/robot/send", self._robot, methods=["POST"]),
                 Route("/robot/sendBySession", self._session, methods=["POST"]),
                 Route("/gettoken", self._oapi_token, methods=["GET"]),
@@ -161,6 +186,37 @@ class FakeDingTalkOpenAPI(FakeServer):
         expires = datetime.now(UTC) + timedelta(seconds=expires_in_s)
         self.sessions[session] = (conversation_id, expires)
         return f"{self.base_url}/robot/sendBySession?session={session}", expires
+
+    def cards_in(self, space_id: str) -> list[str]:
+        """The outTrackIds of the cards delivered to a group (conversation id) or a user's
+        robot chat (staff id), oldest first."""
+        return [t for t, card in self.ai_cards.items() if card.space_id == space_id]
+
+    def card_click(
+        self, space_id: str, label: str, staff_id: str, *, corp_id: str = "ding-corp"
+    ) -> dict[str, Any]:
+        """The card callback DingTalk pushes (Stream topic ``/v1.0/card/instances/callback``)
+        when ``staff_id`` clicks the button ``label`` of the newest card in ``space_id`` showing
+        it: the button's ``id`` in ``actionIds`` and its ``params`` in ``cardPrivateData``."""
+        for out_track_id in reversed(self.cards_in(space_id)):
+            card = self.ai_cards[out_track_id]
+            for button in card.buttons:
+                if button.get("text") != label:
+                    continue
+                if card.callback_type != "STREAM" or not button.get("request"):
+                    raise ValueError(f"button {label!r} does not call back over Stream mode")
+                private = {"actionIds": [button.get("id", "")], "params": button.get("params", {})}
+                return {
+                    "outTrackId": out_track_id,
+                    "corpId": corp_id,
+                    "userId": staff_id,
+                    "userIdType": 1,
+                    "type": "actionCallback",
+                    "spaceType": "IM" if card.space_type == "IM_GROUP" else "IM_ROBOT",
+                    "spaceId": space_id,
+                    "content": json.dumps({"cardPrivateData": private}, ensure_ascii=False),
+                }
+        raise KeyError(f"no card in {space_id} shows a button {label!r}")
 
     def set_departments(self, staff_id: str, *dept_ids: int) -> None:
         """Put a user in the contacts, in these departments (numeric ids, as DingTalk's)."""
@@ -261,7 +317,12 @@ class FakeDingTalkOpenAPI(FakeServer):
         injected = self.next_injected()
         if injected and not injected.after_effect:
             return await self._answer(injected)
-        self.ai_cards[out_track_id] = AICard(str(template), space_type, space_id, dict(params))
+        callback_type = body.get("callbackType")
+        if callback_type not in (None, "STREAM", "HTTP"):
+            return self._api_err(request, 400, "param.callbackType", "callbackType 取值错误")
+        self.ai_cards[out_track_id] = AICard(
+            str(template), space_type, space_id, dict(params), callback_type=callback_type
+        )
         channel = "card-group" if space_type == "IM_GROUP" else "card-oto"
         self._record(channel, space_id, "aiCard", dict(params))
         if injected:
@@ -312,6 +373,38 @@ class FakeDingTalkOpenAPI(FakeServer):
         card.updates.append(
             AICardUpdate(guid, key, content, bool(full), bool(finalize), bool(error))
         )
+        self._notify()
+        if injected:
+            return await self._answer(injected)
+        await asyncio.sleep(self.answer_delay_s)
+        return JSONResponse({"success": True, "result": True})
+
+    async def _update_card(self, request: Request) -> Response:
+        """``PUT /v1.0/card/instances``: the card's variables replaced, by key when
+        ``cardUpdateOptions.updateCardDataByKey`` (else the whole map)."""
+        if not self._token_ok(request):
+            return self._api_err(request, 401, "InvalidAuthentication", "不合法的access_token")
+        body = await request.json()
+        out_track_id = str(body.get("outTrackId", ""))
+        card = self.ai_cards.get(out_track_id)
+        if card is None:
+            return self._api_err(request, 404, "cardInstance.notFound", "卡片实例不存在")
+        params = (body.get("cardData") or {}).get("cardParamMap")
+        if not isinstance(params, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in params.items()
+        ):
+            return self._api_err(request, 400, "param.cardParamMap", "参数值必须是字符串")
+        unknown = set(params) - set(self.card_templates[card.template_id])
+        if unknown:
+            return self._api_err(request, 400, "param.cardParamMap", f"未知变量 {unknown}")
+        if not self.card_limit.allow(out_track_id):
+            return self._api_err(request, 403, QPS_LIMIT_CODE, "请求太频繁")
+        injected = self.next_injected()
+        if injected and not injected.after_effect:
+            return await self._answer(injected)
+        by_key = bool((body.get("cardUpdateOptions") or {}).get("updateCardDataByKey"))
+        card.params = {**card.params, **params} if by_key else dict(params)
+        card.data_updates.append(dict(params))
         self._notify()
         if injected:
             return await self._answer(injected)

@@ -27,6 +27,8 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from zhongshu.devstack.fakes.feishu_openapi import FakeFeishuOpenAPI
+
 RETRY_DELAYS_S: tuple[float, ...] = (15, 300, 3600, 6 * 3600)
 """Feishu re-pushes an event not answered 200 within 3 s after these delays."""
 ACK_DEADLINE_S = 3.0
@@ -204,6 +206,24 @@ class FeishuEventSender:
             },
         }
         return self.envelope("card.action.trigger", event)
+
+    async def click(
+        self,
+        openapi: FakeFeishuOpenAPI,
+        chat_id: str,
+        label: str,
+        *,
+        user: User | None = None,
+        **options: Any,
+    ) -> Delivery:
+        """``user`` clicks the button ``label`` of the newest card in ``chat_id`` that shows
+        one (as the fake open platform holds it): the signed ``card.action.trigger`` Feishu
+        posts to the card callback URL, with the button's value."""
+        message_id, button = openapi.button(chat_id, label)
+        if button.value is None:
+            raise ValueError(f"button {label!r} opens a URL; it does not call back")
+        payload = self.card_action(button.value, user=user, chat_id=chat_id, message_id=message_id)
+        return await self.send(payload, path="cards", **options)
 
     def legacy_card_action(
         self, value: dict[str, Any], *, user: User | None = None, chat_id: str = ""

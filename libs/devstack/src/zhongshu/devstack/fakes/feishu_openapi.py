@@ -9,8 +9,9 @@ It checks credentials, tokens and signatures, deduplicates by request
 ``x-ogw-ratelimit-reset``), 5 updates/s per message (230020) and the app's quota of each API it
 serves (``api_limit``/s and ``api_limit_per_min``/min, 50 and 1000 like the platform: 429 /
 99991400 again, the arrival of every call let through kept in ``api_calls``), refuses
-over-long content (230025), records every message in ``deliveries`` and every card update in
-``updates``::
+over-long content (230025) and cards with a malformed callback button (230099), records every
+message in ``deliveries`` and every card update in ``updates``; ``buttons`` reads a card's
+buttons (JSON 1.0 or 2.0), ``button`` finds the newest card of a chat showing one::
 
     async with FakeFeishuOpenAPI(app_id="cli_x", app_secret="s") as fake:
         # FEISHU_BASE_URL = fake.base_url
@@ -77,6 +78,72 @@ class Message:
     by_app: bool
     sent_at: float = field(default_factory=time.time)
     recalled: bool = False
+
+
+@dataclass(frozen=True)
+class CardButton:
+    """A button of a card as a user sees it: its label, and the ``value`` a click posts back
+    (``card.action.trigger``), or the URL it opens."""
+
+    label: str
+    value: dict[str, Any] | None = None
+    url: str | None = None
+
+
+def card_buttons(card: dict[str, Any]) -> list[CardButton]:
+    """Every button of a card, JSON 1.0 (``elements`` with ``action`` blocks) or 2.0
+    (``body.elements``, callback ``behaviors``), in the order shown."""
+    found: list[CardButton] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+        elif isinstance(node, dict):
+            if node.get("tag") == "button":
+                text = node.get("text")
+                label = str(text.get("content", "")) if isinstance(text, dict) else ""
+                value = node.get("value")
+                url = node.get("url")
+                for behavior in node.get("behaviors") or ():
+                    if behavior.get("type") == "callback":
+                        value = behavior.get("value")
+                    elif behavior.get("type") == "open_url":
+                        url = behavior.get("default_url")
+                found.append(CardButton(label, value if isinstance(value, dict) else None, url))
+                return
+            for value in node.values():
+                walk(value)
+
+    walk(
+        card.get("body", {}).get("elements")
+        if card.get("schema") == "2.0"
+        else card.get("elements")
+    )
+    return found
+
+
+def card_text(card: dict[str, Any]) -> str:
+    """All the text a card shows (header, markdown and plain text), joined by newlines."""
+    parts: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+        elif isinstance(node, dict):
+            if node.get("tag") in ("markdown", "plain_text", "lark_md") and "content" in node:
+                parts.append(str(node["content"]))
+            for value in node.values():
+                walk(value)
+
+    walk(card)
+    return "\n".join(parts)
+
+
+def _buttons_valid(card: dict[str, Any]) -> bool:
+    """A callback button's value must be an object (Feishu refuses the card otherwise)."""
+    return all(b.value is not None or b.url is not None for b in card_buttons(card))
 
 
 @dataclass
@@ -176,6 +243,30 @@ class FakeFeishuOpenAPI(FakeServer):
         self.messages[message_id] = Message(chat_id, "interactive", card, True, sent_at)
         return message_id
 
+    def cards_in(self, chat_id: str) -> list[str]:
+        """The interactive messages the app sent to ``chat_id``, oldest first."""
+        return [
+            message_id
+            for message_id, message in self.messages.items()
+            if message.chat_id == chat_id and message.by_app and message.msg_type == "interactive"
+        ]
+
+    def card(self, message_id: str) -> dict[str, Any]:
+        """The card message ``message_id`` shows now (after its updates)."""
+        return self.messages[message_id].content
+
+    def buttons(self, message_id: str) -> list[CardButton]:
+        return card_buttons(self.card(message_id))
+
+    def button(self, chat_id: str, label: str) -> tuple[str, CardButton]:
+        """(message id, button) of the newest card in ``chat_id`` showing a button ``label``;
+        KeyError when none does."""
+        for message_id in reversed(self.cards_in(chat_id)):
+            for button in self.buttons(message_id):
+                if button.label == label:
+                    return message_id, button
+        raise KeyError(f"no card in {chat_id} shows a button {label!r}")
+
     def set_departments(self, open_id: str, *department_ids: str) -> None:
         """Put a user in the contacts, in these departments (open_department_id values)."""
         self.contacts[open_id] = department_ids
@@ -262,6 +353,8 @@ class FakeFeishuOpenAPI(FakeServer):
             card = json.loads(raw)
         except ValueError:
             return self._err(request, 230001, "content is not JSON", 400)
+        if not _buttons_valid(card):
+            return self._err(request, 230099, "failed to create card content: button value", 400)
         if not (_shared(message.content) and _shared(card)):
             return self._err(
                 request, 230001, "update_multi must be true before and after the update", 400
@@ -318,6 +411,8 @@ class FakeFeishuOpenAPI(FakeServer):
             and content.get("data", {}).get("card_id") not in self.cards
         ):
             return self._err(request, 230099, "failed to create card content: unknown card", 400)
+        if msg_type == "interactive" and not _buttons_valid(content):
+            return self._err(request, 230099, "failed to create card content: button value", 400)
         injected = self.next_injected()
         if injected and not injected.after_effect:
             return await self._answer(injected)

@@ -97,6 +97,35 @@ def openapi_msg(message: Outgoing) -> tuple[str, str]:
     return "sampleMarkdown", json.dumps({"title": title, "text": message.text}, ensure_ascii=False)
 
 
+BUTTON_CARD_TEMPLATE = "1366a1eb-bc54-4859-ac88-517c56a9acb1.schema"
+"""DingTalk's public markdown-and-buttons card template (the one its Stream SDK's
+``MarkdownButtonCardInstance`` uses): variables ``title``, ``markdown``, ``tips`` and
+``sys_full_json_obj`` (``{"msgButtons": [...]}``)."""
+_BUTTON_COLOURS = {"primary": "blue", "danger": "red", "default": "gray"}
+
+
+def button_card_params(message: Outgoing) -> dict[str, str]:
+    """The template's variables (strings, as the card API requires): the title, the text, and
+    one callback button per action, whose ``params`` come back in the callback's
+    ``cardPrivateData.params`` and whose ``id`` in its ``actionIds``."""
+    buttons = [
+        {
+            "text": action.label,
+            "color": _BUTTON_COLOURS[action.style],
+            "id": action.value.get("op", action.label),
+            "request": True,
+            "actionType": "callback",
+            "params": dict(action.value),
+        }
+        for action in message.actions
+    ]
+    return {
+        "title": message.title or "zhongshu",
+        "markdown": message.text,
+        "sys_full_json_obj": json.dumps({"msgButtons": buttons}, ensure_ascii=False),
+    }
+
+
 def classify_errcode(payload: Any) -> SendResult:
     """An answer of the webhook APIs (HTTP 200 with ``errcode``)."""
     if not isinstance(payload, dict):
@@ -160,6 +189,49 @@ class DingTalkAdapter:
         key = result.payload.get("processQueryKey") if isinstance(result, Ok) else None
         return delivered(result, str(key) if key else None)
 
+    # --- cards with callback buttons (alerts) -----------------------------------------
+
+    async def send_button_card(
+        self,
+        *,
+        app_key: str,
+        app_secret: str,
+        robot_code: str,
+        template_id: str,
+        out_track_id: str,
+        space: CardSpace,
+        message: Outgoing,
+    ) -> SendResult:
+        """A card of the markdown-and-buttons template whose clicks come back over Stream mode
+        (``callbackType: STREAM``, topic ``/v1.0/card/instances/callback``); delivered, it is
+        known by ``out_track_id``, which later updates name."""
+        result = await self.create_ai_card(
+            app_key=app_key,
+            app_secret=app_secret,
+            robot_code=robot_code,
+            template_id=template_id,
+            out_track_id=out_track_id,
+            space=space,
+            params=button_card_params(message),
+            callback=True,
+        )
+        return Delivered(out_track_id) if isinstance(result, Delivered) else result
+
+    async def update_button_card(
+        self, *, app_key: str, app_secret: str, out_track_id: str, message: Outgoing
+    ) -> SendResult:
+        """Redraw a card sent by :meth:`send_button_card` (``PUT /v1.0/card/instances``, its
+        variables replaced by key): the same content again is harmless."""
+        body = {
+            "outTrackId": out_track_id,
+            "cardData": {"cardParamMap": button_card_params(message)},
+            "cardUpdateOptions": {"updateCardDataByKey": True},
+        }
+        result = await self._call(app_key, app_secret, "PUT", "/v1.0/card/instances", body)
+        if isinstance(result, Ok):
+            return _card_refusal(result.payload) or Delivered(out_track_id)
+        return result
+
     # --- AI cards (streamed in place) -------------------------------------------------
 
     async def create_ai_card(
@@ -172,9 +244,11 @@ class DingTalkAdapter:
         out_track_id: str,
         space: CardSpace,
         params: dict[str, str],
+        callback: bool = False,
     ) -> SendResult:
         """Create a card from ``template_id`` and deliver it to ``space`` in one call. The
-        card is known by ``out_track_id`` from then on (streaming addresses it by that)."""
+        card is known by ``out_track_id`` from then on (streaming addresses it by that);
+        ``callback`` sends its button clicks to the app's Stream connection."""
         body: dict[str, Any] = {
             "cardTemplateId": template_id,
             "outTrackId": out_track_id,
@@ -182,6 +256,8 @@ class DingTalkAdapter:
             "openSpaceId": space.open_space_id,
             "userIdType": 1,  # user ids are staff ids
         }
+        if callback:
+            body["callbackType"] = "STREAM"
         if space.conversation_id:
             body["imGroupOpenSpaceModel"] = {"supportForward": True}
             body["imGroupOpenDeliverModel"] = {"robotCode": robot_code}

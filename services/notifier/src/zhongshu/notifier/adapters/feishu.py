@@ -50,16 +50,22 @@ def card_json(message: Outgoing) -> dict[str, Any]:
             "title": {"tag": "plain_text", "content": message.title or "zhongshu"},
             "template": message.colour or "blue",
         }
-    if message.buttons:
-        card["elements"].append(
-            {
-                "tag": "action",
-                "actions": [
-                    {"tag": "button", "text": {"tag": "plain_text", "content": t}, "url": u}
-                    for t, u in message.buttons
-                ],
-            }
-        )
+    buttons: list[dict[str, Any]] = [
+        {"tag": "button", "text": {"tag": "plain_text", "content": t}, "url": u}
+        for t, u in message.buttons
+    ]
+    # A button with a ``value`` (and no URL) calls back: card.action.trigger carries the value.
+    buttons += [
+        {
+            "tag": "button",
+            "text": {"tag": "plain_text", "content": action.label},
+            "type": action.style,
+            "value": dict(action.value),
+        }
+        for action in message.actions
+    ]
+    if buttons:
+        card["elements"].append({"tag": "action", "actions": buttons})
     return card
 
 
