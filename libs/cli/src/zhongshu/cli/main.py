@@ -252,6 +252,33 @@ def status_command(
         status.run(_nats_url(data_dir), data_dir, as_json=as_json)
 
 
+@app.command("trace")
+def trace_command(
+    ref: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID",
+            help="A trace id (32 hex digits, the logs' trace.id), task id, event (envelope) id "
+            "or platform message id.",
+        ),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    data_dir: DataDir = runstate.DEFAULT_DATA_DIR,
+) -> None:
+    """Print one conversation's trace as a span tree: service, span, start offset, duration,
+    status and the ids and outcomes that matter (task, message, model and tokens, platform
+    send), from the TRACES stream the services record into when no collector is needed.
+
+    Spans are kept 3 h, for the share of conversations ZHONGSHU_TRACE_SAMPLE records.
+    Exits 1 when nothing is found or the bus is unreachable.
+    """
+    quiet_client_logs()
+    with reported_errors():
+        from zhongshu.cli import trace_cmd
+
+        trace_cmd.run(_nats_url(data_dir), ref, json_output=as_json)
+
+
 @app.command("doctor")
 def doctor_command(
     file: ConfigFile = None,
