@@ -22,6 +22,8 @@ from zhongshu.contracts import headers as H
 from zhongshu.contracts import streams, subjects
 from zhongshu.contracts.envelope import Envelope
 from zhongshu.contracts.events import (
+    AlertActionRequested,
+    AlertActor,
     AlertRaised,
     AuditRecorded,
     CardActionReceived,
@@ -31,6 +33,7 @@ from zhongshu.contracts.events import (
     QueryRequested,
     ReplyGenerated,
 )
+from zhongshu.contracts.events.alerts import CARD_VALUE_KEY
 from zhongshu.contracts.examples import example
 from zhongshu.contracts.hotcache import task_index_key as index_key
 from zhongshu.contracts.hotcache import task_status_key as status_key
@@ -348,3 +351,54 @@ async def test_routing_rules_in_the_live_configuration_apply_without_restart(hub
             assert loop.time() < deadline, "the pushed routing rule was not applied"
             await hub.send(hub.message("please ship it now"))
             await hub.settle()
+
+
+def alert_click(hub: Hub, user: str, op: str) -> CardActionReceived:
+    """A click on the card of this test's alert (its key unique: the bus is shared)."""
+    base = example(CardActionReceived)
+    return msgspec.structs.replace(
+        base,
+        app=hub.app,
+        tenant=hub.tenant,
+        user=msgspec.structs.replace(base.user, id=user, open_id=user, name=""),
+        action={CARD_VALUE_KEY: "k-" + hub.tenant, "op": op},
+        message_id="om_card",
+    )
+
+
+async def test_an_admins_click_on_an_alert_card_requests_the_action_once(hub: Hub) -> None:
+    await hub.start(hub.config("    access: {admins: [ou_admin]}\n"))
+    click = alert_click(hub, "ou_admin", "acknowledge")
+    inbound_id = await hub.send(click)
+    await hub.send(click, event_id=inbound_id, msg_id="again-" + inbound_id)  # redelivered
+    await hub.settle()
+    requests = await hub.outputs(subjects.alert_action("k-" + hub.tenant), AlertActionRequested)
+    assert [r.id for r in requests] == [derive_msg_id(inbound_id, domain.STAGE_ALERT_ACTION)]
+    request = requests[0].data
+    assert (request.key, request.action, request.message_id, request.chat_id) == (
+        "k-" + hub.tenant,
+        "acknowledge",
+        "om_card",
+        click.chat_id,
+    )
+    assert request.actor == AlertActor(id="ou_admin", platform="feishu", app=hub.app)
+    assert await hub.commands() == []  # never the agent's, whatever card_actions says
+    assert await hub.outputs(subjects.audit(hub.tenant, "alert"), AuditRecorded) == []
+
+
+async def test_a_non_admins_click_on_an_alert_card_changes_nothing_and_is_audited(
+    hub: Hub,
+) -> None:
+    await hub.start(hub.config("    access: {admins: [ou_admin], deny: [ou_banned]}\n"))
+    await hub.send(alert_click(hub, "ou_alice", "resolve"))
+    await hub.send(alert_click(hub, "ou_banned", "resolve"))
+    await hub.settle()
+    assert await hub.outputs(subjects.alert_action("k-" + hub.tenant), AlertActionRequested) == []
+    audits = await hub.outputs(subjects.audit(hub.tenant, "alert"), AuditRecorded)
+    assert sorted((a.data.actor, a.data.action, a.data.outcome) for a in audits) == [
+        ("ou_alice", "alert.denied", "denied"),
+        ("ou_banned", "alert.denied", "denied"),
+    ]
+    assert all(a.data.target == f"alert/k-{hub.tenant}" for a in audits)
+    assert await hub.commands() == []
+    assert await hub.replies() == []
