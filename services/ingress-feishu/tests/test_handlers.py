@@ -16,6 +16,7 @@ from nats.js.client import JetStreamContext
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import subjects
 from zhongshu.contracts.events import AuditRecorded, CardActionReceived, MessageReceived
+from zhongshu.contracts.events.alerts import CARD_VALUE_KEY
 from zhongshu.devstack import NatsServer
 from zhongshu.devstack.fakes.feishu import FeishuEventSender, User
 from zhongshu.devstack.testing import collect, provision_all
@@ -25,6 +26,7 @@ from zhongshu.runtime.service import Service
 
 ENCRYPT_KEY, TOKEN = "enc-key-for-tests", "verification-token-for-tests"
 BOT = User("Acme Bot")
+ADMIN = User("Li Lei")  # the secure app's admin
 
 
 def write_config(directory: Path, tenant: str) -> Path:
@@ -39,6 +41,7 @@ apps:
     platform: feishu
     feishu: {{app_id: cli_secure, app_secret: s, encrypt_key: {ENCRYPT_KEY},
              verification_token: {TOKEN}, bot_open_id: {BOT.open_id}}}
+    access: {{admins: [{ADMIN.open_id}]}}
   plain:
     tenant: {tenant}
     platform: feishu
@@ -177,6 +180,56 @@ async def test_a_card_click_is_answered_with_the_configured_toast_after_it_is_st
     assert delivery.response.json() == {"toast": {"type": "info", "content": "收到，处理中…"}}
     [raw] = await inbound(js, tenant)
     assert wire.decode(raw, CardActionReceived).data.action == {"approve": "T-42"}
+
+
+async def test_an_admins_click_on_an_alert_button_is_toasted_as_received(
+    base_url: str, js: JetStreamContext, tenant: str
+) -> None:
+    value = {CARD_VALUE_KEY: "k1", "op": "acknowledge"}
+    async with sender(base_url) as feishu:
+        delivery = await feishu.send(feishu.card_action(value, user=ADMIN), path="cards")
+    assert delivery.response.status_code == 200
+    toast = delivery.response.json()["toast"]
+    assert toast["type"] == "info"
+    assert toast["content"].startswith("Received: acknowledge")
+    assert toast["i18n"]["zh_cn"].startswith("已收到")
+    [raw] = await inbound(js, tenant)  # the router decides and acts on it
+    assert wire.decode(raw, CardActionReceived).data.action == value
+
+
+async def test_a_non_admins_click_on_an_alert_button_gets_an_error_toast(
+    base_url: str, js: JetStreamContext, tenant: str
+) -> None:
+    value = {CARD_VALUE_KEY: "k1", "op": "resolve"}
+    async with sender(base_url) as feishu:
+        delivery = await feishu.send(
+            feishu.card_action(value, user=User("Han Meimei")), path="cards"
+        )
+    assert delivery.response.status_code == 200
+    assert delivery.response.json()["toast"] == {
+        "type": "error",
+        "content": "Only this app's admins can handle alerts",
+        "i18n": {
+            "en_us": "Only this app's admins can handle alerts",
+            "zh_cn": "只有本应用的管理员可以处理告警",
+        },
+    }
+    # Stored all the same: the router audits the refused click.
+    [raw] = await inbound(js, tenant)
+    assert wire.decode(raw, CardActionReceived).data.user.open_id != ADMIN.open_id
+
+
+async def test_an_alert_click_with_a_bad_signature_is_refused_and_not_published(
+    base_url: str, js: JetStreamContext, tenant: str
+) -> None:
+    async with sender(base_url) as feishu:
+        payload = feishu.card_action({CARD_VALUE_KEY: "k1", "op": "resolve"}, user=ADMIN)
+        body, headers = feishu.encode(payload)
+        headers["X-Lark-Signature"] = "0" * 64
+        response = await feishu.post("cards", body, headers)
+    assert response.status_code == 401
+    assert "toast" not in response.text
+    assert await inbound(js, tenant, within_s=0.3) == []
 
 
 async def test_a_legacy_card_callback_signed_with_sha1_is_accepted(

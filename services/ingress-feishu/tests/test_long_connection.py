@@ -18,6 +18,7 @@ from nats.js.client import JetStreamContext
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import subjects
 from zhongshu.contracts.events import MessageReceived
+from zhongshu.contracts.events.alerts import CARD_VALUE_KEY
 from zhongshu.devstack import NatsServer
 from zhongshu.devstack.fakes.feishu import FeishuEventSender
 from zhongshu.devstack.fakes.feishu_ws import FeishuLongConnectionServer
@@ -138,6 +139,20 @@ async def test_a_card_action_is_answered_with_the_configured_response(
     assert json.loads(base64.b64decode(ack["data"])) == {
         "toast": {"type": "info", "content": "收到，处理中…"}
     }
+
+
+async def test_an_alert_button_click_by_a_non_admin_is_answered_with_an_error_toast(
+    service: Service, gateway: FeishuLongConnectionServer
+) -> None:
+    value = {CARD_VALUE_KEY: "k1", "op": "silence"}  # the lc app names no admins
+    card = FeishuEventSender("http://unused", "lc").card_action(value)
+    ack = await gateway.push(card, kind="card")
+    assert ack["code"] == 200
+    toast = json.loads(base64.b64decode(ack["data"]))["toast"]
+    assert (toast["type"], toast["content"]) == (
+        "error",
+        "Only this app's admins can handle alerts",
+    )
 
 
 async def test_the_client_pings_and_reconnects_after_the_gateway_drops_it(
