@@ -72,7 +72,8 @@ def test_limits_are_bounded_where_they_must_be() -> None:
             assert spec.max_age_s >= 30 * 86400, spec.name
     assert streams.AUDIT.max_age_s > 365 * 86400
     # Telemetry lives for hours, in memory, and is never archived.
-    assert streams.TRACES.storage == "memory" and not streams.TRACES.archived
+    assert streams.TRACES.storage == "memory"
+    assert not streams.TRACES.archived
     assert 3600 <= streams.TRACES.max_age_s <= 6 * 3600
 
 

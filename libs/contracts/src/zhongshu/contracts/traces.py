@@ -6,7 +6,7 @@ from typing import Final, Literal
 
 import msgspec
 
-AttributeValue = str | bool | int | float | list[str] | list[bool] | list[int] | list[float]
+AttributeValue = str | bool | int | float | list[str | bool | int | float]
 
 SpanKind = Literal["internal", "server", "client", "producer", "consumer"]
 SpanStatus = Literal["unset", "ok", "error"]

@@ -14,6 +14,9 @@ Function-scoped: ``nc`` (a connected ``nats.aio.client.Client``), ``js`` (its Je
 ``redis`` (a ``redis.asyncio.Redis`` client of the session's Redis) and ``private_nats_server`` (a
 nats-server of the test's own under ``tmp_path``, which the test may kill and restart).
 
+``recorded_spans``: every span the test's code records (this process's tracer provider, every
+trace sampled while the test runs), as an ``InMemorySpanExporter``.
+
 Helpers: :func:`eventually` (poll until true), :func:`drained` (a durable consumer has nothing
 pending), :func:`collect` (what a subject holds) and :func:`provision_all`.
 """
@@ -41,6 +44,8 @@ from zhongshu.devstack.nats import NatsServer
 from zhongshu.devstack.stack import EmbeddedStack
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
     from zhongshu.runtime.service import Service
 
 __all__ = [
@@ -57,6 +62,7 @@ __all__ = [
     "private_nats_server",
     "provision_all",
     "provisioned_nats_url",
+    "recorded_spans",
     "redis",
     "redis_url",
     "server_dir",
@@ -177,6 +183,38 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+def recorded_spans() -> Iterator[InMemorySpanExporter]:
+    """The spans recorded while the test runs, every new trace sampled meanwhile."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from zhongshu.runtime import telemetry
+
+    class WhileTheTestRuns(SpanProcessor):
+        # The SDK cannot remove a processor: this one stops listening after its test.
+        active = True
+
+        def on_end(self, span: ReadableSpan) -> None:
+            if self.active:
+                exporter.export([span])
+
+    telemetry.setup_tracing("tests")
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    exporter = InMemorySpanExporter()
+    listener = WhileTheTestRuns()
+    provider.add_span_processor(listener)
+    ratio = telemetry.sample_ratio()
+    telemetry.set_sample_ratio(1.0)
+    try:
+        yield exporter
+    finally:
+        listener.active = False
+        telemetry.set_sample_ratio(ratio)
 
 
 async def collect(

@@ -24,11 +24,11 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck
 from nats.js.client import JetStreamContext
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import headers as H
-from zhongshu.contracts import subjects
+from zhongshu.contracts import subjects, traces
 from zhongshu.contracts.events import AlertRaised
 from zhongshu.contracts.streams import ALERTS
 from zhongshu.runtime import metrics, once, telemetry
@@ -228,8 +228,14 @@ class ConsumerLoop(Generic[T]):
         self._duplicates = metrics.DUPLICATES.labels(*labels)
         self._claims: Claims | None = None
         self._latency = metrics.HANDLER_SECONDS.labels(*labels)
-        self._span_name = f"{spec.durable} process"
+        self._span_name = f"process {spec.durable}"
         self._tracer = telemetry.tracer()
+        self._span_attributes = {
+            "messaging.system": "nats",
+            "messaging.operation.type": "process",
+            "messaging.consumer.group.name": spec.durable,
+            traces.SERVICE: service,
+        }
 
     @property
     def bound(self) -> bool:
@@ -400,8 +406,8 @@ class ConsumerLoop(Generic[T]):
             self._span_name,
             context=telemetry.extract(msg.headers),
             kind=SpanKind.CONSUMER,
-            attributes={"messaging.destination.name": msg.subject},
-        ):
+            attributes={**self._span_attributes, "messaging.destination.name": msg.subject},
+        ) as span:
             try:
                 if delivery.num_delivered > self.spec.max_deliver:
                     raise DeliveriesExceeded(
@@ -412,9 +418,12 @@ class ConsumerLoop(Generic[T]):
                     data = self.spec.decode(msg.data)
                 except Exception as exc:
                     raise PermanentError(f"cannot decode message: {exc}") from exc
+                if span.is_recording():
+                    telemetry.describe_envelope(span, data, delivery.headers.get(H.MSG_ID))
                 await self.spec.handler(data, delivery)
             except Exception as exc:
                 delivery.error = exc
+                span.set_status(StatusCode.ERROR, _error_text(exc)[:200])
 
     # ------------------------------------------------------------------ failures
 

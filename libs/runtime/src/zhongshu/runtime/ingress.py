@@ -14,19 +14,22 @@ from datetime import datetime
 from typing import Any
 
 from nats.js.kv import KeyValue
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from prometheus_client import Counter
 
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import headers as H
-from zhongshu.contracts import subjects
+from zhongshu.contracts import subjects, traces
 from zhongshu.contracts.envelope import Envelope
 from zhongshu.contracts.events import AuditRecorded
 from zhongshu.contracts.ids import new_event_id
-from zhongshu.runtime import once
+from zhongshu.runtime import once, telemetry
 from zhongshu.runtime.bus import Publisher
 from zhongshu.runtime.webhooks import WebhookRequest, WebhookResponse
 
 log = logging.getLogger("zhongshu.runtime.ingress")
+_TRACER = telemetry.tracer()
 
 MAX_BODY_BYTES = 1024 * 1024
 # Events created less than this long ago are within every replica's reach of the stream's
@@ -117,17 +120,34 @@ class IngressGate:
         for that claim before it sends anything). Raises on a bus failure, so the caller
         answers 503 and the platform retries."""
         fresh = created_at is not None and time.time() - created_at.timestamp() < FRESH_S
+        request_span = trace.get_current_span()
+        if request_span.is_recording():
+            request_span.set_attribute(traces.SERVICE, self.service)
+            telemetry.describe_envelope(request_span, envelope, envelope.id)
         if not fresh and await once.seen(self._dedupe, envelope.id):
             self._counted[Outcome.DUPLICATE].inc()
             return Outcome.DUPLICATE
-        ack = await self._publisher.publish(
-            subject,
-            wire.encode(envelope),
-            msg_id=envelope.id,
-            headers=None if fresh else LATE,
-            timeout_s=timeout_s,
-        )
-        outcome = Outcome.DUPLICATE if ack.duplicate else Outcome.PUBLISHED
+        with _TRACER.start_as_current_span(
+            f"publish {subjects.chat_inbound_for(self.platform)}",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": subject,
+                traces.MESSAGE_ID: envelope.id,
+            },
+        ) as span:
+            ack = await self._publisher.publish(
+                subject,
+                wire.encode(envelope),
+                msg_id=envelope.id,
+                headers=None if fresh else LATE,
+                timeout_s=timeout_s,
+            )
+            outcome = Outcome.DUPLICATE if ack.duplicate else Outcome.PUBLISHED
+            if span.is_recording():
+                span.set_attribute("zhongshu.ingress.outcome", outcome.value)
+                span.set_attribute("messaging.nats.stream.sequence", ack.seq)
         self._counted[outcome].inc()
         return outcome
 
@@ -145,6 +165,7 @@ class IngressGate:
             outcome="denied",
             tenant=tenant,
             detail=rejection.detail,
+            labels={"reason": rejection.reason},
         )
         envelope = wire.make_envelope(
             event,

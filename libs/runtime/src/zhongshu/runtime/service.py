@@ -240,6 +240,7 @@ class Service(Generic[S, D]):
         )
         self._js = bus.jetstream(self._nc)
         self._publisher = bus.Publisher.on(self._nc, self._js, allowed=self.publish_guard())
+        telemetry.attach_bus(self._nc)  # sampled spans go to the TRACES stream through it
         self._exit_stack = AsyncExitStack()
         if self.lifespan is not None:
             self._deps = await self._exit_stack.enter_async_context(self.lifespan(self))
@@ -308,6 +309,7 @@ class Service(Generic[S, D]):
         await asyncio.gather(*(loop.stop(timeout) for loop in self.loops))
         await self._close_lifespan()
         if self._nc is not None and not self._nc.is_closed:
+            await telemetry.detach_bus(self._nc)
             with contextlib.suppress(Exception):
                 await self._nc.drain()
         if self._publisher is not None:

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import Counter
 
+from zhongshu.runtime import telemetry
 from zhongshu.runtime.errors import ServiceStopped
 
 Scope = MutableMapping[str, Any]
@@ -27,6 +29,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 JSON = b"application/json"
 _PARAM = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 _encode = msgspec.json.Encoder().encode
+_TRACER = telemetry.tracer()
 
 ANSWERED = Counter(
     "zhongshu_webhook_requests_total",
@@ -111,6 +114,30 @@ class Webhook:
     def pattern(self) -> re.Pattern[str]:
         return re.compile("^" + _PARAM.sub(r"(?P<\1>[^/]+)", self.path) + "$")
 
+    @property
+    def span_name(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+def _server_attributes(scope: Scope, hook: Webhook) -> dict[str, str | int]:
+    """HTTP semantic conventions for a webhook's span: the path, never the query (a platform
+    may put a token there)."""
+    attributes: dict[str, str | int] = {
+        "http.request.method": hook.method,
+        "http.route": hook.path,
+        "url.path": scope["path"],
+        "url.scheme": scope.get("scheme", "http"),
+    }
+    client = scope.get("client")
+    if client:
+        attributes["client.address"] = str(client[0])
+    server = scope.get("server")
+    if server:
+        attributes["server.address"] = str(server[0])
+        if server[1] is not None:
+            attributes["server.port"] = int(server[1])
+    return attributes
+
 
 class WebhookFront:
     """The ASGI app in front: a request on a webhook path goes to its handler, any other to
@@ -139,17 +166,25 @@ class WebhookFront:
                     await _respond(send, response, [(b"allow", hook.method.encode())])
                     return
                 request = WebhookRequest(scope, receive, match.groupdict())
-                try:
-                    response = await hook.handler(request)
-                except ServiceStopped:
-                    # Starting or draining: the platform retries a 503 later, never a 500's
-                    # "your request is broken".
-                    response = WebhookResponse.json({"error": "service unavailable"}, 503)
-                except Exception:
-                    self._count(hook, 500)  # uvicorn answers 500
-                    raise
-                self._count(hook, response.status)
-                await _respond(send, response)
+                # The trace of a conversation starts here: platforms send no traceparent.
+                with _TRACER.start_as_current_span(
+                    hook.span_name, kind=SpanKind.SERVER, attributes=_server_attributes(scope, hook)
+                ) as span:
+                    try:
+                        response = await hook.handler(request)
+                    except ServiceStopped:
+                        # Starting or draining: the platform retries a 503 later, never a 500's
+                        # "your request is broken".
+                        response = WebhookResponse.json({"error": "service unavailable"}, 503)
+                    except Exception:
+                        self._count(hook, 500)  # uvicorn answers 500
+                        raise
+                    self._count(hook, response.status)
+                    if span.is_recording():
+                        span.set_attribute("http.response.status_code", response.status)
+                        if response.status >= 500:
+                            span.set_status(StatusCode.ERROR, f"HTTP {response.status}")
+                    await _respond(send, response)
                 return
         await self._fallback(scope, receive, send)
 
