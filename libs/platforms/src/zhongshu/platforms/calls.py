@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from zhongshu.platforms.http import cause, sent, timed_out
+from zhongshu.platforms.observe import record_status
 from zhongshu.platforms.results import (
     Ambiguous,
     CallResult,
@@ -48,13 +49,15 @@ async def exchange(
     """Send one request. Not sent at all (no connection, not a URL) is ``Unreachable``; sent but
     not answered (timeout, dropped connection) is ``Ambiguous``."""
     try:
-        return await http.request(method, url, **kwargs)
+        response = await http.request(method, url, **kwargs)
     except httpx.InvalidURL:
         return Unreachable("not a valid URL")
     except httpx.HTTPError as exc:
         if sent(exc):
             return Ambiguous(describe(exc, http, secret))
         return Unreachable(describe(exc, http, secret))
+    record_status(response.status_code)
+    return response
 
 
 def describe(exc: Exception, http: httpx.AsyncClient, secret: str | None = None) -> str:

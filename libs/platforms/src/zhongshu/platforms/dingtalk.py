@@ -26,6 +26,7 @@ from zhongshu.platforms.calls import (
     retry_after,
     with_token,
 )
+from zhongshu.platforms.observe import observed
 from zhongshu.platforms.results import (
     Ambiguous,
     CallResult,
@@ -141,14 +142,19 @@ class DingTalkClient:
         """Ask for an OpenAPI access token now (not cached): ``{"accessToken", "expireIn"}``;
         wrong credentials answer HTTP 400 ``invalidClientIdOrSecret``."""
         body = {"appKey": app.key, "appSecret": app.secret}
-        return await TOKEN.ask(self._http, "POST", self.api_url + TOKEN_PATH, app, json=body)
+        url = self.api_url + TOKEN_PATH
+        return await observed(
+            "dingtalk", "POST", url, TOKEN.ask(self._http, "POST", url, app, json=body)
+        )
 
     async def request_oapi_token(self, app: Credentials) -> TokenResult:
         """Ask for an old-style oapi token now (not cached): ``GET /gettoken?appkey&appsecret``
         → ``{"errcode": 0, "access_token", "expires_in"}``."""
         query = {"appkey": app.key, "appsecret": app.secret}
         url = self.oapi_url + OAPI_TOKEN_PATH
-        return await OAPI_TOKEN.ask(self._http, "GET", url, app, params=query)
+        return await observed(
+            "dingtalk", "GET", url, OAPI_TOKEN.ask(self._http, "GET", url, app, params=query)
+        )
 
     async def call(
         self, app: Credentials, method: str, path: str, *, json: Any = None
@@ -160,14 +166,19 @@ class DingTalkClient:
             url = self.api_url + path
             return await exchange(self._http, method, url, json=json, headers=headers)
 
-        return await with_token(
-            self._tokens,
-            f"dingtalk:{app.key}",
-            lambda: self.request_token(app),
-            send,
-            refused=token_refused,
-            classify=classify,
-            platform="DingTalk",
+        return await observed(
+            "dingtalk",
+            method,
+            self.api_url + path,
+            with_token(
+                self._tokens,
+                f"dingtalk:{app.key}",
+                lambda: self.request_token(app),
+                send,
+                refused=token_refused,
+                classify=classify,
+                platform="DingTalk",
+            ),
         )
 
     async def call_oapi(self, app: Credentials, path: str, *, json: Any = None) -> CallResult:
@@ -180,19 +191,27 @@ class DingTalkClient:
                 self._http, "POST", self.oapi_url + path, json=json, params=params, secret=token
             )
 
-        return await with_token(
-            self._tokens,
-            f"dingtalk-oapi:{app.key}",
-            lambda: self.request_oapi_token(app),
-            send,
-            refused=oapi_token_refused,
-            classify=classify_oapi,
-            platform="DingTalk",
+        return await observed(
+            "dingtalk",
+            "POST",
+            self.oapi_url + path,
+            with_token(
+                self._tokens,
+                f"dingtalk-oapi:{app.key}",
+                lambda: self.request_oapi_token(app),
+                send,
+                refused=oapi_token_refused,
+                classify=classify_oapi,
+                platform="DingTalk",
+            ),
         )
 
     async def post_webhook(self, url: str, body: dict[str, Any]) -> CallResult:
         """A robot webhook: a conversation's sessionWebhook, or ``{oapi_url}/robot/send`` with a
         custom robot's token (and sign) in the query."""
+        return await observed("dingtalk", "POST", url, self._post_webhook(url, body))
+
+    async def _post_webhook(self, url: str, body: dict[str, Any]) -> CallResult:
         answer = await exchange(self._http, "POST", url, json=body)
         return classify_oapi(answer) if isinstance(answer, httpx.Response) else answer
 
@@ -213,6 +232,11 @@ class DingTalkClient:
             "localIp": local_ip,
         }
         url = self.api_url + STREAM_OPEN_PATH
+        return await observed("dingtalk", "POST", url, self._open_stream(app, url, body))
+
+    async def _open_stream(
+        self, app: Credentials, url: str, body: dict[str, Any]
+    ) -> StreamTicket | Rejected | Ambiguous | Unreachable:
         answer = await exchange(self._http, "POST", url, json=body, secret=app.secret)
         if not isinstance(answer, httpx.Response):
             return answer

@@ -23,6 +23,7 @@ from zhongshu.platforms.calls import (
     retry_after,
     with_token,
 )
+from zhongshu.platforms.observe import observed
 from zhongshu.platforms.results import (
     Ambiguous,
     CallResult,
@@ -99,7 +100,10 @@ class FeishuClient:
         "tenant_access_token": "t-…", "expire": 7200}``; a wrong App ID answers code 10003, a
         wrong secret 10014."""
         body = {"app_id": app.key, "app_secret": app.secret}
-        return await TOKEN.ask(self._http, "POST", self.base_url + TOKEN_PATH, app, json=body)
+        url = self.base_url + TOKEN_PATH
+        return await observed(
+            "feishu", "POST", url, TOKEN.ask(self._http, "POST", url, app, json=body)
+        )
 
     async def call(
         self,
@@ -119,24 +123,38 @@ class FeishuClient:
                 self._http, method, self.base_url + path, json=json, params=params, headers=headers
             )
 
-        return await with_token(
-            self._tokens,
-            f"feishu:{app.key}",
-            lambda: self.request_token(app),
-            send,
-            refused=token_refused,
-            classify=classify,
-            platform="Feishu",
+        return await observed(
+            "feishu",
+            method,
+            self.base_url + path,
+            with_token(
+                self._tokens,
+                f"feishu:{app.key}",
+                lambda: self.request_token(app),
+                send,
+                refused=token_refused,
+                classify=classify,
+                platform="Feishu",
+            ),
         )
 
     async def call_without_token(self, method: str, path: str, *, json: Any = None) -> CallResult:
         """A call that carries its own authorization (a custom bot's hook token and sign)."""
+        return await observed(
+            "feishu", method, self.base_url + path, self._without_token(method, path, json)
+        )
+
+    async def _without_token(self, method: str, path: str, json: Any) -> CallResult:
         answer = await exchange(self._http, method, self.base_url + path, json=json)
         return classify(answer) if isinstance(answer, httpx.Response) else answer
 
     async def ws_endpoint(self, app: Credentials) -> Endpoint | Rejected | Ambiguous | Unreachable:
         """A long connection's endpoint for the app (protocols §1.3; asked with the App ID and
         secret, no token)."""
+        url = self.base_url + WS_ENDPOINT_PATH
+        return await observed("feishu", "POST", url, self._ws_endpoint(app))
+
+    async def _ws_endpoint(self, app: Credentials) -> Endpoint | Rejected | Ambiguous | Unreachable:
         answer = await exchange(
             self._http,
             "POST",
