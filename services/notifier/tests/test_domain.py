@@ -1,16 +1,21 @@
-"""The notifier's pure decisions: record transitions, splitting, how alerts read."""
+"""The notifier's pure decisions: record transitions, splitting, how alerts read (their
+buttons and state lines), masking configured secrets."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
-from zhongshu.contracts.events import AlertRaised
-from zhongshu.notifier import domain
+from zhongshu.contracts.events import AlertActor, AlertRaised, AlertStateChanged, ReplyGenerated
+from zhongshu.contracts.events.alerts import CARD_VALUE_KEY
+from zhongshu.notifier import domain, redaction
 from zhongshu.notifier.adapters import dingtalk, feishu
 from zhongshu.notifier.adapters.results import Rejected
 from zhongshu.notifier.domain import DeliveryRecord
+from zhongshu.notifier.redaction import SecretGuard
+from zhongshu.runtime.hubconfig import HubConfig
 
 
 @pytest.mark.parametrize(
@@ -119,3 +124,86 @@ def test_dingtalk_errcodes_become_values() -> None:
 def test_feishu_uuid_is_the_reply_id_or_its_hash_within_50_chars() -> None:
     assert feishu.request_uuid("r-1") == "r-1"
     assert len(feishu.request_uuid("x" * 80)) <= 50
+
+
+# --- alert cards and secrets --------------------------------------------------------------------
+
+
+def _changed(state: str, **fields: Any) -> AlertStateChanged:
+    return AlertStateChanged(
+        key="k1",
+        state=state,  # type: ignore[arg-type]
+        level="error",
+        source="watchdog",
+        title="t",
+        **fields,
+    )
+
+
+def test_an_alert_card_offers_only_the_buttons_that_still_apply() -> None:
+    labels = {
+        state: [a.label for a in domain.alert_actions("k1", state)]
+        for state in ("raised", "acknowledged", "silenced", "resolved")
+    }
+    assert labels == {
+        "raised": ["Acknowledge", "Silence 1 h", "Resolve"],
+        "acknowledged": ["Silence 1 h", "Resolve"],
+        "silenced": ["Acknowledge", "Resolve"],
+        "resolved": [],
+    }
+    [ack, *_] = domain.alert_actions("k1", "raised")
+    assert ack.value == {CARD_VALUE_KEY: "k1", "op": "acknowledge"}
+
+
+def test_the_status_line_says_who_did_what_and_when() -> None:
+    at = datetime(2026, 12, 8, 10, 2, tzinfo=UTC)
+    actor = AlertActor(id="ou_1", name="Li Lei", platform="feishu", app="lark")
+    until = at + timedelta(hours=1)
+    assert domain.status_line(_changed("acknowledged", actor=actor), at) == (
+        "Acknowledged by Li Lei at 10:02 UTC"
+    )
+    assert domain.status_line(_changed("silenced", actor=actor, silenced_until=until), at) == (
+        "Silenced until 11:02 UTC by Li Lei"
+    )
+    assert domain.status_line(_changed("resolved", reason="condition cleared"), at) == (
+        "Resolved automatically: condition cleared"
+    )
+    assert domain.status_line(_changed("resolved", actor=actor), at) == (
+        "Resolved by Li Lei at 10:02 UTC"
+    )
+    nameless = AlertActor(id="ou_1", platform="feishu", app="lark")
+    assert "by ou_1" in domain.status_line(_changed("acknowledged", actor=nameless), at)
+
+
+def test_a_silence_holds_repeats_back_only_until_it_ends() -> None:
+    now = datetime(2026, 12, 8, 10, 0, tzinfo=UTC)
+    assert domain.silenced("silenced", now + timedelta(minutes=1), now)
+    assert not domain.silenced("silenced", now - timedelta(minutes=1), now)
+    assert not domain.silenced("acknowledged", now + timedelta(minutes=1), now)
+
+
+def test_every_configured_secret_is_masked_and_named_by_where_it_is_configured() -> None:
+    config = HubConfig.model_validate(
+        {
+            "tenants": {"acme": {}},
+            "apps": {
+                "lark": {
+                    "tenant": "acme",
+                    "platform": "feishu",
+                    "feishu": {"app_id": "cli_1", "app_secret": "app-secret-123"},
+                }
+            },
+            "alerts": {"error": [{"feishu_robot": "hook-token-456", "secret": "short"}]},
+        }
+    )
+    guard = SecretGuard()
+    text, where = redaction.redact(
+        "a app-secret-123 b hook-token-456 c short", guard.secrets(config)
+    )
+    assert text == "a *** b *** c short"  # under 8 characters: not looked for
+    assert sorted(where) == ["alerts.error[0].feishu_robot", "apps.lark.feishu.app_secret"]
+    assert guard.secrets(config) is guard.secrets(config)  # computed once per configuration
+    plain = ReplyGenerated(
+        reply_id="r", platform="feishu", app="lark", tenant="acme", chat_id="c", text="fine"
+    )
+    assert guard.reply(config, plain) == (plain, ())

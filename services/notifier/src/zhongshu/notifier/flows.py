@@ -692,7 +692,7 @@ class Notifier:
                 state=changed.state,
                 status=status,
                 silenced_until=changed.silenced_until if changed.state == "silenced" else None,
-                version=delivery.msg.metadata.sequence.stream,
+                version=(_micros(env.time), delivery.msg.metadata.sequence.stream),
             )
             if not applied:
                 log.info("alert %s: %s is older than the state shown", changed.key, changed.state)
@@ -714,3 +714,7 @@ class Notifier:
                     retry.append(f"card {card.ref}: {exc}")
             if retry:
                 raise RetryLater("; ".join(retry))
+
+
+def _micros(at: datetime) -> int:
+    return int(at.timestamp() * 1_000_000)

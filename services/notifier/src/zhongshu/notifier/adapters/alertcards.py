@@ -3,9 +3,9 @@
 do), written with the revision read as a fencing token.
 
 A card is added once it is delivered (the platform's message id, or the DingTalk card's
-``outTrackId``); a state change is applied once, in order: ``version`` is the JetStream
-sequence of the last ``AlertStateChanged`` applied, and an older one (a redelivery that lost
-the race to a newer change) is not drawn over it."""
+``outTrackId``); a state change is applied once, in order: ``version`` names the last
+``AlertStateChanged`` applied, and an older one (a redelivery that lost the race to a newer
+change, or the same event stored again) is not drawn over it."""
 
 from __future__ import annotations
 
@@ -34,7 +34,10 @@ class AlertCards(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     status: str = ""
     """The line the cards show about the state (who acknowledged it, until when silenced)."""
     silenced_until: datetime | None = None
-    version: int = 0
+    version: tuple[int, int] = (0, 0)
+    """The last change applied: (when it happened in µs since the epoch, its JetStream
+    sequence). The time orders a change stored again later (the same envelope past the
+    duplicate window); the sequence tells a redelivery (equal) from another change."""
 
 
 _encode = msgspec.json.Encoder().encode
@@ -82,7 +85,7 @@ class AlertCardBook:
         state: str,
         status: str,
         silenced_until: datetime | None,
-        version: int,
+        version: tuple[int, int],
     ) -> tuple[AlertCards, bool]:
         """Record the state the cards should show; (the record, False) when a newer change was
         applied already. The same ``version`` again is applied (a redelivery finishing what a
