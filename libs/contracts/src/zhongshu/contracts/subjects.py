@@ -180,6 +180,11 @@ def alerts_at(level: str) -> str:
     return f"alert.{sanitize_token(level)}.*"
 
 
+def audits_of(kind: str) -> str:
+    """Every tenant's audit records of one kind (`security`, `access` …)."""
+    return f"audit.*.{sanitize_token(kind)}"
+
+
 def workflow_runs_for(tenant: str) -> str:
     """Every workflow run event of one tenant."""
     return f"workflow.run.{sanitize_token(tenant)}.*"

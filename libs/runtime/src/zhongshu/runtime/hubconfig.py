@@ -209,6 +209,38 @@ class AgentConfig(_Model):
     tools: ToolsConfig = ToolsConfig()
 
 
+class WatchdogConfig(_Model):
+    """What the watchdog alerts on and when (docs/operations/alerts.md). Read live: a pushed
+    change applies at its next check."""
+
+    check_interval_s: float = Field(default=5, gt=0, le=300)
+    """How often every check runs."""
+    resource_percent: float = Field(default=70, gt=0, le=100)
+    """Host CPU, memory and disk (data directory, JetStream storage) use that raises a warning."""
+    process_cpu_percent: float = Field(default=70, gt=0)
+    """A service process's CPU (% of one core) that raises a warning."""
+    sustained_s: float = Field(default=300, ge=0)
+    """How long a resource must stay above its threshold, or a consumer's lag keep growing,
+    before the warning."""
+    lag_min_pending: int = Field(default=1, ge=1)
+    """A consumer's backlog counts as lag from this many pending messages."""
+    down_after_s: float = Field(default=20, gt=0)
+    """A heartbeat older than this is a process that stopped beating (heartbeats come every 5 s)."""
+    grace_s: float = Field(default=60, ge=0)
+    """How long a service may be down or unready, or a condition (LLM provider, credentials)
+    fail, before the error."""
+    security_window_s: float = Field(default=60, gt=0)
+    """The sliding window in which security refusals from one source are counted."""
+    signature_failures: int = Field(default=20, gt=0)
+    """Refused webhook signatures or tokens from one source within the window: critical."""
+    jwt_failures: int = Field(default=20, gt=0)
+    """Refused API tokens from one source within the window: critical."""
+    unknown_app_requests: int = Field(default=5, gt=0)
+    """Webhooks for an app that is not configured, from one source within the window: critical."""
+    remind_s: float = Field(default=3600, ge=0)
+    """An open alert nobody acknowledged is raised again this often; 0 = never."""
+
+
 class HubConfig(_Model):
     tenants: dict[str, Tenant] = {}
     apps: dict[AppName, App] = {}
@@ -216,6 +248,7 @@ class HubConfig(_Model):
     model: ModelConfig = ModelConfig()
     agent: AgentConfig = AgentConfig()
     routing: RoutingRules = RoutingRules()
+    watchdog: WatchdogConfig = WatchdogConfig()
 
     @model_validator(mode="after")
     def _apps_name_known_tenants(self) -> HubConfig:

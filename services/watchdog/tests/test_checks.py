@@ -1,0 +1,135 @@
+"""What the watchdog raises, on a real JetStream with real service processes: a killed service,
+a process burning CPU, a non-empty DLQ, a growing backlog, the host above its threshold, a
+break in the audit trail. Thresholds are lowered to seconds; waits are generous bounds."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+from nats.js.api import ConsumerConfig
+
+from services.watchdog.tests.conftest import Bus
+from services.watchdog.tests.watchdog_testing import (
+    FAST,
+    WAIT_S,
+    ServiceProcess,
+    beating,
+    start_watchdog,
+)
+from zhongshu.contracts import envelope as wire
+from zhongshu.contracts import streams, subjects
+from zhongshu.contracts.events import AuditRecorded
+from zhongshu.contracts.events.alerts import alert_key
+from zhongshu.devstack.testing import eventually
+
+HERE = Path(__file__).parent
+
+
+def _echo(url: str) -> ServiceProcess:
+    return ServiceProcess(["-m", "zhongshu.echo.main"], {"ZHONGSHU_NATS_URL": url}, "echo")
+
+
+async def test_a_killed_service_raises_an_error_and_its_return_resolves_it(bus: Bus) -> None:
+    echo = await _echo(bus.url).wait_ready()
+    watchdog = await start_watchdog(bus.url)
+    try:
+        await beating(bus.js, "echo")
+        echo.kill()
+        down = await eventually(
+            lambda: bus.recorder.alerts("service.down", service="echo"), "echo down", WAIT_S
+        )
+        assert down[0].level == "error"
+        assert down[0].source == "watchdog"
+        assert down[0].title == "echo is down"
+
+        echo = await _echo(bus.url).wait_ready()
+        resolved = await eventually(
+            lambda: bus.recorder.states(alert_key(down[0]), "resolved"), "resolved", WAIT_S
+        )
+        assert resolved[0].actor is None
+        assert "cleared" in resolved[0].reason
+        assert len(bus.recorder.alerts("service.down", service="echo")) == 1
+    finally:
+        echo.kill()
+        await watchdog.stop()
+
+
+async def test_a_process_burning_cpu_raises_a_warning(bus: Bus) -> None:
+    burner = await ServiceProcess([str(HERE / "burner.py"), bus.url], {}, "burner").wait_ready()
+    watchdog = await start_watchdog(bus.url, FAST.model_copy(update={"process_cpu_percent": 30}))
+    try:
+        busy = await eventually(
+            lambda: bus.recorder.alerts("service.cpu", service="burner"), "a CPU warning", WAIT_S
+        )
+        assert busy[0].level == "warning"
+        assert "burner" in busy[0].title
+    finally:
+        burner.kill()
+        await watchdog.stop()
+
+
+async def test_a_dead_letter_raises_an_error_until_the_dlq_is_empty(bus: Bus) -> None:
+    watchdog = await start_watchdog(bus.url)
+    try:
+        await bus.js.publish(subjects.dlq("CHAT_INBOUND", "router"), b"{}")
+        raised = await eventually(lambda: bus.recorder.alerts("bus.dlq"), "a DLQ alert", WAIT_S)
+        assert raised[0].level == "error"
+        await bus.js.purge_stream(streams.DLQ.name)
+        await eventually(
+            lambda: bus.recorder.states(alert_key(raised[0]), "resolved"), "resolved", WAIT_S
+        )
+    finally:
+        await watchdog.stop()
+
+
+async def test_a_backlog_growing_for_the_window_raises_a_warning(bus: Bus) -> None:
+    durable = "stuck-" + uuid.uuid4().hex[:6]
+    await bus.js.add_consumer(
+        streams.EVENTS.name, ConsumerConfig(durable_name=durable, filter_subject="events.>")
+    )
+    watchdog = await start_watchdog(bus.url)
+    try:
+
+        async def publish_and_look() -> bool:
+            await bus.js.publish("events.team.thing", b"{}")
+            return bool(bus.recorder.alerts("bus.lag", consumer=durable))
+
+        await eventually(publish_and_look, "a lag warning", WAIT_S)
+    finally:
+        await watchdog.stop()
+
+
+async def test_the_host_above_its_threshold_raises_warnings(bus: Bus, tmp_path: Path) -> None:
+    low = FAST.model_copy(update={"resource_percent": 0.001, "sustained_s": 0.5})
+    watchdog = await start_watchdog(bus.url, low, disks=[tmp_path])
+    try:
+        memory = await eventually(
+            lambda: bus.recorder.alerts("host.memory"), "a memory warning", WAIT_S
+        )
+        assert memory[0].level == "warning"
+        await eventually(lambda: bus.recorder.alerts("host.disk"), "a disk warning", WAIT_S)
+    finally:
+        await watchdog.stop()
+
+
+async def test_messages_deleted_from_the_audit_trail_raise_a_critical(bus: Bus) -> None:
+    for i in range(3):
+        event = AuditRecorded(
+            actor="u", action="config.pushed", target="x", outcome="ok", tenant="acme"
+        )
+        env = wire.make_envelope(event, id=f"audit-{i}", source="test", tenant="acme")
+        await bus.js.publish(subjects.audit("acme", "config"), wire.encode(env))
+    watchdog = await start_watchdog(bus.url)
+    try:
+        await asyncio.sleep(1)  # a check takes the trail's mark
+        info = await bus.js.stream_info(streams.AUDIT.name)
+        await bus.js.delete_msg(streams.AUDIT.name, int(info.state.first_seq) + 1)
+        broken = await eventually(
+            lambda: bus.recorder.alerts("bus.audit"), "an audit-trail alert", WAIT_S
+        )
+        assert broken[0].level == "critical"
+        assert "deleted from the middle" in broken[0].detail
+    finally:
+        await watchdog.stop()
