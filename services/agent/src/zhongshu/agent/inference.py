@@ -17,7 +17,7 @@ from zhongshu.agent.adapters.inference_cache import InferenceCache, fingerprint
 from zhongshu.agent.llm.client import LLMClient
 from zhongshu.agent.llm.errors import LLMError, LLMGaveUp
 from zhongshu.agent.llm.types import ChatMessage, ChatRequest, ChatResult
-from zhongshu.agent.metrics import INFERENCE_SECONDS, TOKENS, TOOL_CALLS
+from zhongshu.agent.metrics import TOOL_CALLS
 from zhongshu.agent.models import ModelSetup
 from zhongshu.agent.tools.registry import ToolContext, ToolRegistry
 
@@ -136,13 +136,5 @@ class Inference:
     async def _upstream(
         client: LLMClient, request: ChatRequest, on_text: OnText | None
     ) -> ChatResult:
-        started = time.perf_counter()
-        outcome, provider = "error", "none"
-        try:
-            result = await client.complete(request, on_text=on_text)
-            outcome, provider = "ok", result.provider
-            TOKENS.labels(provider, "in").inc(result.usage.prompt_tokens)
-            TOKENS.labels(provider, "out").inc(result.usage.completion_tokens)
-            return result
-        finally:
-            INFERENCE_SECONDS.labels(provider, outcome).observe(time.perf_counter() - started)
+        # The client meters (zhongshu_agent_inference_seconds) and traces every call itself.
+        return await client.complete(request, on_text=on_text)

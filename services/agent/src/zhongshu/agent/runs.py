@@ -35,7 +35,7 @@ from zhongshu.contracts.events import (
     TaskRequested,
 )
 from zhongshu.contracts.ids import derive_msg_id, schedule_fire_id
-from zhongshu.runtime import Delivery
+from zhongshu.runtime import Delivery, telemetry
 from zhongshu.runtime.hubconfig import HubConfig
 from zhongshu.runtime.liveconfig import ConfigSource
 from zhongshu.runtime.outbox import Outbox
@@ -208,6 +208,7 @@ class Agent:
     ) -> str | None:
         """Run the task; returns the text the users should see (answer or failure notice), or
         None when there is nothing to deliver."""
+        telemetry.annotate(task_id=task.task_id)  # `zhongshu trace <task id>` finds it
         config = self.config.current
         if config is not self._setup_for:  # a new revision of the live configuration
             self.models.refresh(effective_setup(config, self.settings))

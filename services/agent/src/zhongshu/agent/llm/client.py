@@ -21,18 +21,29 @@ import importlib.util
 import logging
 import random as _random
 import sys
+import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 
 import httpx
 import msgspec
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 from zhongshu.agent.llm.attempt import HttpAttempt
 from zhongshu.agent.llm.errors import LLMError, LLMGaveUp
 from zhongshu.agent.llm.retry import backoff_s
 from zhongshu.agent.llm.types import AttemptRecord, ChatRequest, ChatResult, Provider
 from zhongshu.agent.llm.wire import encode_request
+from zhongshu.agent.metrics import INFERENCE_SECONDS, TOKENS
 
 log = logging.getLogger("zhongshu.agent.llm")
+_TRACER = trace.get_tracer("zhongshu.agent")
+
+
+def _host(endpoint: str) -> str:
+    """The provider's host for ``server.address`` (never the URL: it may carry a key)."""
+    return urllib.parse.urlsplit(endpoint).hostname or ""
 
 
 def _fail_fast_without_sniffio() -> None:
@@ -93,8 +104,53 @@ class LLMClient:
 
     async def complete(self, request: ChatRequest, *, on_text: OnText | None = None) -> ChatResult:
         """The answer, or LLMGaveUp. ``on_text`` is awaited with the whole text so far after each
-        streamed content delta; after a failed attempt the next one starts again from empty."""
-        return await _Call(self, request, on_text).run()
+        streamed content delta; after a failed attempt the next one starts again from empty.
+
+        Every call is one ``chat <model>`` span (OpenTelemetry GenAI conventions: the model,
+        provider, token usage and finish reason; never the prompt or the answer) and one
+        observation of ``zhongshu_agent_inference_seconds``."""
+        first = self.providers[0]
+        attributes: dict[str, str | float | int] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.system": first.name,
+            "gen_ai.provider.name": first.name,
+            "gen_ai.request.model": first.model,
+            "server.address": _host(first.endpoint),
+        }
+        if request.temperature is not None:
+            attributes["gen_ai.request.temperature"] = request.temperature
+        if request.max_tokens is not None:
+            attributes["gen_ai.request.max_tokens"] = request.max_tokens
+        started = time.perf_counter()
+        outcome, provider = "error", "none"
+        try:
+            with _TRACER.start_as_current_span(
+                f"chat {first.model}", kind=SpanKind.CLIENT, attributes=attributes
+            ) as span:
+                try:
+                    result = await _Call(self, request, on_text).run()
+                except LLMGaveUp as exc:
+                    if span.is_recording():
+                        span.set_attribute("error.type", exc.code)
+                        span.set_attribute("zhongshu.llm.attempts", exc.attempts)
+                    raise
+                outcome, provider = "ok", result.provider
+                TOKENS.labels(provider, "in").inc(result.usage.prompt_tokens)
+                TOKENS.labels(provider, "out").inc(result.usage.completion_tokens)
+                if span.is_recording():
+                    span.set_attributes(
+                        {
+                            "gen_ai.provider.name": result.provider,
+                            "gen_ai.response.model": result.model,
+                            "gen_ai.usage.input_tokens": result.usage.prompt_tokens,
+                            "gen_ai.usage.output_tokens": result.usage.completion_tokens,
+                            "gen_ai.response.finish_reasons": (result.finish_reason,),
+                            "zhongshu.llm.attempts": result.attempts,
+                        }
+                    )
+                return result
+        finally:
+            INFERENCE_SECONDS.labels(provider, outcome).observe(time.perf_counter() - started)
 
     async def aclose(self) -> None:
         if self._owns_http:

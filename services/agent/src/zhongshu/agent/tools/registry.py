@@ -12,10 +12,14 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
+
 from zhongshu.agent.llm.types import ToolCall, ToolSpec
 from zhongshu.contracts.events import ReplyGenerated
 
 log = logging.getLogger("zhongshu.agent.tools")
+_TRACER = trace.get_tracer("zhongshu.agent")
 
 RESULT_LIMIT: Final = 4000
 """Characters of a tool result the model sees; more would crowd out the conversation."""
@@ -82,20 +86,33 @@ class ToolRegistry:
         return len(self._tools)
 
     async def call(self, call: ToolCall, ctx: ToolContext) -> ToolOutcome:
+        """One tool call, as an ``execute_tool <name>`` span (GenAI conventions; the arguments
+        and the result stay out of it: they may hold what users wrote)."""
         started = time.perf_counter()
         ok = False
-        try:
-            tool = self._tools.get(call.name)
-            if tool is None:
-                raise ToolFailed(f"no tool named {call.name!r}")
-            arguments = parse_arguments(call.arguments)
-            text = await tool(arguments, ctx)
-            ok = True
-        except ToolFailed as exc:
-            text = f"error: {exc}"
-        except Exception as exc:  # a tool's bug must not end the task
-            log.exception("tool %s failed", call.name)
-            text = f"error: the tool failed ({type(exc).__name__})"
+        with _TRACER.start_as_current_span(
+            f"execute_tool {call.name}",
+            kind=SpanKind.INTERNAL,
+            attributes={
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": call.name,
+                "gen_ai.tool.call.id": call.id,
+            },
+        ) as span:
+            try:
+                tool = self._tools.get(call.name)
+                if tool is None:
+                    raise ToolFailed(f"no tool named {call.name!r}")
+                arguments = parse_arguments(call.arguments)
+                text = await tool(arguments, ctx)
+                ok = True
+            except ToolFailed as exc:
+                text = f"error: {exc}"
+                span.set_status(StatusCode.ERROR, "tool_failed")
+            except Exception as exc:  # a tool's bug must not end the task
+                log.exception("tool %s failed", call.name)
+                text = f"error: the tool failed ({type(exc).__name__})"
+                span.set_status(StatusCode.ERROR, type(exc).__name__)
         elapsed = round((time.perf_counter() - started) * 1000)
         return ToolOutcome(truncate(text), ok, elapsed)
 
