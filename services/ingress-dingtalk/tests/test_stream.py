@@ -16,8 +16,14 @@ from nats.js.client import JetStreamContext
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import streams, subjects
 from zhongshu.contracts.events import CardActionReceived, MessageReceived, PlatformEventReceived
+from zhongshu.contracts.events.alerts import CARD_VALUE_KEY
 from zhongshu.devstack import NatsServer
 from zhongshu.devstack.fakes.dingtalk import DingTalkApp, FakeStreamGateway, MakeApp, bot_message
+from zhongshu.devstack.fakes.dingtalk_openapi import (
+    BUTTON_CARD_TEMPLATE,
+    AICard,
+    FakeDingTalkOpenAPI,
+)
 from zhongshu.devstack.testing import StartService as StartReplica
 from zhongshu.devstack.testing import collect, provision_all
 from zhongshu.ingress_dingtalk import resources
@@ -130,6 +136,41 @@ async def test_card_callbacks_and_events_are_published_and_acked(
         "chat_update_title",
         "ev-1",
         {"title": "x"},
+    )
+
+
+async def test_a_click_on_an_alert_cards_button_reaches_the_router_with_its_value(
+    provisioned_nats_url: str,
+    js: JetStreamContext,
+    stream_app: DingTalkApp,
+    gateway: FakeStreamGateway,
+    start_replica: StartReplica,
+) -> None:
+    # The card as the notifier sends it (DingTalk's button template, clicks over Stream).
+    value = {CARD_VALUE_KEY: "k1", "op": "acknowledge"}
+    button = {"text": "Acknowledge", "id": "acknowledge", "request": True, "params": value}
+    async with FakeDingTalkOpenAPI() as openapi:
+        openapi.ai_cards["zs-card"] = AICard(
+            BUTTON_CARD_TEMPLATE,
+            "IM_GROUP",
+            "cidOps==",
+            {"sys_full_json_obj": json.dumps({"msgButtons": [button]})},
+            callback_type="STREAM",
+        )
+        await start(start_replica, provisioned_nats_url, stream_app, gateway)
+        await gateway.wait_for_sessions(1)
+        ack = await gateway.wait_for_ack(
+            await gateway.click(openapi, "cidOps==", "Acknowledge", "staff-42")
+        )
+    # DingTalk's callback answer carries no toast: a non-admin's click is only audited.
+    assert ack["data"] == {"response": {}}
+    [raw] = await collect(js, inbound(stream_app), count=1)
+    action = wire.decode(raw.data, CardActionReceived).data
+    assert (action.action, action.user.staff_id, action.card_id, action.chat_id) == (
+        value,
+        "staff-42",
+        "zs-card",
+        "cidOps==",
     )
 
 
