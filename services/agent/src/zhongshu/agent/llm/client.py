@@ -36,6 +36,7 @@ from zhongshu.agent.llm.retry import backoff_s
 from zhongshu.agent.llm.types import AttemptRecord, ChatRequest, ChatResult, Provider
 from zhongshu.agent.llm.wire import encode_request
 from zhongshu.agent.metrics import INFERENCE_SECONDS, TOKENS
+from zhongshu.runtime import conditions
 
 log = logging.getLogger("zhongshu.agent.llm")
 _TRACER = trace.get_tracer("zhongshu.agent")
@@ -278,6 +279,7 @@ class _Call:
                     self._failed(index, error)
                     waited = 0.0
                     continue
+                conditions.set("llm", ok=True)  # for the watchdog (heartbeat conditions)
                 return msgspec.structs.replace(
                     result, provider=provider.name, model=provider.model, attempts=self.attempts
                 )
@@ -302,7 +304,10 @@ class _Call:
             self._not_before[index] = self._now() + error.retry_after_s
 
     def _gave_up(self) -> LLMGaveUp:
-        return LLMGaveUp(self.errors, attempts=self.attempts, elapsed_s=self._now() - self.started)
+        elapsed = self._now() - self.started
+        gave_up = LLMGaveUp(self.errors, attempts=self.attempts, elapsed_s=elapsed)
+        conditions.set("llm", ok=False, detail=f"{gave_up.code} after {self.attempts} attempt(s)")
+        return gave_up
 
     def _now(self) -> float:
         return self.loop.time()
