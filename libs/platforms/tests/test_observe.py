@@ -128,6 +128,8 @@ async def test_a_feishu_send_is_a_client_span_and_counted_by_outcome(
     [token] = [s for s in recorded_spans.get_finished_spans() if "tenant_access_token" in s.name]
     assert token.parent is not None
     assert token.parent.span_id == ok.context.span_id
+    assert token.status.status_code != StatusCode.ERROR
+    assert dict(token.attributes or {})["zhongshu.outcome"] == "ok"
 
 
 async def test_no_token_secret_or_query_reaches_a_span(

@@ -125,12 +125,13 @@ async def observed(platform: str, method: str, url: str, call: Awaitable[R]) -> 
 
 def _describe(span: trace.Span, result: object, label: str) -> None:
     span.set_attribute("zhongshu.outcome", label)
-    if isinstance(result, Ok):
-        data = result.payload.get("data")
-        sent = data.get("message_id") if isinstance(data, dict) else None
-        sent = sent or result.payload.get("processQueryKey")
-        if isinstance(sent, str) and sent:
-            span.set_attribute("zhongshu.platform_message_id", sent)
+    if label == "ok":
+        if isinstance(result, Ok):
+            data = result.payload.get("data")
+            sent = data.get("message_id") if isinstance(data, dict) else None
+            sent = sent or result.payload.get("processQueryKey")
+            if isinstance(sent, str) and sent:
+                span.set_attribute("zhongshu.platform_message_id", sent)
         return
     code = getattr(result, "code", None)
     if code:
