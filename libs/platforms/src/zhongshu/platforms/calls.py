@@ -28,6 +28,7 @@ from zhongshu.platforms.results import (
     Unreachable,
 )
 from zhongshu.platforms.tokens import TokenCache
+from zhongshu.runtime import conditions
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,10 @@ async def cached_token(
     async def fetch_or_raise() -> tuple[str, float]:
         result = await fetch()
         if isinstance(result, Token):
+            conditions.set(f"credentials.{key}", ok=True)
             return result.value, result.lifetime_s
+        if isinstance(result, CredentialsRefused):  # the watchdog alerts on it (heartbeat)
+            conditions.set(f"credentials.{key}", ok=False, detail=result.reason)
         raise _NoToken(result)
 
     try:
