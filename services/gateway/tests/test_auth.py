@@ -23,9 +23,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from services.gateway.tests.gateway_testing import SECRET, Api, StartGateway, mint
+from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import subjects
+from zhongshu.contracts.events import AuditRecorded
 from zhongshu.devstack.fakes.local_server import LocalServer
-from zhongshu.devstack.testing import collect
+from zhongshu.devstack.testing import collect, eventually
 
 PROMPT = "the quarterly numbers of ACME, confidential"
 
@@ -279,3 +281,27 @@ async def test_a_token_from_zhongshu_token_create_is_accepted(api: Api) -> None:
         "/api/v1/tasks/x", headers={"Authorization": f"Bearer {result.output.strip()}"}
     )
     assert answer.status_code == 404  # authenticated; no such task
+
+
+async def test_refused_tokens_are_audited_per_source_at_most_once_a_second(
+    api: Api, js: JetStreamContext
+) -> None:
+    async def refusals() -> list[AuditRecorded]:
+        found = await collect(js, subjects.audit("_", "security"), within_s=0.5)
+        events = [wire.decode(m.data, AuditRecorded).data for m in found]
+        return [e for e in events if e.action == "gateway.token.rejected"]
+
+    before = len(await refusals())
+    wrong = mint(api.tenant, "tasks:read", secret="another-secret-that-is-32-bytes-long!")
+    for _ in range(30):
+        answer = await api.client.get("/api/v1/tasks", headers={"Authorization": f"Bearer {wrong}"})
+        assert answer.status_code == 401
+
+    async def audited() -> list[AuditRecorded]:
+        found = (await refusals())[before:]
+        return found if sum(int(e.labels["count"]) for e in found) >= 30 else []
+
+    records = await eventually(audited, "the refusals audited", 15)
+    assert len(records) < 30  # one record per second, not one per refusal
+    assert {e.actor for e in records} == {"127.0.0.1"}
+    assert records[0].outcome == "denied"

@@ -198,7 +198,12 @@ async def authenticated(request: Request, credentials: Credentials) -> Principal
         )
     from zhongshu.gateway.context import gateway  # context imports this module
 
-    principal = await gateway(request).tokens.verify(credentials.credentials)
+    gw = gateway(request)
+    try:
+        principal = await gw.tokens.verify(credentials.credentials)
+    except Unauthorized as refused:
+        gw.audit.refused(request.client.host if request.client else "", refused.detail)
+        raise
     setattr(request.state, PRINCIPAL_STATE, principal)
     return principal
 
