@@ -123,7 +123,7 @@ def test_rebuild_fills_the_read_models_and_refreshes_the_hot_tier(
     assert "TASKS" in out
     assert "AUDIT" in out
     # Each task event writes its task's row and its history row; the audit event one row.
-    assert f"7 source(s) rebuilt: {TASKS * 3 + 1} message(s), {TASKS * 6 + 1} row(s) written" in out
+    assert f"8 source(s) rebuilt: {TASKS * 3 + 1} message(s), {TASKS * 6 + 1} row(s) written" in out
     assert query(
         database, f"SELECT status, count(*) FROM tasks WHERE tenant = '{TENANT}' GROUP BY 1"
     ) == [("completed", TASKS)]

@@ -5,6 +5,7 @@ verifying rebuild, a full rebuild) leaves every table exactly as it was."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,6 +33,7 @@ from zhongshu.contracts.definitions import (
     definition_key,
 )
 from zhongshu.contracts.events import (
+    AlertRaised,
     AuditRecorded,
     CallbackDelivered,
     CallbackDeliveryFailed,
@@ -53,6 +55,7 @@ from zhongshu.contracts.events import (
     TaskToolCalled,
     WorkflowRef,
 )
+from zhongshu.contracts.events.alerts import AlertActor, AlertStateChanged, alert_key
 from zhongshu.contracts.hotcache import HOT_TTL_S, TaskStatus, task_status_key
 from zhongshu.contracts.ids import schedule_fire_id
 from zhongshu.devstack.testing import collect
@@ -97,6 +100,7 @@ class Mix:
         self.acme = unique("acme")
         self.globex = unique("globex")
         self.fired = ""
+        self.alert = AlertRaised(level="error", source="router", title="")
 
     async def publish(self, bus: Bus) -> None:
         await self._tasks(bus)
@@ -105,6 +109,7 @@ class Mix:
         await self._audit(bus)
         await self._schedule(bus)
         await self._definitions(bus)
+        await self._alerts(bus)
 
     async def _tasks(self, bus: Bus) -> None:
         a, g = self.acme, self.globex
@@ -309,6 +314,27 @@ class Mix:
             tenant=g, at=at(61),
         )  # fmt: skip
 
+    async def _alerts(self, bus: Bus) -> None:
+        # A router alert raised twice, acknowledged, then resolved by the watchdog (cleared).
+        self.alert = AlertRaised(level="error", source="router", title="printer on fire",
+                                 dedupe_key=unique("printer"))  # fmt: skip
+        key = alert_key(self.alert)
+        state = functools.partial(
+            AlertStateChanged, key=key, level="error", source="router", title="printer on fire",
+            raised_at=at(80), episode=1,
+        )  # fmt: skip
+        admin = AlertActor(id="ou_admin", name="Ada", platform="feishu", app="acme-feishu")
+        await bus.send(subjects.alert("error", "router"), self.alert, tenant="", at=at(80))
+        await bus.send(subjects.alert_state(key), state(state="raised", reason="raised"),
+                       tenant="", at=at(80))  # fmt: skip
+        await bus.send(subjects.alert("error", "router"), self.alert, tenant="", at=at(81))
+        await bus.send(subjects.alert_state(key),
+                       state(state="acknowledged", actor=admin, occurrences=2),
+                       tenant="", at=at(82))  # fmt: skip
+        await bus.send(subjects.alert_state(key),
+                       state(state="resolved", reason="the condition cleared", occurrences=2),
+                       tenant="", at=at(83))  # fmt: skip
+
     async def _schedule(self, bus: Bus) -> None:
         a = self.acme
         body = wire.encode(
@@ -374,7 +400,7 @@ async def test_a_realistic_mix_is_projected_and_replaying_it_changes_no_table(
 
     # Replay every stream from sequence 0: new durable consumers, and the mirrors watch again.
     for name in ("projector-tasks", "projector-workflows", "projector-deliveries",
-                 "projector-audit", "projector-schedules"):  # fmt: skip
+                 "projector-audit", "projector-schedules", "projector-alerts"):  # fmt: skip
         stream = name.removeprefix("projector-").upper()
         await bus.js.delete_consumer(stream, name)
     service = await start_projector(config)
@@ -389,7 +415,7 @@ async def test_a_realistic_mix_is_projected_and_replaying_it_changes_no_table(
         # The same through a verifying rebuild: every message again, no row changed.
         reports = await rebuild(service.js, pool, truncate=False)
         assert {r.source for r in reports} == {
-            "TASKS", "WORKFLOWS", "DELIVERIES", "AUDIT", "SCHEDULES", "KV_triggers",
+            "TASKS", "WORKFLOWS", "DELIVERIES", "AUDIT", "SCHEDULES", "ALERTS", "KV_triggers",
             "KV_subscriptions",
         }  # fmt: skip
         assert all(r.messages > 0 for r in reports)
@@ -543,6 +569,20 @@ async def check_rows(pool: asyncpg.Pool, mix: Mix) -> None:
         (g, "config", "config.pushed", "succeeded"),
     ]
     assert json.loads(audit[1]["data"])["labels"] == {"revision": "7"}
+
+    key = alert_key(mix.alert)
+    (alert,) = await rows(pool, "SELECT * FROM alerts WHERE key = $1", key)
+    assert (alert["episode"], alert["state"], alert["occurrences"]) == (1, "resolved", 2)
+    assert (alert["acknowledged_by"], alert["resolved_by"]) == ("ou_admin", "watchdog")
+    assert alert["acknowledged_at"] == at(82)
+    events = await rows(
+        pool, "SELECT kind, state, actor_id, actor_name FROM alert_events WHERE key = $1 "
+        "ORDER BY stream_seq", key,
+    )  # fmt: skip
+    assert [tuple(e.values()) for e in events] == [
+        ("raise", None, None, None), ("change", "raised", None, None), ("raise", None, None, None),
+        ("change", "acknowledged", "ou_admin", "Ada"), ("change", "resolved", None, None),
+    ]  # fmt: skip
 
     (schedule,) = await rows(pool, "SELECT * FROM schedules WHERE tenant = $1", a)
     assert (schedule["schedule_id"], schedule["spec"], schedule["time_zone"]) == (

@@ -47,6 +47,9 @@ def _action(action: str, key: str, silence_s: int = 3600) -> AlertActionRequeste
 
 
 def test_a_first_raise_opens_episode_one_and_repeats_count_occurrences() -> None:
+    opened = registered(None, DOWN.alert(), raise_id="r1", at=_at(0))
+    assert opened.change is not None
+    assert (opened.change.state, opened.change.episode, opened.change.actor) == ("raised", 1, None)
     record = _raised()
     assert (record.state, record.episode, record.occurrences, record.watched) == (
         "raised",
@@ -133,7 +136,7 @@ def test_transitions_have_distinct_deterministic_ids() -> None:
     assert acked is not None
     resolved = cleared(acked, "gone", _at(2)).record
     assert resolved is not None
-    assert (acked.transitions, resolved.transitions) == (1, 2)
+    assert (acked.transitions, resolved.transitions) == (2, 3)
     assert acked.announce is not None
     assert resolved.announce is not None
 

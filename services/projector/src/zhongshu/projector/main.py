@@ -1,6 +1,6 @@
 """Projector: the warm tier in PostgreSQL and the hot task statuses in Redis, built from TASKS,
-WORKFLOWS, DELIVERIES, AUDIT, SCHEDULES and the ``triggers``/``subscriptions`` buckets (see the
-README). Wiring only."""
+WORKFLOWS, DELIVERIES, AUDIT, SCHEDULES, ALERTS and the ``triggers``/``subscriptions`` buckets
+(see the README). Wiring only."""
 
 from __future__ import annotations
 

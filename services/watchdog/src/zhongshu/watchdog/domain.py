@@ -85,7 +85,8 @@ NOTHING = Decision()
 
 
 def change_id(record: AlertRecord) -> str:
-    """The Nats-Msg-Id of the record's latest announced change."""
+    """The Nats-Msg-Id of the record's latest announced change (transitions count on across
+    episodes, so the id is unique per key)."""
     return f"alerting:{record.key}:{record.episode}:{record.transitions}"
 
 
@@ -116,8 +117,9 @@ def _announced(
 def registered(
     record: AlertRecord | None, alert: AlertRaised, *, raise_id: str, at: datetime
 ) -> Decision:
-    """An `AlertRaised` (anybody's) seen on the bus: a new episode, or one more occurrence of the
-    open one. A raise after a silence ended brings the alert back to `raised`."""
+    """An `AlertRaised` (anybody's) seen on the bus: a new episode (announced as `raised`), or
+    one more occurrence of the open one. A raise after a silence ended brings the alert back to
+    `raised`."""
     key = alert_key(alert)
     watched = alert.source == SOURCE and (alert.dedupe_key or "").startswith(f"{SOURCE}:")
     if record is not None and record.last_raise_id == raise_id:
@@ -141,9 +143,10 @@ def registered(
             last_raised_at=at,
             last_raise_id=raise_id,
             watched=watched,
-            transitions=0,
+            transitions=record.transitions if record is not None else 0,
         )
-        return Decision(fresh, None)
+        # Announced too, so the warm tier and the cards learn the episode from one place.
+        return _announced(fresh, None, "raised", at)
     repeated = msgspec.structs.replace(
         record,
         level=alert.level,

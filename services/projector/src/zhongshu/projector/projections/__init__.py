@@ -96,6 +96,7 @@ def rounds(items: Sequence[T], key: Callable[[T], Hashable]) -> list[list[T]]:
 
 def all_projections() -> tuple[Projection[Any], ...]:
     """Every stream projection, in the order a full rebuild runs them."""
+    from zhongshu.projector.projections.alerts import AlertsProjection
     from zhongshu.projector.projections.audit import AuditProjection
     from zhongshu.projector.projections.deliveries import DeliveriesProjection
     from zhongshu.projector.projections.schedules import SchedulesProjection
@@ -108,4 +109,5 @@ def all_projections() -> tuple[Projection[Any], ...]:
         DeliveriesProjection(),
         AuditProjection(),
         SchedulesProjection(),
+        AlertsProjection(),
     )
