@@ -1,8 +1,8 @@
 """An alert handled from chat, end to end on a private JetStream and the session's Redis: the
 notifier sends the alert as a card with buttons to the fake Feishu, an admin's signed click
 goes through ingress-feishu (toasted) and the router to one ``AlertActionRequested``; the
-watchdog's answer (an ``AlertStateChanged``, published here as the watchdog would) redraws the
-card in place; a non-admin's click changes nothing."""
+watchdog's answer (an ``AlertStateChanged``: published by the test in the first test, by the
+real watchdog in the second) redraws the card in place; a non-admin's click changes nothing."""
 
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ from zhongshu.router.settings import RouterSettings
 from zhongshu.runtime.hubconfig import load_config
 from zhongshu.runtime.liveconfig import StaticConfig
 from zhongshu.runtime.service import Service
+from zhongshu.watchdog.main import build_service as build_watchdog
+from zhongshu.watchdog.settings import WatchdogSettings
 
 ENCRYPT_KEY, TOKEN = "enc-key-for-alert-e2e", "verification-token-for-alert-e2e"
 APP, APP_ID, APP_SECRET = "ops", "cli_ops", "ops-app-secret"
@@ -63,11 +65,13 @@ class Hub:
         await drained(self.js, streams.CHAT_INBOUND.name, "router")
 
 
-@pytest_asyncio.fixture
-async def hub(
-    private_nats_server: NatsServer, redis_url: str, tmp_path: Path
+@contextlib.asynccontextmanager
+async def running_hub(
+    nats_url: str, redis_url: str, tmp_path: Path, *, watchdog: bool
 ) -> AsyncIterator[Hub]:
-    await provision_all(private_nats_server.url)
+    """ingress-feishu, the router and the notifier (and the watchdog when asked) on ``nats_url``,
+    the notifier sending to a fake Feishu."""
+    await provision_all(nats_url)
     tenant = "t" + uuid.uuid4().hex[:10]
     path = tmp_path / "zhongshu.yaml"
     path.write_text(
@@ -83,26 +87,26 @@ apps:
     access: {{admins: [{ADMIN.open_id}]}}
 alerts:
   error: [{{app: {APP}, chat: {OPS_CHAT}}}]
+watchdog: {{check_interval_s: 0.2, remind_s: 0}}
 """
     )
     config = load_config(path, environ={})
-    url = private_nats_server.url
-    client = await nats.connect(url)
+    client = await nats.connect(nats_url)
     started: list[Service] = []
     async with FakeFeishuOpenAPI(app_id=APP_ID, app_secret=APP_SECRET) as feishu:
         try:
             ingress = build_ingress()
             await ingress.start(
-                FeishuIngressSettings(nats_url=url, health_port=0, config_path=path)
+                FeishuIngressSettings(nats_url=nats_url, health_port=0, config_path=path)
             )
             started.append(ingress)
             router = build_router(config=StaticConfig(config))
-            await router.start(RouterSettings(nats_url=url, redis_url=redis_url))
+            await router.start(RouterSettings(nats_url=nats_url, redis_url=redis_url))
             started.append(router)
             notifier = build_notifier(config=config)
             await notifier.start(
                 NotifierSettings(
-                    nats_url=url,
+                    nats_url=nats_url,
                     redis_url=redis_url,
                     health_port=0,
                     feishu_base_url=feishu.base_url,
@@ -110,6 +114,12 @@ alerts:
                 )
             )
             started.append(notifier)
+            if watchdog:
+                dog = build_watchdog(config=StaticConfig(config))
+                await dog.start(
+                    WatchdogSettings(nats_url=nats_url, health_port=0, watchdog_disks=[])
+                )
+                started.append(dog)
             yield Hub(client.jetstream(), feishu, tenant, f"http://127.0.0.1:{ingress.health_port}")
         finally:
             for service in reversed(started):
@@ -117,6 +127,14 @@ alerts:
                     await service.stop()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.close(), 5)
+
+
+@pytest_asyncio.fixture
+async def hub(
+    private_nats_server: NatsServer, redis_url: str, tmp_path: Path
+) -> AsyncIterator[Hub]:
+    async with running_hub(private_nats_server.url, redis_url, tmp_path, watchdog=False) as hub:
+        yield hub
 
 
 async def test_an_admin_acknowledges_an_alert_from_its_card_and_the_card_says_so(
@@ -194,3 +212,36 @@ async def test_an_admin_acknowledges_an_alert_from_its_card_and_the_card_says_so
     await drained(hub.js, streams.ALERTS.name, "notifier-alert-states")
     assert len(fake.updates) == 1
     assert len(fake.deliveries) == 1
+
+
+async def test_with_the_watchdog_an_admins_click_acknowledges_the_alert_and_redraws_its_card(
+    private_nats_server: NatsServer, redis_url: str, tmp_path: Path
+) -> None:
+    async with running_hub(private_nats_server.url, redis_url, tmp_path, watchdog=True) as hub:
+        alert = AlertRaised(
+            level="error",
+            source="router",
+            title="printer on fire",
+            dedupe_key=f"printer:{uuid.uuid4().hex}",
+        )
+        env = wire.make_envelope(alert, id=f"alert-{uuid.uuid4().hex}", source="test", tenant="")
+        await hub.js.publish(
+            subjects.alert("error", "router"), wire.encode(env), headers={H.MSG_ID: env.id}
+        )
+        fake = hub.feishu
+
+        def the_card() -> list[str]:
+            return [m for m in fake.cards_in(OPS_CHAT) if alert.title in card_text(fake.card(m))]
+
+        await fake.wait_until(lambda: len(the_card()) == 1, 20)
+        [card_message] = the_card()
+        async with hub.sender() as feishu:
+            await feishu.click(fake, OPS_CHAT, "Acknowledge", user=ADMIN)
+        await fake.wait_until(lambda: "Acknowledged by" in card_text(fake.card(card_message)), 30)
+        assert f"Acknowledged by {ADMIN.open_id}" in card_text(fake.card(card_message))
+        assert [b.label for b in fake.buttons(card_message)] == ["Silence 1 h", "Resolve"]
+        async with hub.sender() as feishu:
+            await feishu.click(fake, OPS_CHAT, "Resolve", user=BYSTANDER)
+        await hub.settle()
+        await drained(hub.js, streams.ALERTS.name, "notifier-alert-states")
+        assert "Resolved" not in card_text(fake.card(card_message))

@@ -590,7 +590,8 @@ class Notifier:
             return
         key = alert_key(alert)
         shown, _ = await self.cards.read(key)
-        if domain.silenced(shown.state, shown.silenced_until, datetime.now(UTC)):
+        now = datetime.now(UTC)
+        if domain.silenced(shown.state, shown.silenced_until, now):
             SILENCED.inc()
             log.info("alert %s is silenced until %s: not sent", key, shown.silenced_until)
             return
@@ -609,9 +610,10 @@ class Notifier:
             if repeats == 0:
                 return
             stage = "summary"
-        # A repeat of an alert someone acknowledged says so, and offers what still applies.
-        state = shown.state if shown.state != "resolved" else "raised"
-        status = shown.status if state != "raised" else ""
+        # A repeat of an alert someone acknowledged says so, and offers what still applies;
+        # after a resolution, or once a silence is over, it is raised anew.
+        state = "acknowledged" if shown.state == "acknowledged" else "raised"
+        status = shown.status if state == "acknowledged" else ""
         message = domain.alert_message(
             alert, repeats=repeats, window_s=window_s, state=state, status=status
         )
@@ -687,15 +689,15 @@ class Notifier:
         changed = env.data
         status = domain.status_line(changed, env.time, self._zone)
         async with delivery.keepalive(), self._alerts.hold(changed.key):
-            shown, applied = await self.cards.apply(
+            shown, redraw = await self.cards.apply(
                 changed.key,
                 state=changed.state,
                 status=status,
                 silenced_until=changed.silenced_until if changed.state == "silenced" else None,
                 version=(_micros(env.time), delivery.msg.metadata.sequence.stream),
             )
-            if not applied:
-                log.info("alert %s: %s is older than the state shown", changed.key, changed.state)
+            if not redraw:
+                log.info("alert %s: %s changes nothing shown", changed.key, changed.state)
                 return
             config = self.config()
             message = domain.alert_message(changed, state=changed.state, status=status)

@@ -87,9 +87,11 @@ class AlertCardBook:
         silenced_until: datetime | None,
         version: tuple[int, int],
     ) -> tuple[AlertCards, bool]:
-        """Record the state the cards should show; (the record, False) when a newer change was
-        applied already. The same ``version`` again is applied (a redelivery finishing what a
-        crash interrupted) without a write."""
+        """Record the state the cards should show: (the record, whether the cards are to be
+        redrawn). Not when a newer change was applied already, nor when the cards show this
+        already (the watchdog's ``raised`` for the card just sent), nor when a resolved alert is
+        raised anew (its old cards stay resolved); the same ``version`` again
+        (a redelivery finishing what a crash interrupted) is redrawn, without a write."""
         for _ in range(_ATTEMPTS):
             record, revision = await self.read(alert_key)
             if version < record.version:
@@ -100,7 +102,9 @@ class AlertCardBook:
                 record, state=state, status=status, silenced_until=silenced_until, version=version
             )
             if await self._write(alert_key, updated, revision):
-                return updated, True
+                # Raised anew after a resolution: the old cards stay resolved (a new one is sent).
+                anew = record.state == "resolved" and state == "raised"
+                return updated, (record.state, record.status) != (state, status) and not anew
         raise CardsMoved(f"the cards of alert {alert_key} keep changing")
 
     async def _write(self, alert_key: str, record: AlertCards, revision: int) -> bool:
