@@ -60,6 +60,15 @@ def exported() -> Exported:
 class Selector:
     name: str | None
     labels: tuple[str, ...]
+    matchers: tuple[tuple[str, str, str], ...] = ()  # (label, op, value): op "=", "!=", "=~", "!~"
+
+    def values(self, label: str) -> set[str]:
+        """The values ``label``'s matchers name: (in)equalities, and alternations (``a|b|c``)."""
+        found: set[str] = set()
+        for name, op, value in self.matchers:
+            if name == label and op in ("=", "!=", "=~"):
+                found |= set(value.split("|")) if op == "=~" else {value}
+        return found
 
 
 def selectors(expr: str) -> Iterator[Selector]:
@@ -68,8 +77,15 @@ def selectors(expr: str) -> Iterator[Selector]:
 
     def visit(node: object) -> None:
         if isinstance(node, promql_parser.VectorSelector):
-            names = tuple(m.name for m in node.matchers.matchers if m.name != "__name__")
-            found.append(Selector(node.name, names))
+            matchers = [m for m in node.matchers.matchers if m.name != "__name__"]
+            ops = {"MatchOp.Equal": "=", "MatchOp.NotEqual": "!=", "MatchOp.Re": "=~"}
+            found.append(
+                Selector(
+                    node.name,
+                    tuple(m.name for m in matchers),
+                    tuple((m.name, ops.get(str(m.op), "!~"), m.value) for m in matchers),
+                )
+            )
 
     promql_parser.walk(promql_parser.parse(expr), visit)
     yield from found

@@ -222,3 +222,41 @@ def test_the_dashboard_shows_every_r14_figure() -> None:
         "zhongshu_platform_requests_total",  # platform-send success rate
         "zhongshu_alerts_active",  # alerts by level
     } <= names
+
+
+def source_strings(pattern: str, *folders: str) -> set[str]:
+    """The first string argument of every match of ``pattern`` in the folders' Python files."""
+    found: set[str] = set()
+    for folder in folders:
+        for path in (ROOT / folder).rglob("*.py"):
+            found |= set(re.findall(pattern, path.read_text()))
+    return found
+
+
+def test_the_label_values_the_rules_match_are_ones_the_code_produces() -> None:
+    """A renamed refusal reason or outcome would silence an alert without breaking its PromQL."""
+    from zhongshu.platforms.observe import OUTCOMES
+
+    reasons = source_strings(
+        r'(?:Rejected\(\s*\d+,\s*|SignatureInvalid\()"([^"]+)"',
+        "libs/runtime/src",
+        "services/ingress-feishu/src",
+        "services/ingress-dingtalk/src",
+    )
+    assert {"bad signature", "unknown app"} <= reasons
+    expected = {
+        ("zhongshu_ingress_rejected_total", "reason"): reasons,
+        ("zhongshu_platform_requests_total", "outcome"): set(OUTCOMES),
+        ("zhongshu_agent_inference_seconds_count", "outcome"): {"ok", "error"},
+    }
+    exprs = [rule["expr"] for rule in rules()]
+    exprs += [e for path in DASHBOARDS for e in dashboard_exprs(json.loads(path.read_text()))]
+    checked = set()
+    for expr in exprs:
+        for selector in selectors(expr):
+            for (name, label), allowed in expected.items():
+                if selector.name == name and selector.values(label):
+                    checked.add((name, label))
+                    unknown = selector.values(label) - allowed
+                    assert not unknown, f"{name}{{{label}}}: {unknown} never produced"
+    assert checked == set(expected)
