@@ -29,6 +29,18 @@ def condition_title(service: str, name: str) -> str:
     return f"{service}: {name} failing"
 
 
+MISSED_BEATS = 3
+"""An instance that beats slower than `down_after_s` allows is stale only after this many."""
+
+
+def _silent(held: Held[Heartbeat], now: datetime) -> float:
+    return (now - held.written_at).total_seconds()
+
+
+def _stale_after(held: Held[Heartbeat], config: WatchdogConfig) -> float:
+    return max(config.down_after_s, MISSED_BEATS * held.value.interval_s)
+
+
 class ServicesCheck:
     def __init__(self) -> None:
         self._unready = Sustained()
@@ -49,9 +61,7 @@ class ServicesCheck:
         findings: list[Finding] = []
         seen: set[str] = set()
         for service, instances in sorted(by_service.items()):
-            fresh = [
-                h for h in instances if (now - h.written_at).total_seconds() <= config.down_after_s
-            ]
+            fresh = [h for h in instances if _silent(h, now) <= _stale_after(h, config)]
             if not fresh:
                 findings.append(self._down(service, instances, config, now))
                 continue
@@ -77,7 +87,7 @@ class ServicesCheck:
         self, service: str, instances: list[Held[Heartbeat]], config: WatchdogConfig, now: datetime
     ) -> Finding:
         last = max(instances, key=lambda h: h.written_at)
-        silent = (now - last.written_at).total_seconds()
+        silent = _silent(last, now)
         beat = last.value
         return Finding(
             check="service.down",
@@ -86,7 +96,7 @@ class ServicesCheck:
             title=f"{service} is down",
             detail=f"no heartbeat from any instance for {silent:.0f} s (last: {beat.instance}, "
             f"pid {beat.pid} on {beat.host})",
-            due=silent - config.down_after_s >= config.grace_s,
+            due=silent - _stale_after(last, config) >= config.grace_s,
             labels={"service": service, "host": beat.host},
         )
 
