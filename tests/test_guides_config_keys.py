@@ -34,7 +34,7 @@ WILDCARDS: frozenset[Path_] = frozenset(
         ("routing", "card_actions"),
     }
 )
-TOP_LEVEL = ("tenants", "apps", "alerts", "model", "agent", "routing")
+TOP_LEVEL = ("tenants", "apps", "alerts", "watchdog", "model", "agent", "routing")
 
 _FENCE = re.compile(
     r"^(?P<indent>[ \t]*)```ya?ml[^\n]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$", re.M | re.S

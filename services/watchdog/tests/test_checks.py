@@ -23,6 +23,9 @@ from zhongshu.contracts import streams, subjects
 from zhongshu.contracts.events import AuditRecorded
 from zhongshu.contracts.events.alerts import alert_key
 from zhongshu.devstack.testing import eventually
+from zhongshu.runtime import liveconfig
+from zhongshu.watchdog.main import build_service
+from zhongshu.watchdog.settings import WatchdogSettings
 
 HERE = Path(__file__).parent
 
@@ -131,5 +134,62 @@ async def test_messages_deleted_from_the_audit_trail_raise_a_critical(bus: Bus) 
         )
         assert broken[0].level == "critical"
         assert "deleted from the middle" in broken[0].detail
+    finally:
+        await watchdog.stop()
+
+
+async def _audit_security(bus: Bus, event: AuditRecorded) -> None:
+    env = wire.make_envelope(event, id=uuid.uuid4().hex, source="test", tenant="")
+    await bus.js.publish(subjects.audit("_", "security"), wire.encode(env))
+
+
+async def test_refused_tokens_and_unknown_apps_from_one_source_are_critical(bus: Bus) -> None:
+    watchdog = await start_watchdog(bus.url, FAST.model_copy(update={"unknown_app_requests": 3}))
+    try:
+        # The gateway audits refused tokens at most once a second, with how many they were.
+        for count in ("12", "9"):
+            await _audit_security(
+                bus,
+                AuditRecorded(
+                    actor="10.1.2.3", action="gateway.token.rejected", target="api",
+                    outcome="denied", tenant="", labels={"count": count},
+                ),
+            )  # fmt: skip
+        jwt = await eventually(lambda: bus.recorder.alerts("security.jwt"), "a JWT burst", WAIT_S)
+        assert (jwt[0].level, jwt[0].labels["remote"]) == ("critical", "10.1.2.3")
+
+        for _ in range(3):
+            await _audit_security(
+                bus,
+                AuditRecorded(
+                    actor="10.9.9.9", action="dingtalk.webhook.rejected", target="nosuch",
+                    outcome="denied", tenant="", labels={"reason": "unknown app"},
+                ),
+            )  # fmt: skip
+        unknown = await eventually(
+            lambda: bus.recorder.alerts("security.unknown_app"), "unknown apps", WAIT_S
+        )
+        assert unknown[0].labels == {
+            "platform": "dingtalk", "remote": "10.9.9.9", "count": "3",
+            "check": "security.unknown_app",
+        }  # fmt: skip
+        assert bus.recorder.alerts("security.signature") == []
+    finally:
+        await watchdog.stop()
+
+
+async def test_a_pushed_threshold_applies_without_a_restart(bus: Bus) -> None:
+    quiet = "watchdog: {check_interval_s: 0.2, resource_percent: 100, sustained_s: 0}\n"
+    await liveconfig.push(bus.js, quiet)
+    watchdog = build_service()  # the live configuration, from the config bucket
+    await watchdog.start(
+        WatchdogSettings(nats_url=bus.url, watchdog_disks=[], heartbeat_interval_s=0)
+    )
+    try:
+        await asyncio.sleep(1)
+        assert bus.recorder.alerts("host.memory") == []
+        loud = quiet.replace("resource_percent: 100", "resource_percent: 0.001")
+        await liveconfig.push(bus.js, loud)
+        await eventually(lambda: bus.recorder.alerts("host.memory"), "a memory warning", WAIT_S)
     finally:
         await watchdog.stop()
