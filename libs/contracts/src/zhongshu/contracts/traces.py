@@ -51,7 +51,3 @@ class TraceIndexEntry(msgspec.Struct, frozen=True, kw_only=True):
 def span_msg_id(trace_id: str, span_id: str) -> str:
     """The `Nats-Msg-Id` of a span's message: an exporter's retry is stored once."""
     return f"{trace_id}{span_id}"
-
-
-def index_msg_id(key: str, trace_id: str) -> str:
-    return f"ix:{trace_id}:{key}"[:256]

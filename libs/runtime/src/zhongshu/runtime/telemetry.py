@@ -129,25 +129,43 @@ def span_record(span: ReadableSpan) -> T.SpanRecord:
     """A finished span as the TRACES stream stores it."""
     context = span.context
     assert context is not None
-    attributes: dict[str, Any] = {}
-    for key, value in (span.attributes or {}).items():
-        if isinstance(value, str) and len(value) > _MAX_STRING:
-            value = value[: _MAX_STRING - 1] + "…"
-        attributes[key] = list(value) if isinstance(value, tuple) else value
-    service = attributes.pop(T.SERVICE, None) or span.resource.attributes.get("service.name")
+    # The SDK's BoundedAttributes behind a read-only proxy: copying its plain dict is a third of
+    # the cost of iterating the mapping (this runs for every exported span).
+    held = getattr(span, "_attributes", None)
+    plain = getattr(held, "_dict", None)
+    attributes: dict[str, Any] = dict(plain if plain is not None else span.attributes or {})
+    for key, value in attributes.items():
+        if value.__class__ is str and len(value) > _MAX_STRING:
+            attributes[key] = value[: _MAX_STRING - 1] + "…"
+    service = attributes.pop(T.SERVICE, None) or _service_name(span.resource)
+    status = span.status
+    parent = span.parent
     return T.SpanRecord(
         trace_id=format(context.trace_id, "032x"),
         span_id=format(context.span_id, "016x"),
-        parent_id=format(span.parent.span_id, "016x") if span.parent else None,
+        parent_id=format(parent.span_id, "016x") if parent else None,
         name=span.name,
         kind=_KINDS.get(span.kind, "internal"),
-        service=str(service or "unknown"),
+        service=str(service),
         start_ns=span.start_time or 0,
         end_ns=span.end_time or span.start_time or 0,
-        status=_STATUSES.get(span.status.status_code, "unset"),
-        status_message=span.status.description or "",
+        status=_STATUSES.get(status.status_code, "unset"),
+        status_message=status.description or "",
         attributes=attributes,
     )
+
+
+# By the resource's id, the resource kept alive with its name so the id is never reused: one
+# resource per tracer provider, and a process has one (tests a few).
+_SERVICE_NAMES: dict[int, tuple[Resource, str]] = {}
+
+
+def _service_name(resource: Resource) -> str:
+    known = _SERVICE_NAMES.get(id(resource))
+    if known is None:
+        name = str(resource.attributes.get("service.name") or "unknown")
+        known = _SERVICE_NAMES[id(resource)] = (resource, name)
+    return known[1]
 
 
 class BusSpanExporter(SpanProcessor):
@@ -180,6 +198,7 @@ class BusSpanExporter(SpanProcessor):
         self._clients.append(nc)
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
+        self._scheduled = False  # a run scheduled on an earlier loop (tests) never comes
         if self._queue:
             self._schedule(now=True)
 
@@ -303,12 +322,10 @@ class BusSpanExporter(SpanProcessor):
         if len(self._indexed) >= 8192:
             self._indexed.clear()
         self._indexed[pair] = None
+        # No Nats-Msg-Id: a repeated entry (another service indexing the same id) is harmless,
+        # the look-up reads the last one, and a publish without headers costs less.
         entry = T.TraceIndexEntry(key=key, trace_id=trace_id)
-        await nc.publish(
-            subjects.trace_index(key),
-            self._encode(entry),
-            headers={H.MSG_ID: T.index_msg_id(key, trace_id)},
-        )
+        await nc.publish(subjects.trace_index(key), self._encode(entry))
 
 
 BUS_EXPORTER = BusSpanExporter()
