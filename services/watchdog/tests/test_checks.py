@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from pathlib import Path
 
+import httpx
 from nats.js.api import ConsumerConfig
 
 from services.watchdog.tests.conftest import Bus
@@ -191,5 +192,28 @@ async def test_a_pushed_threshold_applies_without_a_restart(bus: Bus) -> None:
         loud = quiet.replace("resource_percent: 100", "resource_percent: 0.001")
         await liveconfig.push(bus.js, loud)
         await eventually(lambda: bus.recorder.alerts("host.memory"), "a memory warning", WAIT_S)
+    finally:
+        await watchdog.stop()
+
+
+async def test_its_metrics_count_open_alerts_and_readyz_reports_the_checks(bus: Bus) -> None:
+    watchdog = await start_watchdog(bus.url)
+    try:
+        await bus.js.publish(subjects.dlq("CHAT_INBOUND", "router"), b"{}")
+        raised = await eventually(lambda: bus.recorder.alerts("bus.dlq"), "a DLQ alert", WAIT_S)
+        base = f"http://127.0.0.1:{watchdog.health_port}"
+        async with httpx.AsyncClient(base_url=base) as http:
+
+            async def counted() -> bool:
+                text = (await http.get("/metrics")).text
+                return 'zhongshu_alerts_active{level="error"} 1.0' in text
+
+            await eventually(counted, "the open error counted", WAIT_S)
+            text = (await http.get("/metrics")).text
+            assert 'zhongshu_watchdog_checks_total{check="bus",outcome="ok"}' in text
+            ready = await http.get("/readyz")
+            assert ready.status_code == 200
+            assert ready.json()["checks"] == {"bus": True, "checks": True}
+        assert raised[0].labels["messages"] == "1"
     finally:
         await watchdog.stop()
