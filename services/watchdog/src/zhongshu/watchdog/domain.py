@@ -90,9 +90,7 @@ def change_id(record: AlertRecord) -> str:
     return f"alerting:{record.key}:{record.episode}:{record.transitions}"
 
 
-def _announced(
-    record: AlertRecord, actor: AlertActor | None, reason: str, at: datetime
-) -> Decision:
+def _announced(record: AlertRecord, actor: AlertActor | None, reason: str) -> Decision:
     """Store ``record`` as one more transition, and announce it."""
     numbered = msgspec.structs.replace(record, transitions=record.transitions + 1, reason=reason)
     change = AlertStateChanged(
@@ -146,7 +144,7 @@ def registered(
             transitions=record.transitions if record is not None else 0,
         )
         # Announced too, so the warm tier and the cards learn the episode from one place.
-        return _announced(fresh, None, "raised", at)
+        return _announced(fresh, None, "raised")
     repeated = msgspec.structs.replace(
         record,
         level=alert.level,
@@ -159,7 +157,7 @@ def registered(
     silence_over = record.silenced_until is not None and record.silenced_until <= at
     if record.state == "silenced" and silence_over:
         back = msgspec.structs.replace(repeated, state="raised", silenced_until=None)
-        return _announced(back, None, "raised again after the silence ended", at)
+        return _announced(back, None, "raised again after the silence ended")
     return Decision(repeated, None)
 
 
@@ -175,11 +173,11 @@ def acted(record: AlertRecord | None, action: AlertActionRequested, at: datetime
         acked = msgspec.structs.replace(
             record, state="acknowledged", acknowledged_by=who, silenced_until=None
         )
-        return _announced(acked, who, "acknowledged", at)
+        return _announced(acked, who, "acknowledged")
     if action.action == "silence":
         until = at + timedelta(seconds=max(1, action.silence_s))
         silenced = msgspec.structs.replace(record, state="silenced", silenced_until=until)
-        return _announced(silenced, who, f"silenced for {_duration(action.silence_s)}", at)
+        return _announced(silenced, who, f"silenced for {_duration(action.silence_s)}")
     resolved = msgspec.structs.replace(
         record,
         state="resolved",
@@ -190,7 +188,7 @@ def acted(record: AlertRecord | None, action: AlertActionRequested, at: datetime
         # new episode with its next raise.
         hold=record.watched and not record.sticky,
     )
-    return _announced(resolved, who, "resolved", at)
+    return _announced(resolved, who, "resolved")
 
 
 def cleared(record: AlertRecord | None, reason: str, at: datetime) -> Decision:
@@ -202,7 +200,7 @@ def cleared(record: AlertRecord | None, reason: str, at: datetime) -> Decision:
         resolved = msgspec.structs.replace(
             record, state="resolved", resolved_by=None, resolved_at=at, silenced_until=None
         )
-        return _announced(resolved, None, reason, at)
+        return _announced(resolved, None, reason)
     if record.hold:
         return Decision(msgspec.structs.replace(record, hold=False), None)
     return NOTHING
