@@ -62,7 +62,7 @@ async def test_a_killed_service_raises_an_error_and_its_return_resolves_it(bus: 
 
 async def test_a_process_burning_cpu_raises_a_warning(bus: Bus) -> None:
     burner = await ServiceProcess([str(HERE / "burner.py"), bus.url], {}, "burner").wait_ready()
-    watchdog = await start_watchdog(bus.url, FAST.model_copy(update={"process_cpu_percent": 30}))
+    watchdog = await start_watchdog(bus.url, FAST.model_copy(update={"process_cpu_percent": 20}))
     try:
         busy = await eventually(
             lambda: bus.recorder.alerts("service.cpu", service="burner"), "a CPU warning", WAIT_S

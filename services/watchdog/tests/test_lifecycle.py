@@ -61,12 +61,12 @@ async def test_a_silenced_alert_is_not_raised_again_until_the_silence_ends(bus: 
         first = await eventually(lambda: bus.recorder.alerts("bus.dlq"), "a DLQ alert", WAIT_S)
         key = alert_key(first[0])
         await _registered(bus, key, state="raised")
-        await press(bus.js, key, "silence", silence_s=3)
+        await press(bus.js, key, "silence", silence_s=5)
         silenced = await eventually(lambda: bus.recorder.states(key, "silenced"), "silence", WAIT_S)
         assert silenced[0].silenced_until is not None
         await _registered(bus, key, state="silenced")
         during = len(bus.recorder.alerts("bus.dlq"))
-        await asyncio.sleep(2)  # well inside the silence
+        await asyncio.sleep(1.5)  # well inside the silence
         assert len(bus.recorder.alerts("bus.dlq")) == during
 
         def back_from_silence() -> list[AlertStateChanged]:
