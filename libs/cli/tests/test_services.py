@@ -17,6 +17,10 @@ def test_every_installed_service_loads_as_a_runtime_service() -> None:
         assert isinstance(services.load(name), Service)
 
 
+def test_up_starts_the_watchdog_by_default() -> None:
+    assert "watchdog" in services.select(None)  # what `zhongshu up` starts by default
+
+
 def test_up_with_an_unknown_service_fails_before_starting_anything(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     result = CliRunner().invoke(

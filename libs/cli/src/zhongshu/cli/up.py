@@ -28,6 +28,7 @@ from zhongshu.runtime.provision import refused
 
 HTTP_PORT_ENV = edge.HTTP_PORT_ENV
 OBJECT_STORE_ENV = "ZHONGSHU_OBJECT_STORE_URL"
+WATCHDOG_DISKS_ENV = "ZHONGSHU_WATCHDOG_DISKS"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -117,6 +118,9 @@ def _child_specs(
     # The cold archive lives with the rest of the hub's data unless an object store is given.
     env.setdefault(OBJECT_STORE_ENV, (stack.data_dir / "archive").absolute().as_uri())
     env.update(localsecrets.ensure(stack.data_dir, env))
+    # The watchdog watches the disks of the data directory and of JetStream's store in it.
+    data = stack.data_dir.absolute()
+    env.setdefault(WATCHDOG_DISKS_ENV, f"{data},{data / 'nats'}")
     extra: list[ChildSpec] = []
     if local_model is not None:
         model_spec, pointers = localmodel.child_spec(local_model, env)
