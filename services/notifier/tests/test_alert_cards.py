@@ -27,6 +27,7 @@ from zhongshu.contracts.events import (
     alert_key,
 )
 from zhongshu.contracts.events.alerts import CARD_VALUE_KEY
+from zhongshu.devstack.fakes.base_openapi import Injected
 from zhongshu.devstack.fakes.dingtalk_openapi import BUTTON_CARD_TEMPLATE
 from zhongshu.devstack.fakes.feishu_openapi import card_text
 from zhongshu.devstack.testing import collect, drained
@@ -269,3 +270,46 @@ async def test_a_configured_secret_in_a_reply_is_masked_and_raises_a_critical_al
         "a configured secret was about to be sent",
     )
     assert "apps.lark.feishu.app_secret" in alert.detail
+
+
+async def test_a_card_update_the_platform_failed_is_retried_until_it_is_applied_once(
+    bus: Bus, platforms: Platforms, start_notifier: StartNotifier
+) -> None:
+    await start_notifier(platforms.config(error=[{"app": "lark", "chat": FEISHU_CHAT}]))
+    alert = an_alert()
+    await raise_alert(bus, alert)
+    fake = platforms.feishu
+    await fake.wait_until(lambda: len(fake.cards_in(FEISHU_CHAT)) == 1, 15)
+    await drained(bus.js, streams.ALERTS.name, "notifier-alerts")  # the card is remembered
+    # The first PATCH fails on the platform's side: the change comes back (JetStream redelivers
+    # it after the backoff) and the update goes through then.
+    fake.inject(Injected(status=500, body={"code": 1, "msg": "internal error"}))
+    await change_state(bus, state_change(alert, "acknowledged", actor=LI_LEI))
+    await fake.wait_until(lambda: len(fake.updates) == 1, 20)
+    await drained(bus.js, streams.ALERTS.name, "notifier-alert-states")
+    assert [code for path, code in fake.errors if path.startswith("/open-apis/im")] == []
+    [message_id] = fake.cards_in(FEISHU_CHAT)
+    assert "Acknowledged by Li Lei" in card_text(fake.card(message_id))
+    assert len(fake.updates) == 1
+
+
+async def test_a_card_still_being_sent_when_the_alert_changes_state_is_redrawn_once(
+    bus: Bus, platforms: Platforms, start_notifier: StartNotifier
+) -> None:
+    await start_notifier(platforms.config(error=[{"app": "lark", "chat": FEISHU_CHAT}]))
+    fake = platforms.feishu
+    fake.answer_delay_s = 1.0  # the card is shown; the answer comes back later (timeout: 2 s)
+    alert = an_alert()
+    await raise_alert(bus, alert)
+    await fake.wait_until(lambda: len(fake.cards_in(FEISHU_CHAT)) == 1, 15)
+    await change_state(bus, state_change(alert, "acknowledged", actor=LI_LEI))
+    await drained(bus.js, streams.ALERTS.name, "notifier-alert-states")
+    fake.answer_delay_s = 0
+    await fake.wait_until(lambda: len(fake.updates) == 1, 15)
+    await drained(bus.js, streams.ALERTS.name, "notifier-alerts")
+    [message_id] = fake.cards_in(FEISHU_CHAT)
+    # Whichever came first, the card was redrawn exactly once: by the change (card known) or
+    # by the send (change applied before the card was).
+    assert len(fake.updates) == 1
+    assert "Acknowledged by Li Lei" in card_text(fake.card(message_id))
+    assert [b.label for b in fake.buttons(message_id)] == ["Silence 1 h", "Resolve"]

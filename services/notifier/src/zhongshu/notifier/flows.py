@@ -30,7 +30,7 @@ from zhongshu.contracts.events import (
 from zhongshu.contracts.events.audit import OUTCOME_AMBIGUOUS
 from zhongshu.contracts.ids import derive_msg_id
 from zhongshu.notifier import domain
-from zhongshu.notifier.adapters.alertcards import AlertCardBook, AlertCards, SentCard
+from zhongshu.notifier.adapters.alertcards import AlertCardBook, SentCard
 from zhongshu.notifier.adapters.alertwindow import AlertWindow
 from zhongshu.notifier.adapters.ledger import Fenced, Ledger
 from zhongshu.notifier.adapters.ratelimit import Confirm, SlidingWindowLimiter
@@ -641,7 +641,10 @@ class Notifier:
                     record_key, channel, outgoing, delivery, kind="alert"
                 )
                 if channel.cards is not None and record.state == "delivered":
-                    await self._remember_card(key, channel, record, alert, outgoing, shown)
+                    drawn = (state, status)
+                    await self._remember_card(
+                        key, channel, record, alert, outgoing, drawn, delivery
+                    )
             except RetryLater as exc:
                 retry.append(f"route {index}: {exc}")
         if retry:
@@ -655,32 +658,46 @@ class Notifier:
         record: DeliveryRecord,
         alert: AlertRaised,
         sent: Outgoing,
-        shown: AlertCards,
+        drawn: tuple[str, str],
+        delivery: Delivery,
     ) -> None:
-        """Keep the card for later updates; when the alert changed state while it was being
-        sent, redraw it at once (the change's own updates did not know it)."""
+        """Keep the card, and what it shows (``drawn``: state and status line), for later
+        updates. When the alert changed state while the card was being sent (the change's own
+        updates did not know it), redraw it once, like any update: a failed redraw brings the
+        alert back, and the card is found as it was first remembered."""
         target = channel.cards
         assert target is not None
         if not record.platform_message_id:
             log.warning("%s: no message id to update the alert card by", channel.description)
             return
-        card = SentCard(
+        state, status = drawn
+        sent_card = SentCard(
             platform=target.platform,
             app=target.app,
             chat=target.chat,
             ref=record.platform_message_id,
+            state=state,
+            status=status,
         )
-        now = await self.cards.add(key, card)
-        if now.version == shown.version:
+        now = await self.cards.add(key, sent_card)
+        card = next(c for c in now.cards if c.ref == sent_card.ref)
+        shows = (card.state, card.status)
+        if shows == (now.state, now.status) or (now.state, card.state) == ("raised", "raised"):
             return
-        state = now.state
-        message = domain.alert_message(alert, state=state, status=now.status)
+        message = domain.alert_message(alert, state=now.state, status=now.status)
         redraw = dataclasses.replace(
             sent, text=message.text, actions=message.actions, colour=message.colour
         )
         update = card_update_channel(card, self.config(), self.adapters, self.settings)
-        result = await update.send(redraw)
-        log.info("alert card %s redrawn as %s: %s", card.ref, state, result)
+        record_key = domain.record_key("alert-redraw", card.platform, card.ref, str(now.version))
+        redrawn, _ = await self._deliver(record_key, update, redraw, delivery, kind="alert_update")
+        log.info(
+            "alert card %s sent as %s, redrawn as %s: %s",
+            card.ref,
+            shows[0],
+            now.state,
+            redrawn.state,
+        )
 
     async def alert_state(self, env: Envelope[AlertStateChanged], delivery: Delivery) -> None:
         """Redraw every card of the alert with its new state, once per card: each update has

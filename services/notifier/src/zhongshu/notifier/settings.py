@@ -5,8 +5,9 @@ the callback key."""
 from __future__ import annotations
 
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from zhongshu.notifier.adapters.dingtalk import BUTTON_CARD_TEMPLATE
@@ -84,3 +85,14 @@ class NotifierSettings(ServiceSettings, PlatformURLs):
         default=10.0, gt=0, description="a callback POST's whole exchange, answer included"
     )
     callback_connect_timeout_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("alert_time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        """Refused at start rather than when the first alert card is redrawn."""
+        if value.upper() != "UTC":
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(f"unknown time zone {value!r}") from exc
+        return value

@@ -26,6 +26,9 @@ class SentCard(msgspec.Struct, frozen=True, kw_only=True):
     chat: str
     ref: str
     """Feishu's message id; DingTalk's ``outTrackId``."""
+    state: str = "raised"
+    status: str = ""
+    """What the card showed when it was sent (a change applied meanwhile is drawn over it)."""
 
 
 class AlertCards(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -68,10 +71,10 @@ class AlertCardBook:
         return _decode(entry.value), int(entry.revision or 0)
 
     async def add(self, alert_key: str, card: SentCard) -> AlertCards:
-        """Remember ``card`` (once: the same ref again changes nothing); the record after."""
+        """Remember ``card`` (once: the same ref again keeps the first); the record after."""
         for _ in range(_ATTEMPTS):
             record, revision = await self.read(alert_key)
-            if card in record.cards:
+            if any(known.ref == card.ref for known in record.cards):
                 return record
             updated = msgspec.structs.replace(record, cards=(*record.cards, card))
             if await self._write(alert_key, updated, revision):
