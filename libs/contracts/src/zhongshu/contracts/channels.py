@@ -101,8 +101,9 @@ CHANNELS: Final[tuple[Channel, ...]] = (
         "alertStates",
         "alerting.state.{key}",
         streams.ALERTS,
-        "One alert's lifecycle, in order: acknowledged, silenced, resolved (by a person or "
-        "because its condition cleared). The notifier redraws the alert's cards in place.",
+        "One alert's lifecycle, in order: raised (a new episode, or back after a silence), "
+        "acknowledged, silenced, resolved (by a person or because its condition cleared). The "
+        "notifier redraws the alert's cards in place.",
         ("AlertStateChanged",),
         {"key": {"description": "The alert's key (contracts.events.alert_key)."}},
     ),

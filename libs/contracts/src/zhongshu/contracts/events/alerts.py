@@ -88,8 +88,10 @@ class AlertActionRequested(Event, frozen=True, kw_only=True, omit_defaults=True)
 
 class AlertStateChanged(Event, frozen=True, kw_only=True, omit_defaults=True):
     """An alert moved in its lifecycle. Published by the watchdog on `alerting.state.<key>`
-    once per transition (a second Acknowledge is no transition and publishes nothing); carries
-    what a card needs to be redrawn without looking anything up."""
+    once per transition (a second Acknowledge is no transition and publishes nothing): `raised`
+    when a new episode opens (its first raise, or one after it was resolved) and when a raise
+    comes after a silence ended, then `acknowledged`, `silenced`, `resolved`. Carries what a card
+    needs to be redrawn without looking anything up."""
 
     TYPE: ClassVar[str] = "zhongshu.alert.alert_state_changed.v1"
 
