@@ -19,11 +19,13 @@ from zhongshu.contracts import headers as H
 from zhongshu.contracts import streams, subjects
 from zhongshu.contracts.events import (
     AuditRecorded,
+    CardActionReceived,
     CommandRequested,
     MessageReceived,
     ReplyGenerated,
     Sender,
 )
+from zhongshu.contracts.events.alerts import CARD_VALUE_KEY, AlertActionRequested
 from zhongshu.contracts.examples import example
 from zhongshu.devstack.fakes.base_openapi import Injected
 from zhongshu.devstack.fakes.dingtalk_openapi import FakeDingTalkOpenAPI
@@ -69,12 +71,12 @@ class Platform:
             return Sender(id=user, open_id=user)
         return Sender(id=user, staff_id=user)
 
-    def put(self, user: str, department: str) -> None:
+    def put(self, user: str, department: str, *, name: str = "") -> None:
         """``department`` is a name: Feishu ids it ``od-<name>``, DingTalk by a number."""
         if isinstance(self.fake, FakeFeishuOpenAPI):
-            self.fake.set_departments(user, self.department_id(department))
+            self.fake.set_departments(user, self.department_id(department), name=name)
         else:
-            self.fake.set_departments(user, int(self.department_id(department)))
+            self.fake.set_departments(user, int(self.department_id(department)), name=name)
 
     def department_id(self, department: str) -> str:
         if self.name == "feishu":
@@ -277,3 +279,25 @@ async def test_a_user_listed_by_name_is_not_looked_up_even_with_department_rules
     await hub.settle()
     assert await hub.commanded() == ["alice"]
     assert hub.p.looked_up == []
+
+
+async def test_an_admins_alert_action_names_the_admin_as_the_contacts_do(hub: Hub) -> None:
+    hub.p.put("admin-1", "ops", name="Li Lei")
+    await hub.start("{admins: [admin-1]}")
+    key = "k-" + hub.tenant
+    click = msgspec.structs.replace(
+        example(CardActionReceived),
+        platform=hub.p.name,
+        app=hub.app,
+        tenant=hub.tenant,
+        user=hub.p.sender("admin-1"),  # a card callback carries ids, no name
+        action={CARD_VALUE_KEY: key, "op": "acknowledge"},
+    )
+    env = wire.make_envelope(click, id=uuid.uuid4().hex, source="test", tenant=hub.tenant)
+    await hub.js.publish(
+        subjects.chat_inbound(hub.p.name, hub.tenant), wire.encode(env), headers={H.MSG_ID: env.id}
+    )
+    await hub.settle()
+    [request] = await hub._decoded(subjects.alert_action(key), AlertActionRequested)
+    assert (request.actor.id, request.actor.name) == ("admin-1", "Li Lei")
+    assert hub.p.looked_up == ["admin-1"]

@@ -282,13 +282,16 @@ def may_handle_alerts(rules: AccessRules, user_ids: frozenset[str]) -> bool:
     return bool(user_ids & set(rules.admins)) and not user_ids & set(rules.deny)
 
 
-def alert_action_requested(event: CardActionReceived, click: AlertClick) -> AlertActionRequested:
+def alert_action_requested(
+    event: CardActionReceived, click: AlertClick, name: str = ""
+) -> AlertActionRequested:
+    """``name``: the clicking user's, when known (card callbacks carry ids only)."""
     assert click.action is not None
     return AlertActionRequested(
         key=click.key,
         action=click.action,
         actor=AlertActor(
-            id=event.user.id, name=event.user.name, platform=event.platform, app=event.app
+            id=event.user.id, name=name or event.user.name, platform=event.platform, app=event.app
         ),
         tenant=event.tenant,
         chat_id=event.chat_id or None,

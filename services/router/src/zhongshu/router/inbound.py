@@ -62,7 +62,7 @@ class InboundRouter:
         if isinstance(event, CardActionReceived):
             click = domain.alert_click(event)
             if click is not None:  # before any other card rule: never the agent's
-                await _alert_action(event, app, click, out)
+                await self._alert_action(event, app, click, out)
                 return
         screened = domain.screen(event, app, self.rules)
         if isinstance(screened, domain.FromAlertSource):
@@ -134,6 +134,27 @@ class InboundRouter:
             await out.publish(subject, query, out.msg_id(domain.STAGE_QUERY))
         ROUTED.labels("query").inc()
 
+    async def _alert_action(
+        self, event: CardActionReceived, app: App, click: domain.AlertClick, out: Outbox
+    ) -> None:
+        """An alert card's button: an admin's click asks the watchdog for the action (with the
+        admin's name from the contacts when the platform gives it: the click carries none);
+        anyone else's changes nothing and is audited (the ingress already told them so, where
+        it can)."""
+        admin = domain.may_handle_alerts(app.access, domain.sender_ids(event.user))
+        if admin and click.action is not None:
+            name = event.user.name or await self.departments.name(event.app, app, event.user)
+            request = domain.alert_action_requested(event, click, name)
+            subject = subjects.alert_action(click.key)
+            await out.publish(subject, request, out.msg_id(domain.STAGE_ALERT_ACTION))
+            ROUTED.labels("alert_action").inc()
+            return
+        reason = "not an admin of the app" if not admin else "unknown alert action"
+        audit = domain.alert_action_denied(event, click, reason)
+        subject = subjects.audit(event.tenant, "alert")
+        await out.publish(subject, audit, out.msg_id(domain.STAGE_AUDIT))
+        ROUTED.labels("alert_action_denied").inc()
+
     async def _answer(self, tenant: str, query: domain.Query) -> str:
         if query.command == "help":
             return domain.help_text(self.rules)
@@ -142,24 +163,6 @@ class InboundRouter:
             return domain.task_status_text(query.args[0], status, self.rules)
         recent = await self.cache.recent(tenant, self.rules.tasks_listed)
         return domain.tasks_text(list(recent), self.rules)
-
-
-async def _alert_action(
-    event: CardActionReceived, app: App, click: domain.AlertClick, out: Outbox
-) -> None:
-    """An alert card's button: an admin's click asks the watchdog for the action; anyone
-    else's changes nothing and is audited (the ingress already told them so, where it can)."""
-    admin = domain.may_handle_alerts(app.access, domain.sender_ids(event.user))
-    if admin and click.action is not None:
-        request = domain.alert_action_requested(event, click)
-        subject = subjects.alert_action(click.key)
-        await out.publish(subject, request, out.msg_id(domain.STAGE_ALERT_ACTION))
-        ROUTED.labels("alert_action").inc()
-        return
-    reason = "not an admin of the app" if not admin else "unknown alert action"
-    audit = domain.alert_action_denied(event, click, reason)
-    await out.publish(subjects.audit(event.tenant, "alert"), audit, out.msg_id(domain.STAGE_AUDIT))
-    ROUTED.labels("alert_action_denied").inc()
 
 
 async def _reply(out: Outbox, event: domain.Inbound, text: str) -> None:

@@ -137,6 +137,7 @@ class FakeDingTalkOpenAPI(FakeServer):
     ) -> None:
         self.app_key, self.app_secret, self.robot_code = app_key, app_secret, robot_code
         self.contacts: dict[str, tuple[int, ...]] = {}  # staff id → dept_id_list
+        self.names: dict[str, str] = {}  # staff id → name
         self.contact_requests: list[str] = []  # staff ids asked for, refused calls included
         # DingTalk limits an internal app to about 20 calls/s per API (assumed, UNCONFIRMED).
         self.contact_limit = SlidingWindow(contact_limit, 1.0)
@@ -218,9 +219,12 @@ class FakeDingTalkOpenAPI(FakeServer):
                 }
         raise KeyError(f"no card in {space_id} shows a button {label!r}")
 
-    def set_departments(self, staff_id: str, *dept_ids: int) -> None:
-        """Put a user in the contacts, in these departments (numeric ids, as DingTalk's)."""
+    def set_departments(self, staff_id: str, *dept_ids: int, name: str = "") -> None:
+        """Put a user in the contacts, in these departments (numeric ids, as DingTalk's), with
+        ``name``."""
         self.contacts[staff_id] = dept_ids
+        if name:
+            self.names[staff_id] = name
 
     @property
     def rate_limit_errors(self) -> int:
@@ -459,7 +463,11 @@ class FakeDingTalkOpenAPI(FakeServer):
                 "errcode": 0,
                 "errmsg": "ok",
                 "request_id": uuid.uuid4().hex[:12],
-                "result": {"userid": staff_id, "dept_id_list": list(departments)},
+                "result": {
+                    "userid": staff_id,
+                    "dept_id_list": list(departments),
+                    **({"name": self.names[staff_id]} if staff_id in self.names else {}),
+                },
             }
         )
 

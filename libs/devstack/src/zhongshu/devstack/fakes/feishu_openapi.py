@@ -182,6 +182,7 @@ class FakeFeishuOpenAPI(FakeServer):
     ) -> None:
         self.app_id, self.app_secret = app_id, app_secret
         self.contacts: dict[str, tuple[str, ...]] = {}  # open_id → open_department_ids
+        self.names: dict[str, str] = {}  # open_id → name (needs contact:user.base:readonly)
         self.contact_requests: list[str] = []  # open_ids asked for, refused calls included
         self.contact_limit = SlidingWindow(contact_limit, 1.0)  # 50/s per app (and 1000/min)
         self.bots = dict(bots or {})  # hook token → secret
@@ -267,9 +268,12 @@ class FakeFeishuOpenAPI(FakeServer):
                     return message_id, button
         raise KeyError(f"no card in {chat_id} shows a button {label!r}")
 
-    def set_departments(self, open_id: str, *department_ids: str) -> None:
-        """Put a user in the contacts, in these departments (open_department_id values)."""
+    def set_departments(self, open_id: str, *department_ids: str, name: str = "") -> None:
+        """Put a user in the contacts, in these departments (open_department_id values), with
+        ``name`` (the look-up answers it as the platform does when the app may read names)."""
         self.contacts[open_id] = department_ids
+        if name:
+            self.names[open_id] = name
 
     @property
     def rate_limit_errors(self) -> int:
@@ -491,7 +495,9 @@ class FakeFeishuOpenAPI(FakeServer):
         departments = self.contacts.get(open_id)
         if departments is None:
             return self._err(request, 41050, "no user authority error", 400)
-        user = {"open_id": open_id, "department_ids": list(departments)}
+        user: dict[str, Any] = {"open_id": open_id, "department_ids": list(departments)}
+        if open_id in self.names:
+            user["name"] = self.names[open_id]
         return JSONResponse({"code": 0, "msg": "success", "data": {"user": user}})
 
     # --- CardKit ----------------------------------------------------------------------------

@@ -1,8 +1,10 @@
-"""Which departments a sender belongs to, asked of the platform's contact API and remembered in
-Redis per (app, user). Messages do not carry departments, and a whitelist may name them.
+"""Which departments a sender belongs to (and the sender's name, for alert cards), asked of the
+platform's contact API and remembered in Redis per (app, user). Messages do not carry departments,
+and a whitelist may name them.
 
 Only asked when a decision depends on it (the handler checks ``domain.departments_may_decide``),
-so apps without department rules never call out. A failed look-up (network, error code, rate
+or for the name of an admin who pressed an alert card's button, so apps without department rules
+make no other call. A failed look-up (network, error code, rate
 limit) is logged, counted in ``zhongshu_router_department_lookups_total`` and answered ``None``:
 ``domain.decide_access`` then lets only users and chats decide, so a sender whom only a
 department would admit is refused politely (fail closed) until the platform answers again.
@@ -45,6 +47,8 @@ KEY_PREFIX = "zhongshu:router:dept"
 @dataclass(frozen=True)
 class Found:
     departments: frozenset[str]
+    name: str = ""
+    """The user's name, when the app may read it (what an alert card shows of who acted)."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,11 @@ class Directory(Protocol):
 class DepartmentSource(Protocol):
     async def departments(self, app_name: str, app: App, sender: Sender) -> frozenset[str] | None:
         """The sender's department ids, or None when they cannot be known right now."""
+        ...
+
+    async def name(self, app_name: str, app: App, sender: Sender) -> str:
+        """The sender's name in the contacts, or "" when it cannot be known (from the same
+        look-up and cache as the departments)."""
         ...
 
 
@@ -127,7 +136,8 @@ class FeishuDirectory:
         )
         if isinstance(result, Ok):
             user = (result.payload.get("data") or {}).get("user") or {}
-            return Found(frozenset(str(d) for d in user.get("department_ids") or ()))
+            departments = frozenset(str(d) for d in user.get("department_ids") or ())
+            return Found(departments, str(user.get("name") or ""))
         if type(result) is Rejected and result.code in FEISHU_UNKNOWN_USER_CODES:
             return UnknownUser()
         return failed(result)
@@ -161,7 +171,8 @@ class DingTalkDirectory:
         )
         if isinstance(result, Ok):
             found = result.payload.get("result") or {}
-            return Found(frozenset(str(d) for d in found.get("dept_id_list") or ()))
+            departments = frozenset(str(d) for d in found.get("dept_id_list") or ())
+            return Found(departments, str(found.get("name") or ""))
         if type(result) is Rejected and result.code == DINGTALK_UNKNOWN_USER:
             return UnknownUser()
         return failed(result)
@@ -194,6 +205,14 @@ class CachedDepartments:
         self._negative_ttl_ms = round(negative_ttl_s * 1000)
 
     async def departments(self, app_name: str, app: App, sender: Sender) -> frozenset[str] | None:
+        found = await self._look_up(app_name, app, sender)
+        return found.departments if found is not None else None
+
+    async def name(self, app_name: str, app: App, sender: Sender) -> str:
+        found = await self._look_up(app_name, app, sender)
+        return found.name if found is not None else ""
+
+    async def _look_up(self, app_name: str, app: App, sender: Sender) -> Found | None:
         platform = app.platform
         directory = self._directories.get(platform)
         user = directory.user_id(sender) if directory is not None else None
@@ -204,7 +223,7 @@ class CachedDepartments:
         cached = await self._redis.get(key)
         if cached is not None:
             DEPARTMENT_LOOKUPS.labels(platform, "cached").inc()
-            return frozenset(json.loads(cached))
+            return _decode(cached)
         result = await directory.lookup(app, user)
         if isinstance(result, LookupFailed):
             DEPARTMENT_LOOKUPS.labels(platform, result.kind).inc()
@@ -219,10 +238,23 @@ class CachedDepartments:
         if isinstance(result, UnknownUser):
             DEPARTMENT_LOOKUPS.labels(platform, "unknown_user").inc()
             await self._redis.set(key, "[]", px=self._negative_ttl_ms)
-            return frozenset()
+            return Found(frozenset())
         DEPARTMENT_LOOKUPS.labels(platform, "found").inc()
-        await self._redis.set(key, json.dumps(sorted(result.departments)), px=self._ttl_ms)
-        return result.departments
+        await self._redis.set(key, _encode(result), px=self._ttl_ms)
+        return result
+
+
+def _encode(found: Found) -> str:
+    return json.dumps({"departments": sorted(found.departments), "name": found.name})
+
+
+def _decode(cached: bytes | str) -> Found:
+    """A cached answer: ``{"departments": [...], "name": ...}``, or a bare list of departments
+    (written before names were kept, and for unknown users)."""
+    value = json.loads(cached)
+    if isinstance(value, list):
+        return Found(frozenset(str(d) for d in value))
+    return Found(frozenset(str(d) for d in value.get("departments") or ()), value.get("name", ""))
 
 
 class NoDepartments:
@@ -230,3 +262,6 @@ class NoDepartments:
 
     async def departments(self, app_name: str, app: App, sender: Sender) -> frozenset[str] | None:
         return None
+
+    async def name(self, app_name: str, app: App, sender: Sender) -> str:
+        return ""
