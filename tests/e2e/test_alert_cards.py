@@ -101,7 +101,11 @@ watchdog: {{check_interval_s: 0.2, remind_s: 0}}
             )
             started.append(ingress)
             router = build_router(config=StaticConfig(config))
-            await router.start(RouterSettings(nats_url=nats_url, redis_url=redis_url))
+            await router.start(
+                RouterSettings(
+                    nats_url=nats_url, redis_url=redis_url, feishu_base_url=feishu.base_url
+                )
+            )
             started.append(router)
             notifier = build_notifier(config=config)
             await notifier.start(
@@ -153,6 +157,7 @@ async def test_an_admin_acknowledges_an_alert_from_its_card_and_the_card_says_so
         subjects.alert("error", "watchdog"), wire.encode(env), headers={H.MSG_ID: env.id}
     )
     fake = hub.feishu
+    fake.set_departments(ADMIN.open_id, name=ADMIN.name)  # what the contact API says of them
     await fake.wait_until(lambda: len(fake.cards_in(OPS_CHAT)) == 1, 20)
     [card_message] = fake.cards_in(OPS_CHAT)
     assert [b.label for b in fake.buttons(card_message)] == [
@@ -168,10 +173,10 @@ async def test_an_admin_acknowledges_an_alert_from_its_card_and_the_card_says_so
     await hub.settle()
     [raw] = await collect(hub.js, subjects.alert_action(key), count=1, within_s=10)
     request = wire.decode(raw.data, AlertActionRequested).data
-    assert (request.action, request.actor.id, request.actor.app, request.message_id) == (
+    assert (request.action, request.actor.id, request.actor.name, request.message_id) == (
         "acknowledge",
         ADMIN.open_id,
-        APP,
+        "Li Lei",
         card_message,
     )
 
@@ -192,7 +197,7 @@ async def test_an_admin_acknowledges_an_alert_from_its_card_and_the_card_says_so
         subjects.alert_state(key), wire.encode(state_env), headers={H.MSG_ID: state_env.id}
     )
     await fake.wait_until(lambda: len(fake.updates) == 1, 20)
-    assert f"Acknowledged by {ADMIN.open_id} at" in card_text(fake.card(card_message))
+    assert "Acknowledged by Li Lei at" in card_text(fake.card(card_message))
     assert [b.label for b in fake.buttons(card_message)] == ["Silence 1 h", "Resolve"]
 
     # Someone who is not an admin presses Resolve: told so, audited, nothing changes.
@@ -229,6 +234,7 @@ async def test_with_the_watchdog_an_admins_click_acknowledges_the_alert_and_redr
             subjects.alert("error", "router"), wire.encode(env), headers={H.MSG_ID: env.id}
         )
         fake = hub.feishu
+        fake.set_departments(ADMIN.open_id, name=ADMIN.name)
 
         def the_card() -> list[str]:
             return [m for m in fake.cards_in(OPS_CHAT) if alert.title in card_text(fake.card(m))]
@@ -238,7 +244,7 @@ async def test_with_the_watchdog_an_admins_click_acknowledges_the_alert_and_redr
         async with hub.sender() as feishu:
             await feishu.click(fake, OPS_CHAT, "Acknowledge", user=ADMIN)
         await fake.wait_until(lambda: "Acknowledged by" in card_text(fake.card(card_message)), 30)
-        assert f"Acknowledged by {ADMIN.open_id}" in card_text(fake.card(card_message))
+        assert "Acknowledged by Li Lei" in card_text(fake.card(card_message))
         assert [b.label for b in fake.buttons(card_message)] == ["Silence 1 h", "Resolve"]
         async with hub.sender() as feishu:
             await feishu.click(fake, OPS_CHAT, "Resolve", user=BYSTANDER)
