@@ -104,7 +104,7 @@ def card_buttons(card: dict[str, Any]) -> list[CardButton]:
                 text = node.get("text")
                 label = str(text.get("content", "")) if isinstance(text, dict) else ""
                 value = node.get("value")
-                url = node.get("url")
+                url = node.get("url") or (node.get("multi_url") or {}).get("url")
                 for behavior in node.get("behaviors") or ():
                     if behavior.get("type") == "callback":
                         value = behavior.get("value")
@@ -142,8 +142,20 @@ def card_text(card: dict[str, Any]) -> str:
 
 
 def _buttons_valid(card: dict[str, Any]) -> bool:
-    """A callback button's value must be an object (Feishu refuses the card otherwise)."""
-    return all(b.value is not None or b.url is not None for b in card_buttons(card))
+    """A JSON 1.0 button's ``value`` must be an object (Feishu refuses the card otherwise)."""
+    if card.get("schema") == "2.0":
+        return True
+
+    def walk(node: Any) -> bool:
+        if isinstance(node, list):
+            return all(walk(item) for item in node)
+        if isinstance(node, dict):
+            if node.get("tag") == "button" and "value" in node:
+                return isinstance(node["value"], dict)
+            return all(walk(value) for value in node.values())
+        return True
+
+    return walk(card.get("elements"))
 
 
 @dataclass
