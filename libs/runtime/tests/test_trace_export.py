@@ -92,6 +92,15 @@ async def test_finished_spans_are_published_in_batches_once_the_loop_runs(bus: C
     assert msgspec.json.decode(index.data or b"", type=T.TraceIndexEntry).trace_id == trace_id
 
 
+def test_spans_leave_the_queue_in_batches() -> None:
+    exporter = telemetry.BusSpanExporter(batch=3)
+    tracer = recording(exporter)
+    for n in range(7):
+        with tracer.start_as_current_span(f"span {n}"):
+            pass
+    assert [len(exporter._take()) for _ in range(3)] == [3, 3, 1]
+
+
 async def _all_stored(nc: Client, trace_id: str, count: int) -> list[tuple[T.SpanRecord, str]]:
     found = await stored_spans(nc, trace_id)
     return found if len(found) >= count else []

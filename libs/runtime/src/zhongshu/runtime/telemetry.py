@@ -280,8 +280,8 @@ class BusSpanExporter(SpanProcessor):
         task = asyncio.get_running_loop().create_task(self._publish(self._take()))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        if self._queue:
-            self._schedule(now=False)
+        if self._queue:  # a full batch more goes at once, a remainder with the next interval
+            self._schedule(now=len(self._queue) >= self.batch)
 
     def _take(self) -> list[ReadableSpan]:
         queue, spans = self._queue, []
