@@ -19,6 +19,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import Counter
 
 from zhongshu.runtime import telemetry
+from zhongshu.runtime.clientaddr import client_address
 from zhongshu.runtime.errors import ServiceStopped
 
 Scope = MutableMapping[str, Any]
@@ -59,8 +60,10 @@ class WebhookRequest:
 
     @property
     def client(self) -> str:
+        """The sender's address (``clientaddr``: the forwarded one behind a trusted proxy)."""
         client = self._scope.get("client")
-        return str(client[0]) if client else ""
+        peer = str(client[0]) if client else ""
+        return client_address(peer, self.header("x-forwarded-for"))
 
     async def read(self, limit: int) -> bytes | None:
         """The whole body, or None as soon as it exceeds ``limit`` bytes (the rest unread)."""

@@ -19,6 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from zhongshu.contracts.definitions import ID_PATTERN
 from zhongshu.gateway.problems import ProblemError
+from zhongshu.runtime.clientaddr import client_address
 
 READ: Final = "tasks:read"
 WRITE: Final = "tasks:write"
@@ -202,7 +203,10 @@ async def authenticated(request: Request, credentials: Credentials) -> Principal
     try:
         principal = await gw.tokens.verify(credentials.credentials)
     except Unauthorized as refused:
-        gw.audit.refused(request.client.host if request.client else "", refused.detail)
+        peer = request.client.host if request.client else ""
+        gw.audit.refused(
+            client_address(peer, request.headers.get("x-forwarded-for")), refused.detail
+        )
         raise
     setattr(request.state, PRINCIPAL_STATE, principal)
     return principal
