@@ -230,6 +230,8 @@ def test_the_caddyfile_routes_every_public_path_to_its_owner_as_the_edge_does(
         assert upstream(routes, path) == f"{owner}:8000", (listen, path)
         assert edge.owner(path) == owner
     assert upstream(routes, "/healthz") == "static 200"
+    for internal in edge.INTERNAL_PATHS:  # the gateway's side-port pages stay private
+        assert upstream(routes, internal) == "static 404", (listen, internal)
     limits = [h for h in handlers(routes, "/webhooks/feishu/a/events", PUBLIC_HOST)]
     assert {"handler": "request_body", "max_size": edge.MAX_BODY_BYTES} in limits
     proxy = next(h for h in limits if h["handler"] == "reverse_proxy")

