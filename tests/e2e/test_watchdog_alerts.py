@@ -3,7 +3,7 @@ error alert in the fake Feishu's alert chat (through the notifier) within the gr
 resolved when it is back; 20 badly signed Feishu webhooks from one source are a critical alert.
 
 Thresholds are seconds instead of minutes; waits are generous bounds, not timings. The alert
-card's buttons and its update in place are the notifier's (asserted where marked below)."""
+card's buttons are the notifier's; its redraw as resolved is asserted here."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from zhongshu.contracts.events.alerts import AlertStateChanged, alert_key
 from zhongshu.contracts.streams import HEARTBEATS_KV
 from zhongshu.devstack import NatsServer
 from zhongshu.devstack.fakes.feishu import FeishuEventSender
-from zhongshu.devstack.fakes.feishu_openapi import FakeFeishuOpenAPI
+from zhongshu.devstack.fakes.feishu_openapi import FakeFeishuOpenAPI, card_text
 from zhongshu.devstack.testing import eventually, provision_all
 from zhongshu.ingress_feishu.main import build_service as build_ingress
 from zhongshu.ingress_feishu.settings import FeishuIngressSettings
@@ -204,7 +204,18 @@ async def test_a_killed_service_is_an_error_in_the_alert_chat_and_resolved_when_
         key = alert_key(down[0])
         resolved = await eventually(lambda: hub.states(key, "resolved"), "resolved", WAIT_S)
         assert resolved[0].actor is None
-        # The notifier redraws the card as resolved (asserted by the alert-card tests).
+
+        # The card in the chat is redrawn in place: resolved, no buttons left to press.
+        def resolved_cards() -> list[str]:
+            return [
+                m
+                for m in hub.feishu.cards_in(ALERT_CHAT)
+                if "echo is down" in card_text(hub.feishu.card(m))
+                and "Resolved automatically" in card_text(hub.feishu.card(m))
+            ]
+
+        redrawn = await eventually(resolved_cards, "the card redrawn as resolved", WAIT_S)
+        assert hub.feishu.buttons(redrawn[0]) == []
     finally:
         echo.kill()
 
