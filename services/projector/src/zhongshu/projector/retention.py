@@ -106,12 +106,38 @@ SELECT count(*) FROM gone
     )
 
 
+# The audit trail is a hash chain per tenant: only the front of a chain goes (a record older than
+# the cutoff stays while a newer one comes before it), and the last position and hash deleted
+# become the tenant's anchor, so `zhongshu audit verify` checks the first record left against it.
+_AUDIT = _Prune(
+    ("audit",),
+    """
+WITH doomed AS (
+    SELECT a.stream_seq FROM audit a
+    WHERE a.at < $1 AND NOT EXISTS (
+        SELECT 1 FROM audit b WHERE b.tenant = a.tenant AND b.pos < a.pos AND b.at >= $1)
+    ORDER BY a.tenant, a.pos LIMIT $2 FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM audit a USING doomed d WHERE a.stream_seq = d.stream_seq
+    RETURNING a.tenant, a.pos, a.hash
+), last AS (
+    SELECT DISTINCT ON (tenant) tenant, pos, hash FROM gone WHERE pos IS NOT NULL
+    ORDER BY tenant, pos DESC
+), anchored AS (
+    UPDATE audit_chain c SET anchor_pos = l.pos, anchor_hash = l.hash
+    FROM last l WHERE c.tenant = l.tenant AND c.anchor_pos < l.pos
+    RETURNING 1
+)
+SELECT count(*) FROM gone
+""",
+)
+
 PRUNES: Final = (
     _TASKS,
     _RUNS,
     _by_time("deliveries"),
     _by_time("callback_deliveries"),
-    _by_time("audit"),
+    _AUDIT,
 )
 
 
