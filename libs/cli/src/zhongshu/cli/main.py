@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from zhongshu.cli import contributed, runstate, services
+from zhongshu.cli.audit_cmd import app as audit_app
 from zhongshu.cli.console import EXIT_USAGE, fail, quiet_client_logs, reported_errors
 from zhongshu.cli.options import DataDir
 from zhongshu.cli.token_cmd import app as token_app
@@ -32,6 +33,7 @@ config_app = typer.Typer(
 )
 app.add_typer(config_app, name="config")
 app.add_typer(token_app, name="token")
+app.add_typer(audit_app, name="audit")
 contributed.add_to(app)
 
 ConfigFile = Annotated[
