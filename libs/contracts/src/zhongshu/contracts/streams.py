@@ -369,6 +369,25 @@ ALERTS_KV: Final = KeyValueSpec(
     max_bytes=256 * 1024**2,
 )
 
+GRANTS_KV: Final = KeyValueSpec(
+    bucket="grants",
+    description="Roles granted to chat users (JSON Grant) under <tenant>.<app>.<user>.<role>; "
+    "the router and ingress watch it, the gateway and chat admin commands write it",
+    # No TTL: a grant lasts until revoked. Five revisions show who granted what recently.
+    history=5,
+    max_bytes=64 * 1024**2,
+)
+
+REVOKED_TOKENS_KV: Final = KeyValueSpec(
+    bucket="revoked_tokens",
+    description="Revoked API tokens (JSON RevokedToken) under their jti; the gateway watches it",
+    # Each key carries its own TTL (the token's remaining life): after it, the token's `exp`
+    # refuses it anyway. No bucket-wide age: a team's API key may live a year, and its
+    # revocation must not expire before it; a jti of unknown expiry stays until deleted.
+    allow_msg_ttl=True,
+    max_bytes=64 * 1024**2,
+)
+
 KV_BUCKETS: Final[tuple[KeyValueSpec, ...]] = (
     DEDUPE_KV,
     CONFIG_KV,
@@ -380,6 +399,8 @@ KV_BUCKETS: Final[tuple[KeyValueSpec, ...]] = (
     SUBSCRIPTIONS_KV,
     HEARTBEATS_KV,
     ALERTS_KV,
+    GRANTS_KV,
+    REVOKED_TOKENS_KV,
 )
 
 TOTAL_RESERVED_BYTES: Final = sum(

@@ -1,6 +1,7 @@
-"""What the router decides, with no I/O: who may talk to an app, whether a group message is
-addressed to the bot, what a message means (command, query, alert), the GCRA rate-limit
-arithmetic, and the events it publishes, whose ids all derive from the inbound event's id."""
+"""What the router decides, with no I/O: who may talk to an app (the configured whitelist and the
+granted roles), whether a group message is addressed to the bot, what a message means (command,
+query, alert, a chat admin command), the GCRA rate-limit arithmetic, and the events it publishes,
+whose ids all derive from the inbound event's id."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 from zhongshu.contracts.events import (
     OUTCOME_DENIED,
+    OUTCOME_SUCCEEDED,
     AlertActionRequested,
     AlertActor,
     AlertRaised,
@@ -25,6 +27,7 @@ from zhongshu.contracts.events import (
     Sender,
 )
 from zhongshu.contracts.events.alerts import ALERT_ACTIONS, CARD_VALUE_KEY, AlertAction
+from zhongshu.contracts.grants import ROLE_ADMIN, ROLES, Grant
 from zhongshu.contracts.ids import derive_msg_id
 from zhongshu.router.rules import QUERY_COMMANDS, AlertSource, RouterRules
 from zhongshu.runtime.hubconfig import AccessRules, App, GroupRules, Rate
@@ -39,7 +42,6 @@ STAGE_ALERT = "router.alert"
 STAGE_AUDIT = "router.audit"
 STAGE_ALERT_ACTION = "router.alert_action"
 
-ROLE_ADMIN = "admin"
 NOT_WHITELISTED = "not whitelisted"
 
 
@@ -72,16 +74,21 @@ def decide_access(
     user_ids: frozenset[str],
     chat_id: str,
     departments: frozenset[str] | None = None,
+    granted: frozenset[str] = frozenset(),
 ) -> AccessDecision:
-    """Deny wins over everything (admins included); admins are always allowed otherwise; with
-    no users, chats or departments listed everyone is allowed; else the sender, the chat or one
-    of the sender's departments must be listed. ``departments=None`` means the platform did not
-    say: then only users and chats decide."""
+    """Deny wins over everything (admins and grants included); admins (listed or granted) are
+    always allowed otherwise, and so is anyone granted a role; with no users, chats or
+    departments listed everyone is allowed; else the sender, the chat or one of the sender's
+    departments must be listed. ``departments=None`` means the platform did not say: then only
+    users and chats decide. ``granted``: the sender's roles in the `grants` bucket, which the
+    decision's roles carry (the agent sees them)."""
     deny = set(rules.deny)
     if user_ids & deny or chat_id in deny:
         return AccessDecision(False, "denied")
-    if user_ids & set(rules.admins):
-        return AccessDecision(True, "admin", (ROLE_ADMIN,))
+    if user_ids & set(rules.admins) or ROLE_ADMIN in granted:
+        return AccessDecision(True, "admin", _roles(granted | {ROLE_ADMIN}))
+    if granted:
+        return AccessDecision(True, "granted", _roles(granted))
     if not (rules.users or rules.chats or rules.departments):
         return AccessDecision(True, "open")
     if user_ids & set(rules.users):
@@ -91,6 +98,15 @@ def decide_access(
     if departments is not None and departments & set(rules.departments):
         return AccessDecision(True, "department listed")
     return AccessDecision(False, NOT_WHITELISTED)
+
+
+def _roles(roles: frozenset[str]) -> tuple[str, ...]:
+    """In the order ``ROLES`` lists them (admin first), then any other."""
+    return (*(r for r in ROLES if r in roles), *sorted(roles - set(ROLES)))
+
+
+def is_admin(decision: AccessDecision) -> bool:
+    return decision.allowed and ROLE_ADMIN in decision.roles
 
 
 def departments_may_decide(rules: AccessRules, decision: AccessDecision) -> bool:
@@ -144,7 +160,66 @@ class UnknownCommand:
     command: str
 
 
-Classification = Query | Command | UnknownCommand
+@dataclass(frozen=True)
+class AdminCommand:
+    """``/grant <user> <role>``, ``/revoke <user> <role>``, ``/whois [user]``: answered by the
+    router itself. ``user`` is a platform user id (an @-mention resolved), empty for ``/whois``
+    alone (the sender); ``problem`` is the usage text when the arguments do not parse."""
+
+    command: str
+    user: str = ""
+    role: str = ""
+    problem: str = ""
+
+
+Classification = Query | Command | UnknownCommand | AdminCommand
+
+ADMIN_COMMANDS: frozenset[str] = frozenset({"grant", "revoke", "whois"})
+ADMIN_USAGE = {
+    "grant": "Usage: /grant <user or @mention> <role>; roles: " + ", ".join(ROLES),
+    "revoke": "Usage: /revoke <user or @mention> <role>; roles: " + ", ".join(ROLES),
+    "whois": "Usage: /whois [user or @mention]",
+}
+
+
+def admin_command(text: str, message: MessageReceived) -> AdminCommand | None:
+    """The chat admin command ``text`` is, if it is one (before the configured rules: these
+    names are the router's own)."""
+    text = text.strip()
+    if not text.startswith("/"):
+        return None
+    head, _, rest = text[1:].partition(" ")
+    name = head.strip().lower()
+    if name not in ADMIN_COMMANDS:
+        return None
+    args = _split(rest.strip())
+    if name == "whois":
+        if not args:
+            return AdminCommand(name)
+        user, problem = resolve_user(" ".join(args), message)
+        return AdminCommand(name, user=user, problem=problem)
+    if len(args) < 2:
+        return AdminCommand(name, problem=ADMIN_USAGE[name])
+    role = args[-1].lower()
+    if role not in ROLES:
+        return AdminCommand(name, problem=f"Unknown role {args[-1]!r}. " + ADMIN_USAGE[name])
+    user, problem = resolve_user(" ".join(args[:-1]), message)
+    return AdminCommand(name, user=user, role=role, problem=problem)
+
+
+def resolve_user(text: str, message: MessageReceived) -> tuple[str, str]:
+    """(user id, problem): ``@name`` is the message's @-mention of that name (or its only
+    mention of someone other than the bot), anything else a platform user id as given."""
+    mentioned = [m for m in message.mentions if not m.is_bot_self and m.id and m.id != "all"]
+    if not text.startswith("@"):
+        return text, ""
+    name = text[1:].strip()
+    for mention in mentioned:
+        if mention.name and mention.name == name:
+            return mention.id, ""
+    if len(mentioned) == 1:
+        return mentioned[0].id, ""
+    return "", f"Cannot tell who {text} is: @-mention one user, or give their user id."
 
 
 def _split(text: str) -> tuple[str, ...]:
@@ -235,9 +310,12 @@ class Addressed:
 Screened = FromAlertSource | NotAddressed | Addressed
 
 
-def screen(event: Inbound, app: App, rules: RouterRules) -> Screened:
+def screen(
+    event: Inbound, app: App, rules: RouterRules, granted: frozenset[str] = frozenset()
+) -> Screened:
     """Alert sources first (no whitelist or group rule: the operator named them), then the
-    group rule, then what the event means and whether its sender may ask it."""
+    group rule, then what the event means and whether its sender may ask it (``granted``: the
+    sender's granted roles)."""
     user_ids = sender_ids(sender_of(event))
     if isinstance(event, MessageReceived):
         source = alert_source_for(rules, chat_id=event.chat_id, user_ids=user_ids)
@@ -246,10 +324,11 @@ def screen(event: Inbound, app: App, rules: RouterRules) -> Screened:
         text = addressed_text(event, app.group)
         if text is None:
             return NotAddressed()
-        what = classify_text(text, rules)
+        what: Classification = admin_command(text, event) or classify_text(text, rules)
     else:
         what = classify_card_action(event, rules)
-    return Addressed(what, decide_access(app.access, user_ids=user_ids, chat_id=event.chat_id))
+    access = decide_access(app.access, user_ids=user_ids, chat_id=event.chat_id, granted=granted)
+    return Addressed(what, access)
 
 
 # --------------------------------------------------------------------------- alert cards
@@ -277,9 +356,13 @@ def alert_click(event: CardActionReceived) -> AlertClick | None:
     return AlertClick(key, action)
 
 
-def may_handle_alerts(rules: AccessRules, user_ids: frozenset[str]) -> bool:
-    """Only the app's admins press an alert's buttons (a denied id never, admin or not)."""
-    return bool(user_ids & set(rules.admins)) and not user_ids & set(rules.deny)
+def may_handle_alerts(
+    rules: AccessRules, user_ids: frozenset[str], granted: frozenset[str] = frozenset()
+) -> bool:
+    """Only the app's admins (listed, or granted `admin`) press an alert's buttons (a denied id
+    never, admin or not)."""
+    admin = bool(user_ids & set(rules.admins)) or ROLE_ADMIN in granted
+    return admin and not user_ids & set(rules.deny)
 
 
 def alert_action_requested(
@@ -450,4 +533,83 @@ def access_denied(event: Inbound, decision: AccessDecision) -> AuditRecorded:
         tenant=event.tenant,
         detail=decision.reason,
         labels={"app": event.app, "platform": event.platform, "chat_id": event.chat_id},
+    )
+
+
+# --------------------------------------------------------------------------- chat admin commands
+
+NOT_ADMIN_TEXT = "Only this app's admins can manage roles."
+
+
+def grant_of(event: MessageReceived, command: AdminCommand, at: str) -> Grant:
+    return Grant(
+        tenant=event.tenant,
+        app=event.app,
+        user=command.user,
+        role=command.role,
+        granted_by=f"chat:{event.sender.id}",
+        granted_at=at,
+    )
+
+
+def grant_changed_text(command: AdminCommand, changed: bool) -> str:
+    if command.command == "grant":
+        if changed:
+            return f"Granted {command.role} to {command.user}."
+        return f"{command.user} already has {command.role}."
+    if changed:
+        return f"Revoked {command.role} from {command.user}."
+    return (
+        f"{command.user} has no granted {command.role} "
+        "(a role in zhongshu.yaml's access lists is changed there)."
+    )
+
+
+def whois_text(
+    user: str, user_ids: frozenset[str], rules: AccessRules, granted: Iterable[Grant]
+) -> str:
+    """A user's roles in the app: granted ones (with who granted them) and the configuration's."""
+    lines = [f"{user}:"]
+    configured = [
+        name
+        for name, ids in (
+            ("admin", rules.admins),
+            ("user", rules.users),
+            ("denied", rules.deny),
+        )
+        if user_ids & set(ids)
+    ]
+    for grant in granted:
+        by = f" by {grant.granted_by}" if grant.granted_by else ""
+        at = f" at {grant.granted_at}" if grant.granted_at else ""
+        lines.append(f"- {grant.role} (granted{by}{at})")
+    lines.extend(f"- {name} (zhongshu.yaml access)" for name in configured)
+    if len(lines) == 1:
+        lines.append("- no role (the app's whitelist decides)")
+    return "\n".join(lines)
+
+
+def grant_audit(
+    event: MessageReceived, command: AdminCommand, outcome: str = OUTCOME_SUCCEEDED
+) -> AuditRecorded:
+    """`grant.added`, `grant.revoked`, or `grant.denied` for a non-admin's attempt."""
+    if outcome == OUTCOME_DENIED:
+        action = "grant.denied"
+    else:
+        action = "grant.added" if command.command == "grant" else "grant.revoked"
+    return AuditRecorded(
+        actor=f"chat:{event.sender.id}",
+        action=action,
+        target=f"{event.app}/{command.user}",
+        outcome=outcome,
+        tenant=event.tenant,
+        detail=f"/{command.command} {command.user} {command.role}".rstrip(),
+        labels={
+            "app": event.app,
+            "platform": event.platform,
+            "chat_id": event.chat_id,
+            "user": command.user,
+            "role": command.role,
+            "via": "chat",
+        },
     )

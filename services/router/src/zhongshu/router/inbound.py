@@ -1,15 +1,17 @@
-"""One inbound chat event, screened (alert source, group rule, whitelist, rate limit),
-classified, then answered with a command, a direct reply, an alert or a refusal. Decisions are in
+"""One inbound chat event, screened (alert source, group rule, whitelist and grants, rate limit),
+classified, then answered with a command, a direct reply, an alert or a refusal; chat admin
+commands (``/grant``, ``/revoke``, ``/whois``) change or show the grants. Decisions are in
 ``domain``; this module only fetches what they need and publishes what they return."""
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from zhongshu.contracts import subjects
 from zhongshu.contracts.envelope import Envelope
-from zhongshu.contracts.events import CardActionReceived, MessageReceived
+from zhongshu.contracts.events import OUTCOME_DENIED, CardActionReceived, MessageReceived
 from zhongshu.router import domain
 from zhongshu.router.adapters.departments import DepartmentSource, NoDepartments
 from zhongshu.router.adapters.ratelimit import RateLimiter
@@ -17,6 +19,7 @@ from zhongshu.router.adapters.taskcache import TaskCache
 from zhongshu.router.metrics import RATE_LIMITED, ROUTED
 from zhongshu.router.rules import RouterRules
 from zhongshu.runtime import Delivery
+from zhongshu.runtime.grants import GrantBook, GrantStore
 from zhongshu.runtime.hubconfig import App
 from zhongshu.runtime.liveconfig import ConfigSource
 from zhongshu.runtime.outbox import Outbox
@@ -36,12 +39,23 @@ class InboundRouter:
         limiter: RateLimiter,
         cache: TaskCache,
         departments: DepartmentSource | None = None,
+        grants: GrantBook | None = None,
+        grant_store: GrantStore | None = None,
     ) -> None:
         self.config = config
         self._pinned_rules = rules
         self.limiter = limiter
         self.cache = cache
         self.departments = departments or NoDepartments()
+        self.grants = grants
+        self.grant_store = grant_store
+
+    def granted(self, event: domain.Inbound) -> frozenset[str]:
+        """The sender's granted roles in the event's app, from the watched bucket (no I/O)."""
+        if self.grants is None:
+            return frozenset()
+        ids = domain.sender_ids(domain.sender_of(event))
+        return self.grants.roles(event.tenant, event.app, ids)
 
     @property
     def rules(self) -> RouterRules:
@@ -64,7 +78,8 @@ class InboundRouter:
             if click is not None:  # before any other card rule: never the agent's
                 await self._alert_action(event, app, click, out)
                 return
-        screened = domain.screen(event, app, self.rules)
+        granted = self.granted(event)
+        screened = domain.screen(event, app, self.rules, granted)
         if isinstance(screened, domain.FromAlertSource):
             alert = domain.alert_raised(screened.message, screened.source, env.id)
             subject = subjects.alert(alert.level, alert.source)
@@ -83,6 +98,7 @@ class InboundRouter:
                 user_ids=domain.sender_ids(sender),
                 chat_id=event.chat_id,
                 departments=departments,
+                granted=granted,
             )
         if not access.allowed:
             audit = domain.access_denied(event, access)
@@ -107,23 +123,30 @@ class InboundRouter:
             ROUTED.labels("refused").inc()
             await _reply(out, event, self.rules.refusal_text)
             return
-        await self._dispatch(event, screened.what, access.roles, out)
+        await self._dispatch(event, screened.what, access, app, out)
 
     async def _dispatch(
         self,
         event: domain.Inbound,
         what: domain.Classification,
-        roles: tuple[str, ...],
+        access: domain.AccessDecision,
+        app: App,
         out: Outbox,
     ) -> None:
+        roles = access.roles
+        if isinstance(what, domain.AdminCommand) and isinstance(event, MessageReceived):
+            await self._admin_command(event, what, access, app, out)
+            ROUTED.labels("admin_command").inc()
+            return
         if isinstance(what, domain.Command):
             command = domain.command_requested(event, what, roles)
             subject = subjects.chat_command(event.platform, event.tenant)
             await out.publish(subject, command, out.msg_id(domain.STAGE_COMMAND))
             ROUTED.labels("command").inc()
             return
-        if isinstance(what, domain.UnknownCommand):
-            text = self.rules.unknown_command_text.format(command=what.command)
+        if isinstance(what, domain.UnknownCommand | domain.AdminCommand):
+            name = what.command
+            text = self.rules.unknown_command_text.format(command=name)
             await _reply(out, event, text)
             ROUTED.labels("unknown_command").inc()
             return
@@ -134,6 +157,51 @@ class InboundRouter:
             await out.publish(subject, query, out.msg_id(domain.STAGE_QUERY))
         ROUTED.labels("query").inc()
 
+    async def _admin_command(
+        self,
+        event: MessageReceived,
+        command: domain.AdminCommand,
+        access: domain.AccessDecision,
+        app: App,
+        out: Outbox,
+    ) -> None:
+        """``/whois`` alone answers anyone allowed; the rest only the app's admins (a refused
+        attempt is audited). A grant or revocation is written to the bucket every replica
+        watches, audited, and confirmed in the chat."""
+        myself = command.command == "whois" and not command.user
+        if not myself and not domain.is_admin(access):
+            audit = domain.grant_audit(event, command, OUTCOME_DENIED)
+            await out.publish(
+                subjects.audit(event.tenant, "grants"), audit, out.msg_id(domain.STAGE_AUDIT)
+            )
+            await _reply(out, event, domain.NOT_ADMIN_TEXT)
+            return
+        if command.problem:
+            await _reply(out, event, command.problem)
+            return
+        if command.command == "whois":
+            user = command.user or event.sender.id
+            ids = domain.sender_ids(event.sender) if myself else frozenset({user})
+            granted = self.grants.of_user(event.tenant, event.app, ids) if self.grants else []
+            await _reply(out, event, domain.whois_text(user, ids, app.access, granted))
+            return
+        if self.grant_store is None:
+            await _reply(out, event, "Grants are not available on this hub.")
+            return
+        if command.command == "grant":
+            at = datetime.now(UTC).isoformat(timespec="seconds")
+            changed = await self.grant_store.grant(domain.grant_of(event, command, at))
+        else:
+            changed = await self.grant_store.revoke(
+                event.tenant, event.app, command.user, command.role
+            )
+        # Audited even when it changed nothing: a redelivery after the write publishes the
+        # same record under the same id, so the bus keeps one.
+        audit = domain.grant_audit(event, command)
+        subject = subjects.audit(event.tenant, "grants")
+        await out.publish(subject, audit, out.msg_id(domain.STAGE_AUDIT))
+        await _reply(out, event, domain.grant_changed_text(command, changed.changed))
+
     async def _alert_action(
         self, event: CardActionReceived, app: App, click: domain.AlertClick, out: Outbox
     ) -> None:
@@ -141,7 +209,9 @@ class InboundRouter:
         admin's name from the contacts when the platform gives it: the click carries none);
         anyone else's changes nothing and is audited (the ingress already told them so, where
         it can)."""
-        admin = domain.may_handle_alerts(app.access, domain.sender_ids(event.user))
+        admin = domain.may_handle_alerts(
+            app.access, domain.sender_ids(event.user), self.granted(event)
+        )
         if admin and click.action is not None:
             name = event.user.name or await self.departments.name(event.app, app, event.user)
             request = domain.alert_action_requested(event, click, name)

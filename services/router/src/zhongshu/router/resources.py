@@ -1,6 +1,6 @@
 """What the router opens at start and closes after its consumer has drained: Redis (rate
 limits, the task cache, department and token caches), one HTTP pool for the platforms' contact
-look-ups, and the live configuration unless a test fixes it."""
+look-ups, the watched grants, and the live configuration unless a test fixes it."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from zhongshu.router.inbound import InboundRouter
 from zhongshu.router.rules import RouterRules, load_rules
 from zhongshu.router.settings import RouterSettings
 from zhongshu.runtime import Service
+from zhongshu.runtime.grants import open_grants
 from zhongshu.runtime.liveconfig import ConfigSource, config_source
 from zhongshu.runtime.service import Lifespan
 
@@ -56,6 +57,7 @@ def lifespan(
                 httpx.AsyncClient(timeout=settings.router_departments_timeout_s)
             )
             source = await config_source(stack, svc.js, config)
+            grants, grant_store = await open_grants(stack, svc.js)
             yield RouterDeps(
                 router=InboundRouter(
                     source,
@@ -63,6 +65,8 @@ def lifespan(
                     RedisRateLimiter(redis, memo_ttl_s=settings.router_memo_ttl_s),
                     RedisTaskCache(redis),
                     departments(settings, redis, http),
+                    grants,
+                    grant_store,
                 ),
                 redis=redis,
             )
