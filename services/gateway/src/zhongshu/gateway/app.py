@@ -18,7 +18,9 @@ from zhongshu.gateway import metrics, openapi, problems, quotas
 from zhongshu.gateway.adapters import Unavailable
 from zhongshu.gateway.context import Gateway
 from zhongshu.gateway.routes import (
+    audit,
     console,
+    grants,
     schedules,
     subscriptions,
     tasks,
@@ -99,7 +101,10 @@ def build_app(deps: Callable[[], Gateway]) -> FastAPI:
     app.add_exception_handler(Unavailable, _on_unavailable)
     for module in (tasks, schedules, triggers, workflows, subscriptions, quota_routes, console):
         app.include_router(module.router)
+    app.include_router(audit.router)
     app.include_router(subscriptions.task_callbacks)
+    app.include_router(grants.router)
+    app.include_router(grants.tokens)
     app.add_middleware(Edge)
 
     def custom_openapi() -> dict[str, object]:

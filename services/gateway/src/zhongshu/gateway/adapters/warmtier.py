@@ -1,6 +1,6 @@
 """Reads of the warm tier (PostgreSQL; tables in the projector's migrations): tasks, workflow
-runs and their steps, and callback deliveries. Lists are keyset-paginated, newest first, on a
-(time, id) pair, so a page never skips or repeats a row while new rows arrive."""
+runs and their steps, callback deliveries, and the audit trail. Lists are keyset-paginated,
+newest first, on a (time, id) pair, so a page never skips or repeats a row while new rows arrive."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import asyncpg
 
 from zhongshu.gateway.adapters import Unavailable
 from zhongshu.gateway.domain.cursor import After
+from zhongshu.runtime import auditstore
 
 Row = dict[str, Any]
 
@@ -118,6 +119,24 @@ class WarmTier:
             """,
             (tenant, subscription_id, at, last_id, limit),
         )
+
+    async def audit(
+        self,
+        tenant: str,
+        *,
+        since: datetime | None,
+        action: str | None,
+        actor: str | None,
+        after: tuple[datetime, int] | None,
+        limit: int,
+    ) -> list[Row]:
+        filters = auditstore.Filters(tenant=tenant, since=since, action=action, actor=actor)
+        try:
+            async with self._pool.acquire(timeout=5) as conn:
+                return await auditstore.newest_first(conn, filters, after=after, limit=limit)
+        except _FAILURES as exc:
+            name = type(exc).__name__
+            raise Unavailable(f"the warm tier (PostgreSQL) cannot be read ({name})") from exc
 
     async def _fetch(self, query: str, args: Sequence[Any]) -> list[Row]:
         try:
