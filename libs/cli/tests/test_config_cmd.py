@@ -8,7 +8,9 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from zhongshu.cli.main import app
-from zhongshu.contracts.streams import CONFIG_KV
+from zhongshu.contracts import envelope as wire
+from zhongshu.contracts.events import AuditRecorded
+from zhongshu.contracts.streams import AUDIT, CONFIG_KV
 from zhongshu.devstack import NatsServer
 from zhongshu.devstack.testing import provision_all
 from zhongshu.runtime import bus
@@ -75,3 +77,19 @@ def test_push_stores_the_file_for_running_services(
             await client.close()
 
     assert asyncio.run(stored()) == CONFIG.encode()
+
+    async def audited() -> AuditRecorded:
+        client = await bus.connect(private_nats_server.url, name="test")
+        try:
+            msg = await bus.jetstream(client).get_last_msg(AUDIT.name, "audit._.config")
+            return wire.decode(msg.data or b"", AuditRecorded).data
+        finally:
+            await client.close()
+
+    event = asyncio.run(audited())
+    assert (event.action, event.target, event.labels["revision"]) == (
+        "config.pushed",
+        "config",
+        "1",
+    )
+    assert "@" in event.actor

@@ -13,9 +13,11 @@ from typer.testing import CliRunner
 
 from zhongshu.cli.main import app
 from zhongshu.cli.provision_cmd import provision_url
+from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import headers as H
 from zhongshu.contracts import subjects
-from zhongshu.contracts.streams import CHAT_INBOUND, DLQ
+from zhongshu.contracts.events import AuditRecorded
+from zhongshu.contracts.streams import AUDIT, CHAT_INBOUND, DLQ
 from zhongshu.devstack import NatsServer
 
 runner = CliRunner()
@@ -129,6 +131,15 @@ def test_replay_republishes_to_the_original_subject_and_empties_the_dlq(url: str
     assert hdrs[H.TRACEPARENT] == TRACEPARENT
     assert not [h for h in hdrs if h.startswith("Zhongshu-")]
     assert stream_messages(url, DLQ.name) == []
+    [(audit_subject, audit_data, _)] = stream_messages(url, AUDIT.name)
+    assert audit_subject == "audit._.dlq"
+    audited = wire.decode(audit_data, AuditRecorded).data
+    assert (audited.action, audited.target, audited.outcome) == (
+        "dlq.replayed",
+        f"{DLQ.name}:{dlq_seq}",
+        "succeeded",
+    )
+    assert audited.labels["subject"] == ORIGINAL_SUBJECT
 
     code, out = cli(url, "dlq", "list")
     assert code == 0

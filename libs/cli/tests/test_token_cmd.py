@@ -3,6 +3,7 @@ the gateway does), and refuses clearly when it cannot sign one."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -11,6 +12,12 @@ import pytest
 from typer.testing import CliRunner
 
 from zhongshu.cli.main import app
+from zhongshu.contracts import envelope as wire
+from zhongshu.contracts.events import AuditRecorded
+from zhongshu.contracts.streams import AUDIT
+from zhongshu.devstack import NatsServer
+from zhongshu.devstack.testing import provision_all
+from zhongshu.runtime import bus
 
 runner = CliRunner()
 SECRET = "a-gateway-secret-of-at-least-32-characters"
@@ -136,3 +143,27 @@ def test_without_the_variable_the_secret_up_generated_signs_the_token(
     claims = jwt.decode(token, values["ZHONGSHU_JWT_SECRET"], algorithms=["HS256"])
     assert claims["tenant"] == "acme"
     assert values["ZHONGSHU_JWT_SECRET"] not in result.output
+
+
+def test_a_token_issued_for_a_running_hub_is_in_its_audit_trail(
+    private_nats_server: NatsServer,
+) -> None:
+    asyncio.run(provision_all(private_nats_server.url))
+    code, output = create(
+        "--tenant", "acme", "--scope", "admin", ZHONGSHU_NATS_URL=private_nats_server.url
+    )
+    assert code == 0, output
+    jti = jwt.decode(output.strip(), SECRET, algorithms=["HS256"])["jti"]
+
+    async def audited() -> AuditRecorded:
+        client = await bus.connect(private_nats_server.url, name="test")
+        try:
+            msg = await bus.jetstream(client).get_last_msg(AUDIT.name, "audit.acme.token")
+            return wire.decode(msg.data or b"", AuditRecorded).data
+        finally:
+            await client.close()
+
+    event = asyncio.run(audited())
+    assert (event.action, event.target, event.tenant) == ("token.issued", f"token:{jti}", "acme")
+    assert event.labels["scope"] == "admin"
+    assert output.strip() not in event.detail

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from zhongshu.cli.console import CliError, console
+from zhongshu.cli.console import CliError, console, warn
 from zhongshu.runtime import bus
 from zhongshu.runtime.hubconfig import HubConfig, parse_config
 
@@ -40,11 +40,25 @@ def check(path: Path) -> None:
 
 
 async def push_text(url: str, text: str, source: str) -> int:
-    from zhongshu.runtime import liveconfig
+    from zhongshu.runtime import auditing, liveconfig
 
     nc = await bus.connect(url, name=CLIENT_NAME)
     try:
-        return await liveconfig.push(bus.jetstream(nc), text, source=source)
+        js = bus.jetstream(nc)
+        revision = await liveconfig.push(js, text, source=source)
+        not_audited = await auditing.record(
+            js,
+            source="zhongshu/cli",
+            actor=auditing.operator(),
+            action="config.pushed",
+            target="config",
+            kind="config",
+            detail=f"{source} as revision {revision}",
+            labels={"revision": str(revision), "source": source},
+        )
+        if not_audited:
+            warn(f"the push is not in the audit trail ({not_audited})")
+        return revision
     finally:
         await nc.close()
 

@@ -51,6 +51,11 @@ def print_error(message: str) -> None:
         err_console.print(escape(rest), style="dim", soft_wrap=True)
 
 
+def warn(message: str) -> None:
+    """Something the user should know that does not fail the command."""
+    err_console.print(f"[bold yellow]warning:[/] [yellow]{escape(message)}[/]", soft_wrap=True)
+
+
 def fail(message: str, *, code: int = EXIT_FAILED) -> NoReturn:
     print_error(message)
     raise typer.Exit(code)

@@ -20,7 +20,7 @@ from nats.js.errors import NotFoundError
 from rich.markup import escape
 from rich.table import Table
 
-from zhongshu.cli.console import CliError, console
+from zhongshu.cli.console import CliError, console, warn
 from zhongshu.cli.provision_cmd import CLIENT_NAME
 from zhongshu.contracts import headers as H
 from zhongshu.contracts import subjects
@@ -308,6 +308,30 @@ async def replay_letter(
     return result
 
 
+async def _audit(js: JetStreamContext, letter: DeadLetter, result: Replayed) -> None:
+    """`dlq.replayed` in the hub's audit trail, for each dead letter sent back (or tried)."""
+    from zhongshu.runtime import auditing
+
+    not_audited = await auditing.record(
+        js,
+        source="zhongshu/cli",
+        actor=auditing.operator(),
+        action="dlq.replayed",
+        target=f"{DLQ.name}:{letter.dlq_seq}",
+        kind="dlq",
+        outcome="succeeded" if result.error is None else "failed",
+        detail=result.error or f"to {result.subject} (seq {result.stored_seq})",
+        labels={
+            "stream": letter.stream or "",
+            "consumer": letter.consumer or "",
+            "subject": result.subject or "",
+            "kept": str(not result.deleted).lower(),
+        },
+    )
+    if not_audited:
+        warn(f"dead letter {letter.dlq_seq}: the replay is not in the audit trail ({not_audited})")
+
+
 async def replay(
     url: str,
     *,
@@ -342,7 +366,9 @@ async def replay(
                 else:
                     letters.append(letter)
         for letter in letters:
-            report.results.append(await replay_letter(js, letter, to=to, keep=keep))
+            result = await replay_letter(js, letter, to=to, keep=keep)
+            report.results.append(result)
+            await _audit(js, letter, result)
     finally:
         await nc.close()
     report.results.sort(key=lambda r: r.dlq_seq)

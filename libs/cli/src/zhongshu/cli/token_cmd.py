@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from zhongshu.cli import localsecrets, runstate
-from zhongshu.cli.console import EXIT_USAGE, CliError, console, fail
+from zhongshu.cli.console import EXIT_USAGE, CliError, console, fail, warn
 
 SECRET_ENV = "ZHONGSHU_JWT_SECRET"
 ISSUER_ENV = "ZHONGSHU_JWT_ISSUER"
@@ -113,13 +113,34 @@ def create(
         generated = localsecrets.secrets_dir(data_dir) / localsecrets.GENERATED[SECRET_ENV]
         if not secret and generated.exists():
             secret = generated.read_text().strip()
-        print_token(tenant=tenant, scopes=scope, ttl=ttl, subject=subject, secret=secret)
+        print_token(
+            tenant=tenant,
+            scopes=scope,
+            ttl=ttl,
+            subject=subject,
+            secret=secret,
+            nats_url=_hub(data_dir),
+        )
     except CliError as exc:
         fail(str(exc), code=exc.code)
 
 
+def _hub(data_dir: Path) -> str | None:
+    """The hub to audit the issue in: ZHONGSHU_NATS_URL or a running `zhongshu up`; None when
+    neither (a token minted for a hub elsewhere is not audited here)."""
+    url = runstate.resolve_nats_url(data_dir)
+    explicit = os.environ.get(runstate.NATS_URL_ENV)
+    return url if explicit or url != runstate.DEFAULT_NATS_URL else None
+
+
 def print_token(
-    *, tenant: str, scopes: list[str], ttl: str, subject: str, secret: str | None = None
+    *,
+    tenant: str,
+    scopes: list[str],
+    ttl: str,
+    subject: str,
+    secret: str | None = None,
+    nats_url: str | None = None,
 ) -> None:
     if secret is None:
         secret = os.environ.get(SECRET_ENV, "")
@@ -146,3 +167,34 @@ def print_token(
     )
     # Only the token on stdout, so `TOKEN=$(zhongshu token create ...)` works.
     console.print(sign_hs256(claims, secret), soft_wrap=True, highlight=False, markup=False)
+    if nats_url:
+        audit_issued(nats_url, claims)
+
+
+def audit_issued(nats_url: str, claims: dict[str, Any]) -> None:
+    """`token.issued` in the tenant's audit trail (the claims, never the token)."""
+    import asyncio
+
+    from zhongshu.runtime import auditing
+
+    not_audited = asyncio.run(
+        auditing.record_at(
+            nats_url,
+            client_name="zhongshu-cli-token",
+            source="zhongshu/cli",
+            actor=auditing.operator(),
+            action="token.issued",
+            target=f"token:{claims['jti']}",
+            kind="token",
+            tenant=claims["tenant"],
+            detail=f"for {claims['sub']} with scope {claims['scope']!r}",
+            labels={
+                "jti": claims["jti"],
+                "sub": claims["sub"],
+                "scope": claims["scope"],
+                "exp": str(claims["exp"]),
+            },
+        )
+    )
+    if not_audited:
+        warn(f"the token was issued, but is not in the audit trail ({not_audited})")
