@@ -22,6 +22,7 @@ from zhongshu.runtime.hubconfig import WatchdogConfig
 from zhongshu.runtime.liveconfig import ConfigSource
 from zhongshu.watchdog import metrics
 from zhongshu.watchdog.bus import BusCheck
+from zhongshu.watchdog.chain import ChainCheck
 from zhongshu.watchdog.domain import OPEN, AlertRecord, Finding, cleared, raise_id
 from zhongshu.watchdog.host import HostCheck
 from zhongshu.watchdog.lifecycle import AlertBook
@@ -48,6 +49,7 @@ class Checker:
         host: HostCheck,
         bus: BusCheck,
         security: SecurityWatch,
+        chain: ChainCheck | None = None,
     ) -> None:
         self._config = config
         self._publisher = publisher
@@ -58,6 +60,7 @@ class Checker:
         self._services = ServicesCheck()
         self._bus = bus
         self.security = security
+        self._chain = chain
         self.last_run = 0.0
         """time.monotonic() of the last completed run (0: none yet)."""
 
@@ -88,6 +91,8 @@ class Checker:
             ("bus", lambda: self._bus.run(config, now)),
             ("security", lambda: self._security_findings(config, now)),
         )
+        if self._chain is not None:
+            runs += (("audit", self._chain.run),)
         for name, check in runs:
             try:
                 findings += await check()

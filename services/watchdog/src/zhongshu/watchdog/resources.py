@@ -19,6 +19,7 @@ from zhongshu.runtime.liveconfig import ConfigSource, config_source
 from zhongshu.runtime.periodic import Periodic
 from zhongshu.runtime.service import Lifespan
 from zhongshu.watchdog.bus import BusCheck
+from zhongshu.watchdog.chain import ChainCheck
 from zhongshu.watchdog.checker import Checker
 from zhongshu.watchdog.domain import AlertRecord
 from zhongshu.watchdog.host import HostCheck
@@ -59,6 +60,9 @@ def lifespan(*, config: ConfigSource | None = None) -> Lifespan[WatchdogSettings
                 stack.push_async_callback(bucket.stop)
             book = AlertBook(alerts_kv, svc.publisher)
             security = SecurityWatch()
+            chain = ChainCheck(settings.postgres_url) if settings.postgres_url else None
+            if chain is not None:
+                stack.push_async_callback(chain.close)
             checker = Checker(
                 config=source,
                 publisher=svc.publisher,
@@ -68,6 +72,7 @@ def lifespan(*, config: ConfigSource | None = None) -> Lifespan[WatchdogSettings
                 host=HostCheck(settings.watchdog_disks),
                 bus=BusCheck(svc.js, alerts_kv),
                 security=security,
+                chain=chain,
             )
             checks = Periodic("watchdog checks", checker.interval, checker.run, wait_first=True)
             checks.start()

@@ -20,6 +20,10 @@ class WatchdogSettings(ServiceSettings):
         description="directories whose disk is watched (comma-separated): the data directory "
         "and JetStream's store directory; one alert per file system, missing ones skipped",
     )
+    postgres_url: str | None = Field(
+        default=None,
+        description="the warm tier, to check the audit trail's hash chain (unset: not checked)",
+    )
     config: Path | None = Field(
         default=None, description="zhongshu.yaml when the config bucket holds none"
     )
