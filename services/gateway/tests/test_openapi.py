@@ -54,7 +54,7 @@ async def test_the_openapi_document_is_valid_and_documents_every_operation(
     operations = {
         f"{method.upper()} {path}" for path, item in document["paths"].items() for method in item
     }
-    assert len(operations) == 31
+    assert len(operations) == 35
     assert {"POST /api/v1/tasks", "POST /api/v1/workflows/{workflow_id}/runs"} < operations
     for path, item in document["paths"].items():
         for method, operation in item.items():

@@ -20,6 +20,7 @@ from zhongshu.gateway.context import Gateway
 from zhongshu.gateway.routes import (
     audit,
     console,
+    grants,
     schedules,
     subscriptions,
     tasks,
@@ -102,6 +103,8 @@ def build_app(deps: Callable[[], Gateway]) -> FastAPI:
         app.include_router(module.router)
     app.include_router(audit.router)
     app.include_router(subscriptions.task_callbacks)
+    app.include_router(grants.router)
+    app.include_router(grants.tokens)
     app.add_middleware(Edge)
 
     def custom_openapi() -> dict[str, object]:

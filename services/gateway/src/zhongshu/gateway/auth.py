@@ -50,6 +50,10 @@ class Principal:
     token_id: str
     """What per-token limits count against: `jti`, else `sub`, else a hash of the token."""
     scopes: frozenset[str]
+    jti: str = ""
+    """The token's `jti`, when it has one: what `zhongshu token revoke` names."""
+    team: str = ""
+    """An API key's `team` claim: the team whose `events.<team>.>` it may publish to."""
 
     def allows(self, scope: str) -> bool:
         return scope in self.scopes or ADMIN in self.scopes
@@ -160,11 +164,14 @@ def principal_from(claims: dict[str, Any], token: str) -> Principal:
         if isinstance(jti, str) and jti
         else subject or hashlib.sha256(token.encode()).hexdigest()[:32]
     )
+    team = claims.get("team")
     return Principal(
         tenant=tenant,
         subject=subject or token_id,
         token_id=token_id,
         scopes=frozenset(scopes_of(claims)),
+        jti=jti if isinstance(jti, str) else "",
+        team=team if isinstance(team, str) else "",
     )
 
 
@@ -202,6 +209,8 @@ async def authenticated(request: Request, credentials: Credentials) -> Principal
     gw = gateway(request)
     try:
         principal = await gw.tokens.verify(credentials.credentials)
+        if principal.jti in gw.revoked:  # an in-memory set the bucket's watch keeps current
+            raise Unauthorized("the token has been revoked")
     except Unauthorized as refused:
         peer = request.client.host if request.client else ""
         gw.audit.refused(

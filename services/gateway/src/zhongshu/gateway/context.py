@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from nats.js.kv import KeyValue
 from redis.asyncio import Redis
 
 from zhongshu.contracts.definitions import Subscription, TriggerDefinition, WorkflowDefinition
@@ -22,6 +23,8 @@ from zhongshu.gateway.problems import ProblemError
 from zhongshu.gateway.quotas import FlowControl
 from zhongshu.gateway.submission import TaskDesk
 from zhongshu.runtime.errors import RuntimeFailure
+from zhongshu.runtime.grants import GrantStore
+from zhongshu.runtime.revocations import RevokedTokens
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,10 @@ class Gateway:
     triggers: DefinitionStore[TriggerDefinition]
     subscriptions: DefinitionStore[Subscription]
     audit: AuditTrail
+    grants: GrantStore
+    revoked: RevokedTokens
+    """Revoked token ids, watched: checked on every request without I/O."""
+    revoked_kv: KeyValue
     callback_key: bytes
     max_body_bytes: int
     redis: Redis  # the client behind hot, flow and desk (readiness pings it)

@@ -1,6 +1,6 @@
 """What the gateway opens at start and closes at stop, in reverse: Redis, the PostgreSQL warm
-tier, the buckets and stream it writes and the token verifier, assembled into the
-:class:`~zhongshu.gateway.context.Gateway` the routes use."""
+tier, the buckets and stream it writes, the watched revoked tokens and the token verifier,
+assembled into the :class:`~zhongshu.gateway.context.Gateway` the routes use."""
 
 from __future__ import annotations
 
@@ -13,7 +13,14 @@ from nats.js.kv import KeyValue
 from redis.asyncio import Redis
 
 from zhongshu.contracts.definitions import Subscription, TriggerDefinition, WorkflowDefinition
-from zhongshu.contracts.streams import DEDUPE_KV, SUBSCRIPTIONS_KV, TRIGGERS_KV, WORKFLOWS_KV
+from zhongshu.contracts.streams import (
+    DEDUPE_KV,
+    GRANTS_KV,
+    REVOKED_TOKENS_KV,
+    SUBSCRIPTIONS_KV,
+    TRIGGERS_KV,
+    WORKFLOWS_KV,
+)
 from zhongshu.gateway.adapters.audit import AuditTrail
 from zhongshu.gateway.adapters.definitions import DefinitionStore
 from zhongshu.gateway.adapters.hottier import HotTier
@@ -28,6 +35,8 @@ from zhongshu.gateway.quotas import FlowControl
 from zhongshu.gateway.settings import GatewaySettings
 from zhongshu.gateway.submission import TaskDesk
 from zhongshu.runtime.errors import RuntimeFailure
+from zhongshu.runtime.grants import GrantStore
+from zhongshu.runtime.revocations import RevokedTokens
 from zhongshu.runtime.service import Service
 
 GatewayService = Service[GatewaySettings, Gateway]
@@ -42,6 +51,12 @@ async def lifespan(svc: GatewayService) -> AsyncIterator[Gateway]:
         warm = await WarmTier.open(settings.postgres_url)
         stack.push_async_callback(warm.close)
         hot = HotTier(redis)
+        revoked_kv = await bucket(js, REVOKED_TOKENS_KV.bucket)
+        revoked = RevokedTokens.watching(js)
+        revoked.watched.start()
+        stack.push_async_callback(revoked.watched.stop)
+        # Serve only once the revocations are read: a revoked token must never slip through.
+        await revoked.watched.ready.wait()
         flow = FlowControl(
             RedisRateLimiter(redis),
             per_token=settings.api_rate,
@@ -76,6 +91,9 @@ async def lifespan(svc: GatewayService) -> AsyncIterator[Gateway]:
                 await bucket(js, SUBSCRIPTIONS_KV.bucket), Subscription, "subscription"
             ),
             audit=AuditTrail(svc.publisher),
+            grants=GrantStore(await bucket(js, GRANTS_KV.bucket)),
+            revoked=revoked,
+            revoked_kv=revoked_kv,
             callback_key=settings.callback_key.get_secret_value().encode(),
             max_body_bytes=settings.api_max_body_bytes,
             redis=redis,

@@ -74,7 +74,15 @@ class AuditTrail:
             log.warning("audit of %d refused token(s) from %s not recorded: %r", count, source, exc)
 
     async def record(
-        self, *, tenant: str, actor: str, token: str, action: str, target: str, detail: str = ""
+        self,
+        *,
+        tenant: str,
+        actor: str,
+        token: str,
+        action: str,
+        target: str,
+        detail: str = "",
+        kind: str = KIND,
     ) -> None:
         event = AuditRecorded(
             actor=actor,
@@ -89,7 +97,7 @@ class AuditTrail:
         try:
             await asyncio.wait_for(
                 self._publisher.publish(
-                    subjects.audit(tenant, KIND), wire.encode(envelope), msg_id=envelope.id
+                    subjects.audit(tenant, kind), wire.encode(envelope), msg_id=envelope.id
                 ),
                 self._timeout_s,
             )
