@@ -1,11 +1,12 @@
-"""The watchdog checks the audit trail's hash chain in the warm tier: a record changed in
-PostgreSQL raises a critical alert, and so does history rewritten with a recomputed chain (the
-records it had verified no longer carry their hashes)."""
+"""The watchdog and the audit trail: a person's action on an alert is recorded in it, and the
+trail's hash chain in the warm tier is checked: a record changed in PostgreSQL raises a critical
+alert, and so does history rewritten with a recomputed chain (the records it had verified no
+longer carry their hashes)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -13,10 +14,17 @@ import asyncpg
 import pytest_asyncio
 
 from services.watchdog.tests.conftest import Bus
-from services.watchdog.tests.watchdog_testing import FAST, WAIT_S
+from services.watchdog.tests.watchdog_testing import (
+    FAST,
+    WAIT_S,
+    press,
+    publish_alert,
+    start_watchdog,
+)
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import subjects
-from zhongshu.contracts.events import AuditRecorded
+from zhongshu.contracts.events import AlertRaised, AuditRecorded
+from zhongshu.contracts.streams import AUDIT
 from zhongshu.devstack.testing import eventually
 from zhongshu.projector.migrate import migrate
 from zhongshu.projector.projections.audit import AuditProjection
@@ -111,3 +119,39 @@ async def test_history_rewritten_with_a_recomputed_chain_is_caught(warm: str) ->
         assert "history rewritten" in finding.detail
     finally:
         await check.close()
+
+
+async def test_an_acknowledged_alert_is_in_the_audit_trail_once(bus: Bus) -> None:
+    watchdog = await start_watchdog(bus.url)
+    try:
+        key = await publish_alert(
+            bus.js, AlertRaised(level="error", source="router", title="t", dedupe_key="a-1")
+        )
+        await eventually(lambda: bus.recorder.states(key, "raised"), "raised", WAIT_S)
+        await press(bus.js, key, "acknowledge")
+        await press(bus.js, key, "silence", silence_s=600)
+        await eventually(lambda: bus.recorder.states(key, "silenced"), "silenced", WAIT_S)
+
+        async def audited() -> list[AuditRecorded]:
+            info = await bus.js.stream_info(AUDIT.name)
+            found = []
+            for seq in range(int(info.state.first_seq), int(info.state.last_seq) + 1):
+                msg = await bus.js.get_msg(AUDIT.name, seq)
+                found.append(wire.decode(msg.data or b"", AuditRecorded).data)
+            return [e for e in found if e.target == f"alert:{key}"]
+
+        records = await eventually(lambda: _two(audited), "two audit records of the alert", WAIT_S)
+        assert [(r.action, r.outcome) for r in records] == [
+            ("alert.acknowledged", "succeeded"),
+            ("alert.silenced", "succeeded"),
+        ]
+        assert records[0].actor == "feishu:ops-bot:ou_admin"
+        assert records[0].tenant == "_"
+        assert records[1].detail == "for 600 s"
+    finally:
+        await watchdog.stop()
+
+
+async def _two(read: Callable[[], Awaitable[list[AuditRecorded]]]) -> list[AuditRecorded]:
+    found = await read()
+    return found if len(found) >= 2 else []

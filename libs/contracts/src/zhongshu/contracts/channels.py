@@ -266,6 +266,11 @@ EXTERNAL_PARTIES: Final[Mapping[str, Party]] = {
         "The consume loop every service runs (libs/runtime): dead-letters and alerts.",
         send=("deadLetters", "alerts"),
     ),
-    "cli": Party("`zhongshu dlq` inspects and replays dead letters.", receive=("deadLetters",)),
+    "cli": Party(
+        "`zhongshu dlq` inspects and replays dead letters; `config push`, `dlq replay`, "
+        "`token create` and `archive restore` are audited.",
+        send=("audit",),
+        receive=("deadLetters",),
+    ),
     "other-teams": Party("Publishers outside zhongshu.", send=("events", "alerts")),
 }

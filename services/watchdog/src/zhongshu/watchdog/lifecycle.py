@@ -26,6 +26,8 @@ from zhongshu.contracts.events.alerts import (
     AlertStateChanged,
     alert_key,
 )
+from zhongshu.contracts.events.audit import OUTCOME_SUCCEEDED
+from zhongshu.runtime import auditing
 from zhongshu.runtime.bus import Publisher
 from zhongshu.watchdog import metrics
 from zhongshu.watchdog.domain import (
@@ -38,6 +40,7 @@ from zhongshu.watchdog.domain import (
 )
 
 log = logging.getLogger("zhongshu.watchdog.lifecycle")
+AUDITED_ACTIONS = {"acknowledge": "acknowledged", "silence": "silenced", "resolve": "resolved"}
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(AlertRecord)
@@ -105,6 +108,26 @@ class AlertBook:
         with contextlib.suppress(KeyWrongLastSequenceError):
             await self._write(record.key, announced(record), revision)
 
+    async def audit(self, env: Envelope[AlertActionRequested], *, changed: bool) -> None:
+        """`alert.acknowledged|silenced|resolved` on `audit.<tenant>.alert`."""
+        action, actor = env.data, env.data.actor
+        detail = "" if changed else "changed nothing (already in that state, or no such alert)"
+        if action.action == "silence":
+            detail = f"for {action.silence_s} s" + (f"; {detail}" if detail else "")
+        subject, data, msg_id = auditing.message(
+            source="zhongshu/watchdog",
+            actor=f"{actor.platform}:{actor.app}:{actor.id}" if actor.platform else actor.id,
+            action=f"alert.{AUDITED_ACTIONS.get(action.action, action.action)}",
+            target=f"alert:{action.key}",
+            kind="alert",
+            tenant=action.tenant or auditing.HUB_TENANT,
+            outcome=OUTCOME_SUCCEEDED if changed else "unchanged",
+            detail=detail,
+            labels={k: v for k, v in (("name", actor.name), ("chat", action.chat_id or "")) if v},
+            event_id=f"audit-{env.id}",
+        )
+        await self._publisher.publish(subject, data, msg_id=msg_id)
+
     async def sweep(self, records: dict[str, tuple[AlertRecord, int, datetime]]) -> None:
         """Publish announcements that were stored but never cleared (a crash after the write)."""
         now = datetime.now(UTC)
@@ -139,9 +162,12 @@ async def register(book: AlertBook, env: Envelope[AlertRaised]) -> AlertStateCha
 
 
 async def act(book: AlertBook, env: Envelope[AlertActionRequested]) -> AlertStateChanged | None:
-    """A person's Acknowledge, Silence or Resolve, applied at the time it was pressed."""
+    """A person's Acknowledge, Silence or Resolve, applied at the time it was pressed, and
+    recorded in the audit trail (under an id derived from the action's: a redelivery records
+    nothing twice)."""
     action = env.data
     change = await book.apply(action.key, lambda record: acted(record, action, env.time))
     if change is None:
         log.info("alert %s: %s by %s changed nothing", action.key, action.action, action.actor.id)
+    await book.audit(env, changed=change is not None)
     return change

@@ -18,7 +18,7 @@ def build_service(*, config: ConfigSource | None = None) -> WatchdogService:
         WatchdogSettings,
         resources.lifespan(config=config),
         description="Alerts on resources, services down and security events; alert lifecycle.",
-        publishes=[channels.ALERTS, channels.ALERT_STATES],
+        publishes=[channels.ALERTS, channels.ALERT_STATES, channels.AUDIT],
     )
     service.ready_when("checks", resources.checks_run)
     handlers.register(service)
