@@ -22,7 +22,7 @@ from zhongshu.cli.main import app
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import headers as H
 from zhongshu.contracts import subjects
-from zhongshu.contracts.events import TaskRequested
+from zhongshu.contracts.events import AuditRecorded, TaskRequested
 from zhongshu.contracts.examples import example
 from zhongshu.devstack import NatsServer
 from zhongshu.devstack.testing import provision_all
@@ -231,6 +231,15 @@ def test_restore_for_projections_uses_the_original_subjects_in_a_replay_stream(
     replayed = stored(hub[0], "REBUILD")
     assert [s for s, _, _ in replayed] == [subjects.task_requested("acme")] * (EVENTS // 2)
     assert [d for _, d, _ in replayed] == [payload(i) for i in range(EVENTS // 2, EVENTS)]
+    restores = [d for s, d, _ in stored(hub[0], "AUDIT") if s == "audit._.archive"]
+    audited = wire.decode(restores[-1], AuditRecorded).data
+    assert (audited.action, audited.target, audited.outcome) == (
+        "archive.restored",
+        "TASKS 2025-02..2025-02",
+        "succeeded",
+    )
+    assert audited.labels["target_stream"] == "REBUILD"
+    assert audited.labels["published"] == str(EVENTS // 2)
 
 
 @pytest.mark.parametrize(

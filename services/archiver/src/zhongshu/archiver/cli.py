@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -31,10 +31,19 @@ from rich.progress import (
 from rich.table import Table
 
 from zhongshu.cli import runstate
-from zhongshu.cli.console import EXIT_USAGE, CliError, console, quiet_client_logs, reported_errors
+from zhongshu.cli.console import (
+    EXIT_USAGE,
+    CliError,
+    console,
+    quiet_client_logs,
+    reported_errors,
+    warn,
+)
 from zhongshu.cli.options import DataDir
 
 if TYPE_CHECKING:
+    from nats.js.client import JetStreamContext
+
     from zhongshu.archiver.adapters.objectstore import ObjectStore
     from zhongshu.archiver.catalog import MonthSummary
     from zhongshu.archiver.layout import Month
@@ -407,9 +416,39 @@ async def _restore(
         console.print(
             f"{stream} {the_plan.months[0]}..{the_plan.months[-1]} → {escape(target.description)}"
         )
+        await _audit_restore(js, stream, the_plan.months, target.description, report)
         return report
     finally:
         await nc.close()
+
+
+async def _audit_restore(
+    js: JetStreamContext, stream: str, months: Sequence[Month], target: str, report: RestoreReport
+) -> None:
+    """`archive.restored` in the hub's audit trail: what was put back on the bus, and where."""
+    from zhongshu.runtime import auditing
+
+    not_audited = await auditing.record(
+        js,
+        source="zhongshu/cli",
+        actor=auditing.operator(),
+        action="archive.restored",
+        target=f"{stream} {months[0]}..{months[-1]}",
+        kind="archive",
+        outcome="failed" if report.failed else "succeeded",
+        detail=f"into {target}: {report.published} stored, {report.duplicates} already there, "
+        f"{report.failed} failed",
+        labels={
+            "stream": stream,
+            "from": str(months[0]),
+            "to": str(months[-1]),
+            "target_stream": report.target_stream,
+            "published": str(report.published),
+            "failed": str(report.failed),
+        },
+    )
+    if not_audited:
+        warn(f"the restore is not in the audit trail ({not_audited})")
 
 
 def _print_restore(report: RestoreReport) -> None:
