@@ -167,3 +167,69 @@ def test_a_token_issued_for_a_running_hub_is_in_its_audit_trail(
     assert (event.action, event.target, event.tenant) == ("token.issued", f"token:{jti}", "acme")
     assert event.labels["scope"] == "admin"
     assert output.strip() not in event.detail
+
+
+def test_a_teams_api_key_is_long_lived_and_may_publish_its_events() -> None:
+    code, output = create("--tenant", "acme", "--team", "billing")
+    assert code == 0, output
+    claims = jwt.decode(output.strip(), SECRET, algorithms=["HS256"])
+    assert (claims["team"], claims["scope"], claims["sub"]) == (
+        "billing",
+        "events:publish",
+        "team:billing",
+    )
+    assert claims["jti"]
+    assert abs(claims["exp"] - (time.time() + 365 * 86_400)) < 60
+    code, output = create("--tenant", "acme")
+    assert code == 2
+    assert "give --scope" in output
+
+
+def test_revoke_stores_the_jti_until_the_token_expires_and_audits_it(
+    private_nats_server: NatsServer,
+) -> None:
+    from zhongshu.contracts.grants import REVOKED_DECODER
+    from zhongshu.contracts.streams import REVOKED_TOKENS_KV
+
+    asyncio.run(provision_all(private_nats_server.url))
+    env = {"ZHONGSHU_NATS_URL": private_nats_server.url}
+    code, token = create("--tenant", "acme", "--scope", "tasks:read", **env)
+    assert code == 0, token
+    claims = jwt.decode(token.strip(), SECRET, algorithms=["HS256"])
+    args = ["token", "revoke", "--token", token.strip(), "--reason", "leaked"]
+    first = runner.invoke(app, args, env=env)
+    assert first.exit_code == 0, first.output
+    assert f"revoked {claims['jti']}" in first.output
+    again = runner.invoke(app, ["token", "revoke", claims["jti"], "--tenant", "acme"], env=env)
+    assert again.exit_code == 0, again.output
+    assert "already revoked" in again.output
+
+    async def stored() -> tuple[bytes, AuditRecorded]:
+        client = await bus.connect(private_nats_server.url, name="test")
+        try:
+            js = bus.jetstream(client)
+            entry = await (await js.key_value(REVOKED_TOKENS_KV.bucket)).get(claims["jti"])
+            msg = await js.get_last_msg(AUDIT.name, "audit.acme.token")
+            return entry.value or b"", wire.decode(msg.data or b"", AuditRecorded).data
+        finally:
+            await client.close()
+
+    value, event = asyncio.run(stored())
+    record = REVOKED_DECODER.decode(value)
+    assert (record.jti, record.tenant, record.expires_at, record.reason) == (
+        claims["jti"],
+        "acme",
+        claims["exp"],
+        "leaked",
+    )
+    assert (event.action, event.target, event.detail) == (
+        "token.revoked",
+        f"token:{claims['jti']}",
+        "leaked",
+    )
+
+
+def test_revoke_without_a_jti_is_a_usage_error() -> None:
+    result = runner.invoke(app, ["token", "revoke", "--token", "not-a-jwt"])
+    assert result.exit_code == 2
+    assert "not a JWT" in result.output

@@ -166,7 +166,28 @@ async def test_a_revoked_token_is_refused_at_once_by_every_replica(
     assert again.status_code == 200
     other = {"Authorization": f"Bearer {first.token('tasks:read', jti=uuid.uuid4().hex)}"}
     assert (await first.client.get("/api/v1/tasks", headers=other)).status_code == 200
-    records = await audits(js, first.tenant, "tokens")
+    records = await audits(js, first.tenant, "token")
     assert [(a.action, a.target, a.detail) for a in records] == [
-        ("token.revoked", f"token/{jti}", "leaked")
+        ("token.revoked", f"token:{jti}", "leaked")
     ]
+
+
+async def test_a_token_revoked_from_the_command_line_is_refused_without_a_restart(
+    api: Api, js: JetStreamContext
+) -> None:
+    from zhongshu.contracts.grants import RevokedToken
+    from zhongshu.contracts.streams import REVOKED_TOKENS_KV
+    from zhongshu.runtime import revocations
+
+    jti = uuid.uuid4().hex
+    victim = {"Authorization": f"Bearer {api.token('tasks:read', jti=jti)}"}
+    assert (await api.client.get("/api/v1/tasks", headers=victim)).status_code == 200
+    kv = await js.key_value(REVOKED_TOKENS_KV.bucket)
+    # What `zhongshu token revoke` writes (libs/cli tests run the command itself).
+    await revocations.revoke(kv, RevokedToken(jti=jti, tenant=api.tenant))
+
+    async def refused() -> bool:
+        answer = await api.client.get("/api/v1/tasks", headers=victim)
+        return answer.status_code == 401
+
+    await eventually(refused, "the gateway to refuse the revoked token")

@@ -1,7 +1,7 @@
 """`/api/v1/grants`: roles of the tenant's chat users per app, in the `grants` bucket every router
 replica watches (a change applies to the next message), and `/api/v1/tokens/revoked`: API tokens
 refused from now on. Admin only; each change is audited on `audit.<tenant>.grants` or
-`audit.<tenant>.tokens`."""
+`audit.<tenant>.token`."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from zhongshu.gateway.routes.params import Cursor, Limit
 from zhongshu.runtime import revocations
 
 GRANTS_KIND = "grants"
-TOKENS_KIND = "tokens"
+TOKENS_KIND = "token"  # as `zhongshu token create|revoke` audit
 
 router = APIRouter(prefix="/api/v1/grants", tags=["access"], dependencies=[Depends(rate_limited)])
 tokens = APIRouter(prefix="/api/v1/tokens", tags=["access"], dependencies=[Depends(rate_limited)])
@@ -216,7 +216,7 @@ async def revoke_token(
     else:
         # This replica refuses the token before answering; the others within milliseconds.
         await gw.revoked.applied(revision)
-        await _audit(gw, principal, TOKENS_KIND, "token.revoked", f"token/{body.jti}", body.reason)
+        await _audit(gw, principal, TOKENS_KIND, "token.revoked", f"token:{body.jti}", body.reason)
     return RevokedToken(
         jti=record.jti,
         revoked_by=record.revoked_by,
