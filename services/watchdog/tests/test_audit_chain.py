@@ -26,6 +26,7 @@ from zhongshu.contracts import subjects
 from zhongshu.contracts.events import AlertRaised, AuditRecorded
 from zhongshu.contracts.streams import AUDIT
 from zhongshu.devstack.testing import eventually
+from zhongshu.projector import retention
 from zhongshu.projector.migrate import migrate
 from zhongshu.projector.projections.audit import AuditProjection
 from zhongshu.projector.records import Record
@@ -155,3 +156,18 @@ async def test_an_acknowledged_alert_is_in_the_audit_trail_once(bus: Bus) -> Non
 async def _two(read: Callable[[], Awaitable[list[AuditRecorded]]]) -> list[AuditRecorded]:
     found = await read()
     return found if len(found) >= 2 else []
+
+
+async def test_records_pruned_by_retention_are_no_break(warm: str) -> None:
+    check = ChainCheck(warm)
+    pool = await asyncpg.create_pool(warm, min_size=1, max_size=2)
+    try:
+        assert await check.run() == []
+        # An idle tenant: every record older than the retention, the last one included.
+        pruned = await retention.prune(pool, 1, now=T0 + timedelta(days=90))
+        assert pruned is not None
+        assert pruned["audit"] == 3
+        assert await check.run() == []
+    finally:
+        await pool.close()
+        await check.close()

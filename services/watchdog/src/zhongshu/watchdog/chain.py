@@ -21,8 +21,10 @@ TAIL = 200
 CHECK = "audit.chain"
 
 VERIFIED_STILL = """
-SELECT v.tenant, a.hash FROM unnest($1::text[], $2::bigint[]) AS v (tenant, pos)
+SELECT v.tenant, a.hash, c.anchor_pos, c.anchor_hash
+FROM unnest($1::text[], $2::bigint[]) AS v (tenant, pos)
 LEFT JOIN audit a ON a.tenant = v.tenant AND a.pos = v.pos
+LEFT JOIN audit_chain c ON c.tenant = v.tenant
 """
 
 
@@ -64,13 +66,16 @@ class ChainCheck:
         rows = await conn.fetch(
             VERIFIED_STILL, [t for t, _ in known], [pos for _, (pos, _) in known]
         )
-        now = {r["tenant"]: r["hash"] for r in rows}
+        found = {r["tenant"]: r for r in rows}
         out = {}
         for tenant, (pos, hash_) in known:
-            if now.get(tenant) != hash_:
-                problem = (
-                    "removed" if now.get(tenant) is None else "its hash changed (history rewritten)"
-                )
+            row = found.get(tenant)
+            now = row["hash"] if row is not None else None
+            if now is None and row is not None and (row["anchor_pos"] or 0) >= pos:
+                # Pruned by retention: the anchor took its place (and must say the same).
+                now = hash_ if row["anchor_pos"] > pos else row["anchor_hash"]
+            if now != hash_:
+                problem = "removed" if now is None else "its hash changed (history rewritten)"
                 out[tenant] = Break(
                     tenant, pos, None, "", f"verified at an earlier check, now {problem}"
                 )
