@@ -17,11 +17,14 @@ from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import subjects
 from zhongshu.contracts.events import AuditRecorded, CardActionReceived, MessageReceived
 from zhongshu.contracts.events.alerts import CARD_VALUE_KEY
+from zhongshu.contracts.grants import Grant
+from zhongshu.contracts.streams import GRANTS_KV
 from zhongshu.devstack import NatsServer
 from zhongshu.devstack.fakes.feishu import FeishuEventSender, User
-from zhongshu.devstack.testing import collect, provision_all
+from zhongshu.devstack.testing import collect, eventually, provision_all
 from zhongshu.ingress_feishu.main import build_service
 from zhongshu.ingress_feishu.settings import FeishuIngressSettings
+from zhongshu.runtime.grants import GrantStore
 from zhongshu.runtime.service import Service
 
 ENCRYPT_KEY, TOKEN = "enc-key-for-tests", "verification-token-for-tests"
@@ -339,3 +342,32 @@ async def test_the_fake_platform_re_pushes_an_unanswered_event_on_its_schedule(
         delivery = await feishu.send(feishu.message(text="hi"), encrypted=False, retries=4)
     assert [r.status_code for r in delivery.responses] == [404] * 5
     assert not delivery.acknowledged
+
+
+async def test_a_granted_admins_alert_click_is_toasted_as_received_until_revoked(
+    base_url: str, js: JetStreamContext, tenant: str
+) -> None:
+    """The toast follows the `grants` bucket live (the router decides either way)."""
+    user = User("Han Meimei")
+    grants = GrantStore(await js.key_value(GRANTS_KV.bucket))
+    value = {CARD_VALUE_KEY: "k1", "op": "acknowledge"}
+    async with sender(base_url) as feishu:
+
+        async def toast() -> str:
+            delivery = await feishu.send(feishu.card_action(value, user=user), path="cards")
+            kind: str = delivery.response.json()["toast"]["type"]
+            return kind
+
+        assert await toast() == "error"
+        await grants.grant(Grant(tenant=tenant, app="secure", user=user.open_id, role="admin"))
+
+        async def received() -> bool:
+            return await toast() == "info"
+
+        await eventually(received, "the grant to reach the ingress")
+        await grants.revoke(tenant, "secure", user.open_id, "admin")
+
+        async def refused() -> bool:
+            return await toast() == "error"
+
+        await eventually(refused, "the revocation to reach the ingress")

@@ -1,11 +1,11 @@
 """What a card click is answered with, pure: Feishu shows the answer's toast at once, while the
 click's real effect follows over the bus. An alert card's button is answered here from the
-live configuration (is the user one of the app's admins?); the router checks again and stays
-the one that decides."""
+live configuration and the watched grants (is the user one of the app's admins?); the router
+checks again and stays the one that decides."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,16 +26,23 @@ UNKNOWN_ACTION = {
 }
 
 
+def _nobody(ids: frozenset[str]) -> bool:
+    return False
+
+
 @dataclass(frozen=True)
 class AlertHandlers:
-    """Who may press an app's alert buttons: its admins, unless denied (as the router says)."""
+    """Who may press an app's alert buttons: its admins, listed or granted, unless denied (as
+    the router says)."""
 
     admins: frozenset[str] = frozenset()
     deny: frozenset[str] = frozenset()
+    granted_admin: Callable[[frozenset[str]], bool] = _nobody
+    """Whether one of a user's ids holds a granted `admin` in the app (a memory look-up)."""
 
     def allow(self, user: Sender) -> bool:
-        ids = {i for i in (user.id, user.open_id, user.union_id, user.user_id) if i}
-        return bool(ids & self.admins) and not ids & self.deny
+        ids = frozenset(i for i in (user.id, user.open_id, user.union_id, user.user_id) if i)
+        return bool(ids & self.admins or self.granted_admin(ids)) and not ids & self.deny
 
 
 def card_answer(

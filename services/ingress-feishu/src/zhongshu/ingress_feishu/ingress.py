@@ -17,6 +17,7 @@ from typing import Any
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import subjects
 from zhongshu.contracts.events import CardActionReceived
+from zhongshu.contracts.grants import ROLE_ADMIN
 from zhongshu.contracts.ids import derive_msg_id
 from zhongshu.ingress_feishu import domain
 from zhongshu.ingress_feishu.answers import AlertHandlers, card_answer
@@ -28,6 +29,7 @@ from zhongshu.ingress_feishu.normalize import (
     normalize_event,
 )
 from zhongshu.ingress_feishu.settings import FeishuIngressSettings
+from zhongshu.runtime.grants import GrantBook
 from zhongshu.runtime.hubconfig import App, HubConfig
 from zhongshu.runtime.ingress import IngressGate, Outcome, Rejected, read_body
 from zhongshu.runtime.webhooks import WebhookRequest, WebhookResponse
@@ -67,9 +69,15 @@ class FeishuApp:
         return f"feishu:{self.name}"
 
     @classmethod
-    def from_config(cls, name: str, app: App, bot_name: str | None) -> FeishuApp:
+    def from_config(
+        cls, name: str, app: App, bot_name: str | None, grants: GrantBook | None = None
+    ) -> FeishuApp:
         assert app.feishu is not None  # App validates that the platform section exists
         creds = app.feishu
+
+        def granted_admin(ids: frozenset[str]) -> bool:
+            return grants is not None and ROLE_ADMIN in grants.roles(app.tenant, name, ids)
+
         return cls(
             name=name,
             tenant=app.tenant,
@@ -86,7 +94,9 @@ class FeishuApp:
             app_secret=creds.app_secret.get_secret_value(),
             long_connection="long_connection" in creds.receive,
             alert_handlers=AlertHandlers(
-                admins=frozenset(app.access.admins), deny=frozenset(app.access.deny)
+                admins=frozenset(app.access.admins),
+                deny=frozenset(app.access.deny),
+                granted_admin=granted_admin,
             ),
         )
 
@@ -100,9 +110,11 @@ class FeishuIngress:
         config: HubConfig,
         gate: IngressGate,
         bus_connected: Callable[[], bool],
+        grants: GrantBook | None = None,
     ) -> None:
         self.settings = settings
         self.gate = gate
+        self.grants = grants
         self.apps: dict[str, FeishuApp] = {}
         self.reconfigure(config)
         self._bus_connected = bus_connected
@@ -111,7 +123,7 @@ class FeishuIngress:
         """Apply a configuration (at start, and on every pushed revision): apps added, changed
         or removed take effect for the next request, without a restart."""
         self.apps = {
-            name: FeishuApp.from_config(name, app, self.settings.bot_names.get(name))
+            name: FeishuApp.from_config(name, app, self.settings.bot_names.get(name), self.grants)
             for name, app in config.apps.items()
             if app.platform == "feishu"
         }

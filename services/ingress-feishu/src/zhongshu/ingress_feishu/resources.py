@@ -1,6 +1,7 @@
 """What ingress-feishu opens at start and closes at stop, in reverse: the ingress gate, the
 running configuration (the `config` bucket, else the file; webhook apps follow every pushed
-revision) and a long connection for every app that receives that way (the apps known at start)."""
+revision), the watched grants (alert buttons' toasts) and a long connection for every app that
+receives that way (the apps known at start)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from zhongshu.ingress_feishu.adapters.long_connection import LongConnection
 from zhongshu.ingress_feishu.ingress import FeishuIngress
 from zhongshu.ingress_feishu.settings import FeishuIngressSettings
 from zhongshu.runtime.cancellation import stop_task
+from zhongshu.runtime.grants import GrantBook
 from zhongshu.runtime.ingress import IngressGate
 from zhongshu.runtime.liveconfig import LiveConfig
 from zhongshu.runtime.service import Service
@@ -39,7 +41,12 @@ async def lifespan(svc: FeishuService) -> AsyncIterator[FeishuDeps]:
     )
     async with contextlib.AsyncExitStack() as stack:
         live = await LiveConfig.on(stack, svc.js, path=settings.config_path)
-        ingress = FeishuIngress(settings, live.current, gate, lambda: svc.nc.is_connected)
+        # Grants only shape an alert button's toast (the router decides): not waited for, and
+        # a hub without the bucket yet keeps answering from the configuration.
+        grants = GrantBook.watching(svc.js)
+        grants.watched.start()
+        stack.push_async_callback(grants.watched.stop)
+        ingress = FeishuIngress(settings, live.current, gate, lambda: svc.nc.is_connected, grants)
         live.subscribe(ingress.reconfigure)
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=10))
         connections = {
