@@ -103,6 +103,8 @@ model:
   providers: [{{name: fake, endpoint: '{llm.url}', model: fake-model}}]
   qps: 50
   timeout_s: 10
+callbacks:
+  allow_internal: [127.0.0.1]   # the receiver is a local fake
 """,
         environ={},
     )

@@ -133,3 +133,16 @@ def test_numeric_department_ids_are_read_as_strings() -> None:
         "    dingtalk: {app_key: k, app_secret: s}\n    access: {departments: [42, 'ops']}\n"
     )
     assert parse_config(text, environ={}).apps["d"].access.departments == ("42", "ops")
+
+
+def test_internal_allow_lists_take_hosts_addresses_and_networks_and_refuse_typos() -> None:
+    config = parse_config(
+        "callbacks: {allow_internal: [10.20.0.0/16, hooks.internal, 127.0.0.1, '::1']}\n"
+        "agent: {tools: {fetch_allow_internal: ['fd00::/8', wiki.corp]}}\n",
+        environ={},
+    )
+    assert config.callbacks.allow_internal == ("10.20.0.0/16", "hooks.internal", "127.0.0.1", "::1")
+    assert config.agent.tools.fetch_allow_internal == ("fd00::/8", "wiki.corp")
+    for typo in ("10.0.0.0/33", "http://hooks.internal", "hooks internal"):
+        with pytest.raises(ConfigurationError, match="not a host name"):
+            parse_config(f"callbacks: {{allow_internal: ['{typo}']}}\n", environ={})

@@ -25,6 +25,7 @@ from zhongshu.contracts import headers as H
 from zhongshu.contracts import streams, subjects
 from zhongshu.contracts.envelope import Envelope
 from zhongshu.contracts.events import (
+    AuditRecorded,
     CommandRequested,
     DeliveryTarget,
     MessageReceived,
@@ -406,7 +407,10 @@ async def test_fetch_url_reads_only_allow_listed_addresses(hub: Hub) -> None:
 
     async with LocalServer(Starlette(routes=[Route("/status", status)])) as site:
         allowed = f"{site.base_url}/status"
-        agent = f"agent:\n  tools:\n    fetch_allow: ['{allowed}']\n"
+        agent = (
+            f"agent:\n  tools:\n    fetch_allow: ['{allowed}']\n"
+            "    fetch_allow_internal: ['127.0.0.1']\n"  # the site is a local fake
+        )
         await hub.start(agent=agent)
         await hub.send(hub.command("task", f'[[tool:fetch_url {{"url": "{allowed}"}}]]'))
         finals = await hub.finals(1)
@@ -417,6 +421,54 @@ async def test_fetch_url_reads_only_allow_listed_addresses(hub: Hub) -> None:
     assert finals[-1].text == "Answer: error: that URL is not on the allow-list"
     tools = [e.data for e in await hub.task_events() if isinstance(e.data, TaskToolCalled)]
     assert [t.ok for t in tools] == [True, False]
+
+
+async def test_fetch_url_refuses_internal_addresses_and_redirects_to_them_and_audits(
+    hub: Hub,
+) -> None:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse, RedirectResponse
+    from starlette.routing import Route
+
+    from zhongshu.devstack.fakes.local_server import LocalServer
+
+    async def hop(request: Request) -> RedirectResponse:
+        return RedirectResponse("http://169.254.169.254/latest/meta-data/")
+
+    async def secret(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("internal only")
+
+    routes = [Route("/hop", hop), Route("/secret", secret)]
+    async with LocalServer(Starlette(routes=routes)) as site:
+        # Every http URL passes the prefixes: what stops these is the address check.
+        await hub.start(agent="agent:\n  tools:\n    fetch_allow: ['http://']\n")
+        url = f"{site.base_url}/secret"
+        await hub.send(hub.command("task", f'[[tool:fetch_url {{"url": "{url}"}}]]'))
+        finals = await hub.finals(1)
+        assert finals[0].text == (
+            "Answer: error: refused: 127.0.0.1 is a loopback address (127.0.0.1); "
+            "not allowed for outbound requests"
+        )
+    await hub.stop_all()  # the next replica allows the site, and must be the one to answer
+    async with LocalServer(Starlette(routes=routes)) as site:
+        await hub.start(
+            agent="agent:\n  tools:\n    fetch_allow: ['http://']\n"
+            "    fetch_allow_internal: ['127.0.0.1']\n"
+        )
+        url = f"{site.base_url}/hop"
+        await hub.send(hub.command("task", f'[[tool:fetch_url {{"url": "{url}"}}]]'))
+        finals = await hub.finals(2)
+    assert finals[-1].text == (
+        "Answer: error: refused: 169.254.169.254 is a link-local address (169.254.169.254); "
+        "not allowed for outbound requests"
+    )
+    audits = await collect(hub.js, subjects.audit(hub.tenant, "security"), count=2)
+    records = [wire.decode(m.data, AuditRecorded).data for m in audits]
+    assert [(r.action, r.target, r.outcome, r.labels["host"]) for r in records] == [
+        ("tool.refused", "fetch_url", "denied", "127.0.0.1"),
+        ("tool.refused", "fetch_url", "denied", "169.254.169.254"),
+    ]
 
 
 async def test_a_task_cancelled_before_it_started_is_not_run(hub: Hub, redis_url: str) -> None:

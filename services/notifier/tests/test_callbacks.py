@@ -30,6 +30,7 @@ from zhongshu.contracts.definitions import (
     verify_callback,
 )
 from zhongshu.contracts.events import (
+    AuditRecorded,
     CallbackDelivered,
     CallbackDeliveryFailed,
     DeliveryTarget,
@@ -59,9 +60,10 @@ from zhongshu.notifier.callbacks import CallbackFlow, CallbackRetry
 from zhongshu.notifier.main import build_service
 from zhongshu.notifier.settings import NotifierSettings
 from zhongshu.runtime import Service
-from zhongshu.runtime.hubconfig import HubConfig
+from zhongshu.runtime.hubconfig import CallbacksConfig, HubConfig
 
 KEY = "test-callback-key-not-for-production"
+LOCAL_RECEIVERS = HubConfig(callbacks=CallbacksConfig(allow_internal=("127.0.0.1",)))
 # Retries in fractions of a second instead of hours; four deliveries in all.
 FAST = CallbackRetry(max_deliver=4, backoff_s=(0.2, 0.2, 0.2))
 
@@ -78,8 +80,11 @@ async def start_callbacks(bus: Bus, redis_url: str) -> AsyncIterator[StartCallba
     """Start a notifier whose callbacks retry fast; all are stopped after the test."""
     started: list[Service] = []
 
-    async def start(*, retry: CallbackRetry = FAST, **settings: Any) -> Service:
-        service = build_service(config=HubConfig(), callback_retry=retry)
+    async def start(
+        *, retry: CallbackRetry = FAST, config: HubConfig | None = None, **settings: Any
+    ) -> Service:
+        # The receivers listen on 127.0.0.1: allowed here, refused by default.
+        service = build_service(config=config or LOCAL_RECEIVERS, callback_retry=retry)
         values: dict[str, Any] = {
             "nats_url": bus.url,
             "redis_url": redis_url,
@@ -265,6 +270,43 @@ async def test_a_receiver_failing_twice_then_succeeding_gets_the_event_delivered
     assert delivered[0].event_id == event_id(raw)
     assert delivered[0].attempts == 3
     assert await delivery_log(bus, "failed") == []
+
+
+async def test_a_callback_to_an_internal_address_is_refused_logged_as_failed_and_audited(
+    bus: Bus, receivers: Receivers, start_callbacks: StartCallbacks
+) -> None:
+    receiver = await receivers()
+    await subscribe(bus, receiver, "loopback")  # the receiver listens on 127.0.0.1
+    await subscribe(bus, receiver, "metadata", url="http://169.254.169.254/latest/meta-data/?t=x")
+    await subscribe(bus, receiver, "private6", url="http://[fd00::7]:8080/hook")
+    await start_callbacks(config=HubConfig())  # nothing internal allowed
+    task_id = new_task()
+    raw = await publish(bus, subjects.task_event("acme", task_id), TaskStarted(task_id=task_id))
+
+    await all_drained(bus)
+    failed = await delivery_log(bus, "failed")
+
+    assert receiver.received == []
+    assert sorted((f.subscription_id, f.event_id, f.attempts) for f in failed) == [
+        ("loopback", event_id(raw), 1),
+        ("metadata", event_id(raw), 1),
+        ("private6", event_id(raw), 1),
+    ]
+    reasons = {f.subscription_id: f.reason for f in failed}
+    assert "127.0.0.1 is a loopback address" in reasons["loopback"]
+    assert "169.254.169.254 is a link-local address" in reasons["metadata"]
+    assert "fd00::7 is a private address" in reasons["private6"]
+    audits = await collect(bus.js, subjects.audit("acme", "security"))
+    refused = [wire.decode(m.data, AuditRecorded).data for m in audits]
+    assert sorted((a.action, a.actor, a.outcome) for a in refused) == [
+        ("callback.refused", "loopback", "denied"),
+        ("callback.refused", "metadata", "denied"),
+        ("callback.refused", "private6", "denied"),
+    ]
+    by_actor = {a.actor: a for a in refused}
+    assert by_actor["metadata"].target == "http://169.254.169.254/latest/meta-data/"  # no query
+    dead = await collect(bus.js, subjects.dlq(streams.TASKS.name, callbacks.EVENTS_DURABLE))
+    assert dead == []  # refused for good: not retried, not a poison message
 
 
 async def test_a_410_is_permanent_logged_as_failed_and_never_retried(

@@ -119,6 +119,21 @@ class OutboundPolicy:
         return found
 
 
+def live_policy(entries: Callable[[], tuple[str, ...]]) -> Callable[[], OutboundPolicy]:
+    """The policy of a live configuration's allow-list, parsed again only when it changed."""
+    parsed: dict[tuple[str, ...], OutboundPolicy] = {}
+
+    def current() -> OutboundPolicy:
+        now = entries()
+        policy = parsed.get(now)
+        if policy is None:
+            parsed.clear()
+            policy = parsed[now] = OutboundPolicy.allowing(now)
+        return policy
+
+    return current
+
+
 class GuardedBackend(httpcore.AsyncNetworkBackend):
     """httpcore's network backend with the policy applied to every TCP connection."""
 

@@ -7,13 +7,22 @@ are never echoed in reprs, logs or errors."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
 from zhongshu.runtime.errors import ConfigurationError
 from zhongshu.runtime.routing import RoutingRules
@@ -190,15 +199,46 @@ class McpServer(_Model):
         return self
 
 
+_HOST_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?$")
+
+
+def _hosts_or_networks(entries: tuple[str, ...]) -> tuple[str, ...]:
+    """Each an IP address, a network in CIDR notation or a host name: a mistyped network must
+    not pass as a host name that never matches."""
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry.strip("[]"), strict=False)
+        except ValueError:
+            if "/" in entry or ":" in entry or not _HOST_NAME.match(entry):
+                raise ValueError(f"{entry!r} is not a host name, an IP address or a CIDR") from None
+    return entries
+
+
+HostsOrNetworks = Annotated[tuple[str, ...], AfterValidator(_hosts_or_networks)]
+
+
 class ToolsConfig(_Model):
     enabled: tuple[ToolName, ...] = ("task_status", "list_tasks", "send_message", "fetch_url")
     fetch_allow: tuple[str, ...] = ()
     """URL prefixes `fetch_url` may read (empty = the tool is off)."""
+    fetch_allow_internal: HostsOrNetworks = ()
+    """Hosts (exact names) and networks (CIDRs) `fetch_url` may reach although they are
+    loopback, link-local or private: by default only public addresses are read, whatever the
+    prefixes say (docs/operations/security.md)."""
     chats: dict[ToolName, ChatTarget] = {}
     """Named chats `send_message` may post to."""
     mcp: dict[ToolName, McpServer] = {}
     max_rounds: int = Field(default=4, gt=0, le=16)
     """Tool-call rounds per answer before the model must answer in text."""
+
+
+class CallbacksConfig(_Model):
+    """Task and subscription callbacks: POSTs to URLs that API clients name."""
+
+    allow_internal: HostsOrNetworks = ()
+    """Hosts (exact names) and networks (CIDRs) callbacks may reach although they are loopback,
+    link-local or private; by default only public addresses are called
+    (docs/operations/security.md)."""
 
 
 class AgentConfig(_Model):
@@ -247,6 +287,7 @@ class HubConfig(_Model):
     alerts: dict[Literal["warning", "error", "critical"], tuple[AlertRoute, ...]] = {}
     model: ModelConfig = ModelConfig()
     agent: AgentConfig = AgentConfig()
+    callbacks: CallbacksConfig = CallbacksConfig()
     routing: RoutingRules = RoutingRules()
     watchdog: WatchdogConfig = WatchdogConfig()
 

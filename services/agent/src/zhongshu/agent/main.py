@@ -19,7 +19,7 @@ def build_service(*, config: ConfigSource | None = None) -> AgentService:
         AgentSettings,
         resources.lifespan(config=config),
         description="LLM answers to commands and task requests: tools, memory, inference cache.",
-        publishes=[channels.TASK_EVENTS, channels.CHAT_REPLIES],
+        publishes=[channels.TASK_EVENTS, channels.CHAT_REPLIES, channels.AUDIT],
     )
     service.readiness_ping("redis", lambda deps: deps.redis)
     handlers.register(service)

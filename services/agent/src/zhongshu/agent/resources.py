@@ -20,6 +20,7 @@ from zhongshu.agent.models import Models, effective_setup
 from zhongshu.agent.runs import Agent
 from zhongshu.agent.settings import AgentSettings
 from zhongshu.agent.tools.mcp import McpConnections
+from zhongshu.platforms.egress import guarded_client, live_policy
 from zhongshu.runtime import Service
 from zhongshu.runtime.liveconfig import ConfigSource, config_source
 from zhongshu.runtime.service import Lifespan
@@ -54,6 +55,14 @@ def lifespan(*, config: ConfigSource | None) -> Lifespan[AgentSettings, AgentDep
             )
             source = await config_source(stack, svc.js, config)
             current = source.current
+            # URLs the model chooses: public addresses only, unless the operator allowed more.
+            fetch_http = await stack.enter_async_context(
+                guarded_client(
+                    live_policy(lambda: source.current.agent.tools.fetch_allow_internal),
+                    timeout=httpx.Timeout(settings.agent_fetch_timeout_s),
+                    limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+                )
+            )
             mcp = McpConnections(current.agent.tools.mcp)
             stack.push_async_callback(mcp.close)
             await mcp.open()
@@ -77,6 +86,7 @@ def lifespan(*, config: ConfigSource | None) -> Lifespan[AgentSettings, AgentDep
                 ),
                 statuses=TaskStatusStore(redis),
                 http=http,
+                fetch_http=fetch_http,
                 extra_tools=mcp.tools,
             )
             yield AgentDeps(agent=agent, redis=redis)

@@ -26,9 +26,10 @@ from zhongshu.agent.outputs import SOURCE, ChatTarget, ReplyStream, TaskLog
 from zhongshu.agent.settings import AgentSettings
 from zhongshu.agent.tools.builtin import builtin_tools
 from zhongshu.agent.tools.registry import Tool, ToolContext, ToolRegistry
-from zhongshu.contracts import headers
+from zhongshu.contracts import headers, subjects
 from zhongshu.contracts.envelope import Envelope
 from zhongshu.contracts.events import (
+    AuditRecorded,
     CommandRequested,
     MessageReceived,
     ReplyGenerated,
@@ -87,8 +88,11 @@ class Agent:
         memory: ConversationMemory,
         statuses: TaskStatusStore,
         http: httpx.AsyncClient,
+        fetch_http: httpx.AsyncClient | None = None,
         extra_tools: Iterable[Tool] = (),
     ) -> None:
+        """``fetch_http``: the client of ``fetch_url``, guarded against internal addresses
+        (``platforms.egress``); ``http`` (the models' pool) when not given."""
         self.settings = settings
         self.config = config
         self.models = models
@@ -96,6 +100,7 @@ class Agent:
         self.memory = memory
         self.statuses = statuses
         self.http = http
+        self.fetch_http = fetch_http or http
         self.extra_tools = list(extra_tools)
         self._setup_for: HubConfig | None = None
         self._tools_for: tuple[HubConfig, ToolRegistry] | None = None
@@ -242,6 +247,7 @@ class Agent:
             user=user,
             app=app,
             publish_reply=self._tool_reply(outbox),
+            publish_audit=self._tool_audit(outbox),
         )
         try:
             answer = await self.inference.answer(
@@ -334,7 +340,10 @@ class Agent:
         """Built once per revision of the configuration, not per input."""
         if self._tools_for is None or self._tools_for[0] is not config:
             builtins = builtin_tools(
-                config, self.statuses, self.http, max_bytes=self.settings.agent_fetch_max_bytes
+                config,
+                self.statuses,
+                self.fetch_http,
+                max_bytes=self.settings.agent_fetch_max_bytes,
             )
             self._tools_for = (config, ToolRegistry([*builtins, *self.extra_tools]))
         return self._tools_for[1]
@@ -352,6 +361,14 @@ class Agent:
     def _tool_reply(outbox: Outbox) -> Callable[[ReplyGenerated], Awaitable[None]]:
         async def publish(reply: ReplyGenerated) -> None:
             await outbox.reply(reply)
+
+        return publish
+
+    @staticmethod
+    def _tool_audit(outbox: Outbox) -> Callable[[AuditRecorded, str], Awaitable[None]]:
+        async def publish(record: AuditRecorded, stage: str) -> None:
+            subject = subjects.audit(outbox.tenant or "_", "security")
+            await outbox.publish(subject, record, outbox.msg_id(stage))
 
         return publish
 

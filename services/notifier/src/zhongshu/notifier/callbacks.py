@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -30,10 +31,12 @@ from zhongshu.contracts.definitions import TASK_CALLBACKS_ID, subscription_secre
 from zhongshu.contracts.envelope import Envelope
 from zhongshu.contracts.events import (
     DELIVERY_TARGET_CALLBACK,
+    AuditRecorded,
     CallbackDelivered,
     CallbackDeliveryFailed,
     TaskRequested,
 )
+from zhongshu.contracts.events.audit import OUTCOME_DENIED
 from zhongshu.contracts.ids import derive_msg_id, schedule_fire_id
 from zhongshu.notifier import domain
 from zhongshu.notifier.adapters.callback_http import (
@@ -50,6 +53,7 @@ from zhongshu.notifier.adapters.task_callbacks import RequestBarrier, TaskCallba
 from zhongshu.notifier.delivery import RetryLater
 from zhongshu.notifier.domain import DeliveryRecord
 from zhongshu.notifier.settings import NotifierSettings
+from zhongshu.platforms.egress import live_policy
 from zhongshu.runtime import Delivery, PermanentError
 
 log = logging.getLogger("zhongshu.notifier.callbacks")
@@ -220,8 +224,16 @@ class CallbackFlow:
 
     @classmethod
     async def open(
-        cls, js: JetStreamContext, settings: NotifierSettings, redis: Redis, retry: CallbackRetry
+        cls,
+        js: JetStreamContext,
+        settings: NotifierSettings,
+        redis: Redis,
+        retry: CallbackRetry,
+        *,
+        allow_internal: Callable[[], tuple[str, ...]] = tuple,
     ) -> CallbackFlow:
+        """``allow_internal``: the internal hosts and networks callbacks may reach (the live
+        ``callbacks.allow_internal``); every other internal address is refused."""
         key = settings.callback_key.get_secret_value() if settings.callback_key else ""
         if not key:
             log.warning(
@@ -232,6 +244,7 @@ class CallbackFlow:
         client = CallbackPoster.client(
             timeout_s=settings.callback_timeout_s,
             connect_timeout_s=settings.callback_connect_timeout_s,
+            policy=live_policy(allow_internal),
         )
         return cls(
             callback_key=key.encode() or None,
@@ -377,6 +390,8 @@ class CallbackFlow:
             # Another worker moved this record since we read it: it owns this post now.
             return _Outcome("interrupted", DeliveryRecord(state="pending"))
         self._count_and_log(target, event, result)
+        if isinstance(result, Refused) and result.refused_by_policy:
+            await self._audit_refusal(event, target, result, delivery)
         if isinstance(result, Failed):
             return _Outcome("retry", record)
         await self._publish_outcome(event, target, record, delivery)
@@ -452,6 +467,30 @@ class CallbackFlow:
         await delivery.publish_envelope(
             subjects.delivery(state, CALLBACK_PLATFORM, event.tenant), out
         )
+
+    async def _audit_refusal(
+        self, event: _Event, target: Target, result: Refused, delivery: Delivery
+    ) -> None:
+        """A callback URL that points inside the hub's network is someone probing it (or a
+        receiver that needs ``callbacks.allow_internal``): on the audit trail, once per
+        (target, event)."""
+        audit = AuditRecorded(
+            actor=target.subscription_id,
+            action="callback.refused",
+            target=redact(target.url),
+            outcome=OUTCOME_DENIED,
+            tenant=event.tenant,
+            detail=result.reason,
+            labels={"event_id": event.id, "event_type": event.type},
+        )
+        out = wire.make_envelope(
+            audit,
+            id=outcome_id(event.id, target, "refused"),
+            source=SOURCE,
+            tenant=event.tenant,
+            correlation_id=event.correlation_id,
+        )
+        await delivery.publish_envelope(subjects.audit(event.tenant, "security"), out)
 
     @staticmethod
     def _count_and_log(target: Target, event: _Event, result: Posted | Refused | Failed) -> None:

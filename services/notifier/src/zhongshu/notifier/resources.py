@@ -71,7 +71,13 @@ def lifespan(
                 window=AlertWindow(redis),
                 streams=StreamState(redis),
             )
-            callbacks = await CallbackFlow.open(svc.js, settings, redis, callback_retry)
+            callbacks = await CallbackFlow.open(
+                svc.js,
+                settings,
+                redis,
+                callback_retry,
+                allow_internal=lambda: source.current.callbacks.allow_internal,
+            )
             stack.push_async_callback(callbacks.close)
             yield NotifierDeps(notifier=notifier, callbacks=callbacks, redis=redis)
 

@@ -15,8 +15,10 @@ import msgspec
 from zhongshu.agent.adapters.taskstatus import TaskStatusStore
 from zhongshu.agent.llm.types import ToolSpec
 from zhongshu.agent.tools.registry import FunctionTool, Tool, ToolContext, ToolFailed
-from zhongshu.contracts.events import ReplyGenerated
+from zhongshu.contracts.events import AuditRecorded, ReplyGenerated
+from zhongshu.contracts.events.audit import OUTCOME_DENIED
 from zhongshu.contracts.ids import derive_msg_id
+from zhongshu.platforms.egress import OutboundRefused
 from zhongshu.runtime.hubconfig import HubConfig
 
 LIST_LIMIT_MAX = 20
@@ -120,21 +122,43 @@ def send_message_tool(config: HubConfig) -> Tool:
     )
 
 
+MAX_REDIRECTS = 3
+
+
 def fetch_url_tool(
     allowed_prefixes: tuple[str, ...], http: httpx.AsyncClient, *, max_bytes: int
 ) -> Tool:
+    """Reads what the model names, within the allow-listed prefixes: every redirect is
+    followed only to another allow-listed URL, and ``http`` (``platforms.egress``) connects
+    only to public addresses unless the operator allowed internal ones, whatever a prefix or
+    a DNS answer says. A refusal is shown to the model and put on the audit trail."""
+
+    def allowed(url: str) -> bool:
+        return any(url.startswith(prefix) for prefix in allowed_prefixes)
+
     async def run(arguments: Mapping[str, Any], ctx: ToolContext) -> str:
         url = _string(arguments, "url")
-        if not any(url.startswith(prefix) for prefix in allowed_prefixes):
+        if not allowed(url):
             raise ToolFailed("that URL is not on the allow-list")
         try:
-            # No redirects: a redirect could lead off the allow-list.
-            async with http.stream("GET", url, follow_redirects=False) as response:
-                body = bytearray()
-                async for part in response.aiter_bytes():
-                    body.extend(part)
-                    if len(body) >= max_bytes:
-                        break
+            for _ in range(MAX_REDIRECTS + 1):
+                async with http.stream("GET", url, follow_redirects=False) as response:
+                    if response.is_redirect:
+                        url = str(response.url.join(response.headers["location"]))
+                        if not allowed(url):
+                            raise ToolFailed("redirected to a URL that is not on the allow-list")
+                        continue
+                    body = bytearray()
+                    async for part in response.aiter_bytes():
+                        body.extend(part)
+                        if len(body) >= max_bytes:
+                            break
+                    break
+            else:
+                raise ToolFailed(f"more than {MAX_REDIRECTS} redirects")
+        except OutboundRefused as exc:
+            await _audit_refusal(ctx, exc, url)
+            raise ToolFailed(f"refused: {exc}") from None
         except httpx.HTTPError as exc:
             raise ToolFailed(f"fetch failed: {type(exc).__name__}") from None
         text = bytes(body[:max_bytes]).decode(response.encoding or "utf-8", errors="replace")
@@ -153,6 +177,22 @@ def fetch_url_tool(
         ),
         run,
     )
+
+
+async def _audit_refusal(ctx: ToolContext, refused: OutboundRefused, url: str) -> None:
+    if ctx.publish_audit is None:
+        return
+    record = AuditRecorded(
+        actor=ctx.user,
+        action="tool.refused",
+        target="fetch_url",
+        outcome=OUTCOME_DENIED,
+        tenant=ctx.tenant,
+        detail=str(refused),
+        labels={"tool": "fetch_url", "host": refused.host, "task_id": ctx.task_id},
+    )
+    digest = hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    await ctx.publish_audit(record, f"tool.refused.{digest}")
 
 
 def builtin_tools(

@@ -16,7 +16,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 
 from zhongshu.agent.llm.types import ToolCall, ToolSpec
-from zhongshu.contracts.events import ReplyGenerated
+from zhongshu.contracts.events import AuditRecorded, ReplyGenerated
 
 log = logging.getLogger("zhongshu.agent.tools")
 _TRACER = trace.get_tracer("zhongshu.agent")
@@ -25,6 +25,9 @@ RESULT_LIMIT: Final = 4000
 """Characters of a tool result the model sees; more would crowd out the conversation."""
 
 PublishReply = Callable[[ReplyGenerated], Awaitable[None]]
+PublishAudit = Callable[[AuditRecorded, str], Awaitable[None]]
+"""``(record, stage)``: onto the tenant's audit trail, its id derived from the task and
+``stage`` (a rerun publishes the same record, dropped as a duplicate)."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class ToolContext:
     user: str
     app: str | None
     publish_reply: PublishReply
+    publish_audit: PublishAudit | None = None
 
 
 class Tool(Protocol):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -18,6 +19,7 @@ from zhongshu.contracts.definitions import (
     TIMESTAMP_HEADER,
     sign_callback,
 )
+from zhongshu.platforms.egress import OutboundPolicy, OutboundRefused, guarded_client
 
 USER_AGENT = "zhongshu-notifier"
 # Only the status matters; reading a little of the body lets the connection go back to the
@@ -38,6 +40,8 @@ class Refused:
 
     reason: str
     status_code: int | None = None
+    refused_by_policy: bool = False
+    """Not called: the URL's host is an internal address not allowed (``egress``)."""
 
 
 @dataclass(frozen=True)
@@ -116,10 +120,15 @@ class CallbackPoster:
         self._total_timeout_s = total_timeout_s
 
     @staticmethod
-    def client(*, timeout_s: float, connect_timeout_s: float) -> httpx.AsyncClient:
+    def client(
+        *, timeout_s: float, connect_timeout_s: float, policy: Callable[[], OutboundPolicy]
+    ) -> httpx.AsyncClient:
         """The pooled client callbacks use (separate from the platforms' client, so a crowd of
-        slow receivers cannot starve chat replies of connections)."""
-        return httpx.AsyncClient(
+        slow receivers cannot starve chat replies of connections), connecting only where
+        ``policy`` lets it: a callback URL is anyone's choice, and must not reach the hub's
+        own network."""
+        return guarded_client(
+            policy,
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
             follow_redirects=False,
@@ -135,6 +144,8 @@ class CallbackPoster:
                 return await self._post(url, body, headers)
         except TimeoutError:
             return Failed(f"no answer within {self._total_timeout_s:g}s")
+        except OutboundRefused as exc:
+            return Refused(str(exc), refused_by_policy=True)
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             return Refused(f"unusable callback URL ({type(exc).__name__})")
         except httpx.TimeoutException as exc:
