@@ -269,17 +269,20 @@ async def _export(url: str, filters: Filters, fmt: str, out: TextIO) -> int:
         await _has_chain(conn)
         whole = (filters.since, filters.until, filters.action, filters.actor) == (None,) * 4
         writer = csv.DictWriter(out, CSV_COLUMNS) if fmt == "csv" else None
-        if writer is not None:
-            writer.writeheader()
-        elif whole:
-            ends = await auditstore.ends(conn, filters.tenant)
-            chain = {
-                tenant: {"anchor_pos": a.pos, "anchor_hash": a.hash, "pos": h.pos, "hash": h.hash}
-                for tenant, (a, h) in sorted(ends.items())
-            }
-            out.write(json.dumps({CHAIN_LINE: chain}) + "\n")
         count = 0
+        # One snapshot: the chain's ends and its records as they were at one moment.
         async with conn.transaction(isolation="repeatable_read", readonly=True):
+            if writer is not None:
+                writer.writeheader()
+            elif whole:
+                ends = await auditstore.ends(conn, filters.tenant)
+                chain = {
+                    tenant: {
+                        "anchor_pos": a.pos, "anchor_hash": a.hash, "pos": h.pos, "hash": h.hash
+                    }
+                    for tenant, (a, h) in sorted(ends.items())
+                }  # fmt: skip
+                out.write(json.dumps({CHAIN_LINE: chain}) + "\n")
             async for row in auditstore.in_chain_order(conn, filters):
                 plain = _plain(row)
                 if writer is not None:
