@@ -191,3 +191,15 @@ async def test_a_token_revoked_from_the_command_line_is_refused_without_a_restar
         return answer.status_code == 401
 
     await eventually(refused, "the gateway to refuse the revoked token")
+
+
+async def test_a_user_id_with_characters_keys_may_not_hold_is_granted_and_revoked(
+    api: Api,
+) -> None:
+    user = "$:LWCP_v1:$AbC+9="  # a DingTalk sender id
+    created = await api.client.post(GRANTS, json=grant(user), headers=api.auth(*ADMIN))
+    assert created.status_code == 201, created.text
+    listed = await api.client.get(GRANTS, headers=api.auth(*ADMIN))
+    assert [g["user"] for g in listed.json()["items"]] == [user]
+    deleted = await api.client.delete(created.headers["location"], headers=api.auth(*ADMIN))
+    assert deleted.status_code == 204, deleted.text
