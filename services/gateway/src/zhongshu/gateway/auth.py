@@ -36,7 +36,9 @@ bearer = HTTPBearer(
     bearerFormat="JWT",
     description=(
         "A JWT with a `tenant` claim and scopes (`scope`, space-separated, or `scopes`, a list): "
-        "`tasks:read`, `tasks:write`, `admin`. Operators mint one with `zhongshu token create`."
+        "`tasks:read`, `tasks:write`, `admin` (a team's API key also carries `events:publish` and "
+        "a `team` claim). Operators mint one with `zhongshu token create`; a token whose `jti` "
+        "was revoked (`zhongshu token revoke`) is refused."
     ),
 )
 
