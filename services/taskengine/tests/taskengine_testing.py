@@ -121,15 +121,18 @@ class Hub:
     tenant: str = field(default_factory=lambda: "t" + uuid.uuid4().hex[:10])
     services: list[EngineService] = field(default_factory=list)
     agents: list[FakeAgent] = field(default_factory=list)
+    allow_internal: tuple[str, ...] = ("127.0.0.1",)  # the callback receivers are local fakes
 
     @property
     def app(self) -> str:
         return "lark-" + self.tenant
 
     def config_yaml(self) -> str:
+        allowed = ", ".join(self.allow_internal)
         return (
             f"apps:\n  {self.app}:\n    tenant: {self.tenant}\n    platform: feishu\n"
             "    feishu: {app_id: cli_x, app_secret: s}\n"
+            f"callbacks: {{allow_internal: [{allowed}]}}\n"
         )
 
     def hub_config(self) -> HubConfig:

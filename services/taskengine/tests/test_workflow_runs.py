@@ -313,3 +313,23 @@ async def test_a_run_keeps_the_definition_it_started_with(hub: Hub, server: Data
     end = await hub.run_end(run_id)
     assert isinstance(end, RunCompleted)
     assert [r.text for r in await hub.replies()] == ["first version"]
+
+
+async def test_a_notify_callback_to_an_internal_address_is_refused_and_fails_the_step(
+    hub: Hub, receiver: FakeCallbackReceiver
+) -> None:
+    hub.allow_internal = ()  # the receiver on 127.0.0.1 is not allowed now
+    await hub.start_engine()
+    await hub.put_workflow(
+        workflow(
+            "probe",
+            tenant=hub.tenant,
+            flow=notify("tell", targets=[callback(receiver.url("runs"))], retries=0),
+        )
+    )
+    run_id = await hub.request_run("probe")
+    end = await hub.run_end(run_id)
+    await hub.settle()
+    assert isinstance(end, RunFailed), end
+    assert "callback refused: 127.0.0.1 is a loopback address" in end.reason
+    assert receiver.received == []

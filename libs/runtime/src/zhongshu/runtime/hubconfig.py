@@ -233,7 +233,8 @@ class ToolsConfig(_Model):
 
 
 class CallbacksConfig(_Model):
-    """Task and subscription callbacks: POSTs to URLs that API clients name."""
+    """Callbacks: signed POSTs to URLs that API clients name (task and subscription callbacks,
+    workflows' notify steps)."""
 
     allow_internal: HostsOrNetworks = ()
     """Hosts (exact names) and networks (CIDRs) callbacks may reach although they are loopback,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import httpx
 
 from zhongshu.contracts import streams
+from zhongshu.platforms.egress import guarded_client, live_policy
 from zhongshu.runtime import Service
 from zhongshu.runtime.liveconfig import ConfigSource, config_source
 from zhongshu.taskengine.adapters.definitions import DefinitionStore
@@ -30,6 +31,11 @@ class Engine:
     triggers: TriggerTable
     config: ConfigSource
     http: httpx.AsyncClient
+    """collect's requests (to URLs under ``ZHONGSHU_TASKENGINE_COLLECT_ALLOW``)."""
+    callback_http: httpx.AsyncClient
+    """notify's signed callbacks: public addresses only, unless ``callbacks.allow_internal``
+    allows more (``platforms.egress``); redirects are not followed, a signed POST is not
+    replayed to another host."""
 
 
 @contextlib.asynccontextmanager
@@ -42,6 +48,14 @@ async def open_engine(
             httpx.AsyncClient(timeout=httpx.Timeout(HTTP_TIMEOUT_S), follow_redirects=True)
         )
         config = await config_source(stack, svc.js, config)
+        live = config
+        callback_http = await stack.enter_async_context(
+            guarded_client(
+                live_policy(lambda: live.current.callbacks.allow_internal),
+                timeout=httpx.Timeout(HTTP_TIMEOUT_S),
+                follow_redirects=False,
+            )
+        )
         triggers = TriggerTable(svc.js)
         stack.push_async_callback(triggers.close)
         await triggers.open()
@@ -52,4 +66,5 @@ async def open_engine(
             triggers=triggers,
             config=config,
             http=http,
+            callback_http=callback_http,
         )

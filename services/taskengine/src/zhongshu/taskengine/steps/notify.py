@@ -26,6 +26,7 @@ from zhongshu.contracts.definitions import (
 from zhongshu.contracts.envelope import Envelope
 from zhongshu.contracts.events import ReplyGenerated, StepRequested
 from zhongshu.contracts.notifications import NOTIFICATION_TYPE, WorkflowNotification
+from zhongshu.platforms.egress import OutboundRefused
 from zhongshu.taskengine import naming, templates
 from zhongshu.taskengine.engine import SOURCE
 from zhongshu.taskengine.steps.outcomes import Failed, Outcome, StepContext, Succeeded
@@ -117,7 +118,9 @@ async def _post(ctx: StepContext, index: int, url: str, text: str) -> int | Fail
         SUBSCRIPTION_HEADER: TASK_CALLBACKS_ID,
     }
     try:
-        response = await ctx.engine.http.post(url, content=body, headers=headers)
+        response = await ctx.engine.callback_http.post(url, content=body, headers=headers)
+    except OutboundRefused as exc:
+        return Failed(f"callback refused: {exc}")
     except httpx.HTTPError as exc:
         return Failed(f"callback {url} failed: {type(exc).__name__}: {exc}")
     if not response.is_success:
