@@ -1,6 +1,7 @@
 """No configured secret leaves the place it is used: a conversation through the whole hub (a
 signed, encrypted Feishu webhook and a signed DingTalk callback → ingresses → router → agent
-with the fake LLM → notifier → the fake platforms, and a signed callback to a subscriber), with
+with the fake LLM → notifier → the fake platforms, a task through the gateway's API with a JWT,
+and signed callbacks to a subscriber and to the task's own URL), with
 every secret set to a recognisable value, and then a scan of everything the hub wrote: every log
 line (ECS JSON, as the services write them), every message on every stream (KV buckets and
 TRACES with every span included), every reply and callback the fakes received, every prompt
@@ -12,14 +13,17 @@ import asyncio
 import contextlib
 import io
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import ecs_logging
 import httpx
+import jwt
 import msgspec
 import nats
 import pytest_asyncio
@@ -29,7 +33,12 @@ from prometheus_client import REGISTRY, generate_latest
 from zhongshu.agent.main import build_service as build_agent
 from zhongshu.agent.settings import AgentSettings
 from zhongshu.contracts import streams, subjects
-from zhongshu.contracts.definitions import Subscription, definition_key, subscription_secret
+from zhongshu.contracts.definitions import (
+    TASK_CALLBACKS_ID,
+    Subscription,
+    definition_key,
+    subscription_secret,
+)
 from zhongshu.devstack import NatsServer
 from zhongshu.devstack.fakes.callback_receiver import FakeCallbackReceiver
 from zhongshu.devstack.fakes.dingtalk import DingTalkCallbackSender
@@ -38,6 +47,8 @@ from zhongshu.devstack.fakes.feishu import FeishuEventSender, User
 from zhongshu.devstack.fakes.feishu_openapi import FakeFeishuOpenAPI
 from zhongshu.devstack.fakes.llm import FakeLLM
 from zhongshu.devstack.testing import collect, eventually, provision_all
+from zhongshu.gateway.main import build_service as build_gateway
+from zhongshu.gateway.settings import GatewaySettings
 from zhongshu.ingress_dingtalk.main import build_service as build_dingtalk_ingress
 from zhongshu.ingress_dingtalk.settings import DingTalkIngressSettings
 from zhongshu.ingress_feishu.main import build_service as build_feishu_ingress
@@ -53,6 +64,8 @@ from zhongshu.runtime.service import Service
 from zhongshu.runtime.settings import ServiceSettings
 
 BOT = User("Scan Bot")
+ROOT = Path(__file__).resolve().parents[2]
+MIGRATIONS = ROOT / "services/projector/src/zhongshu/projector/migrations"
 WAIT_S = 60.0  # a bound for a hung test on a shared machine, not a timing assertion
 
 
@@ -70,6 +83,7 @@ class Secrets:
     dingtalk_app_secret: str = field(default_factory=lambda: secret("dingtalk-app-secret"))
     model_api_key: str = field(default_factory=lambda: secret("model-api-key"))
     callback_key: str = field(default_factory=lambda: secret("callback-key"))
+    jwt_secret: str = field(default_factory=lambda: secret("jwt-secret"))
 
     def values(self) -> dict[str, str]:
         return dict(vars(self))
@@ -99,6 +113,7 @@ class Hub:
     logs: io.StringIO
     feishu_ingress: str = ""
     dingtalk_ingress: str = ""
+    gateway: str = ""
     services: list[Service] = field(default_factory=list)
 
     async def start(self, service: Service, settings: ServiceSettings) -> Service:
@@ -142,6 +157,29 @@ class Hub:
             payload = s.message(text="hello", conversation_type="2", at_bot=True)
             response = await s.post(payload)
         assert response.status_code in (401, 403), response.text
+
+    def token(self, secret: str) -> str:
+        now = int(time.time())
+        claims = {"sub": "erp", "tenant": self.tenant, "scope": "tasks:write tasks:read"}
+        return jwt.encode({**claims, "iat": now, "exp": now + 600}, secret, algorithm="HS256")
+
+    async def ask_the_api(self, prompt: str) -> str:
+        """A task through the gateway with a JWT, its events to be posted to its own URL; and
+        one request with a token signed by someone else (refused, audited)."""
+        body = {
+            "prompt": prompt,
+            "deliver_to": [{"kind": "callback", "url": self.receiver.url("task")}],
+        }
+        async with httpx.AsyncClient(base_url=self.gateway, timeout=30) as http:
+            forged = {
+                "Authorization": f"Bearer {self.token('not-the-jwt-secret-but-one-just-as-long')}"
+            }
+            refused = await http.post("/api/v1/tasks", json=body, headers=forged)
+            assert refused.status_code == 401, refused.text
+            auth = {"Authorization": f"Bearer {self.token(self.secrets.jwt_secret)}"}
+            answer = await http.post("/api/v1/tasks", json=body, headers=auth)
+        assert answer.status_code == 202, answer.text
+        return str(answer.json()["task_id"])
 
     async def say_in_dingtalk(self, text: str) -> None:
         """With a sessionWebhook about to expire, so the answer goes through the OpenAPI with
@@ -215,8 +253,27 @@ def ecs_log_capture() -> Iterator[io.StringIO]:
 
 
 @pytest_asyncio.fixture
+async def warm_url(postgres_url: str) -> AsyncIterator[str]:
+    """A database of this test's own with the warm tier's schema (the gateway reads it)."""
+    name = "scan_" + uuid.uuid4().hex[:10]
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    conn = await asyncpg.connect(url)
+    try:
+        for path in sorted(MIGRATIONS.glob("[0-9][0-9][0-9][0-9]_*.sql")):
+            await conn.execute(path.read_text())
+    finally:
+        await conn.close()
+    yield url
+
+
+@pytest_asyncio.fixture
 async def hub(
-    private_nats_server: NatsServer, redis_url: str, tmp_path: Path
+    private_nats_server: NatsServer, redis_url: str, warm_url: str, tmp_path: Path
 ) -> AsyncIterator[Hub]:
     url = private_nats_server.url
     await provision_all(url)
@@ -238,7 +295,7 @@ async def hub(
             ratio = telemetry.sample_ratio()
             telemetry.set_sample_ratio(1.0)  # every span recorded, so every span is scanned
             try:
-                await start_services(hub, config, redis_url)
+                await start_services(hub, config, redis_url, warm_url)
                 yield hub
             finally:
                 telemetry.set_sample_ratio(ratio)
@@ -247,7 +304,7 @@ async def hub(
                     await asyncio.wait_for(client.close(), 5)
 
 
-async def start_services(hub: Hub, config: Path, redis_url: str) -> None:
+async def start_services(hub: Hub, config: Path, redis_url: str, warm_url: str) -> None:
     url = hub.nats_url
     hub_config = load_config(config, environ={})
     # A subscriber to the tenant's task events: the notifier signs each POST with a secret
@@ -290,6 +347,19 @@ async def start_services(hub: Hub, config: Path, redis_url: str) -> None:
             callback_key=hub.secrets.callback_key,
         ),
     )
+    gateway = await hub.start(
+        build_gateway(),
+        GatewaySettings(
+            nats_url=url,
+            redis_url=redis_url,
+            postgres_url=warm_url,
+            health_port=0,
+            callback_key=hub.secrets.callback_key,
+            jwt_secret=hub.secrets.jwt_secret,
+        ),
+    )
+    hub.gateway = f"http://127.0.0.1:{gateway.health_port}"
+    hub.receiver.trust(TASK_CALLBACKS_ID, subscription_secret(key, hub.tenant, TASK_CALLBACKS_ID))
 
 
 async def everything_on_the_bus(js: JetStreamContext) -> list[tuple[str, str, bytes]]:
@@ -311,11 +381,13 @@ async def test_no_secret_reaches_a_log_an_event_a_reply_a_callback_a_span_or_a_m
     await hub.say_in_feishu("what is the capital of Zhejiang")
     await hub.say_in_dingtalk("how many rivers flow into the West Lake")
     await hub.forge()
+    await hub.ask_the_api("list the open incidents")
     for platform in ("feishu", "dingtalk"):
         subject = subjects.delivery("delivered", platform, hub.tenant)
         delivered = await collect(hub.js, subject, count=1, within_s=WAIT_S)
         assert delivered, f"no answer reached {platform}"
-    await hub.receiver.wait_until(lambda: len(hub.receiver.accepted()) >= 2)
+    await hub.receiver.wait_until(lambda: len(hub.receiver.accepted("erp")) >= 2)
+    await hub.receiver.wait_until(lambda: len(hub.receiver.accepted("task")) >= 2)
 
     # Each secret was used: the webhooks were decrypted and verified, tokens were fetched with
     # the app secrets, the model was called with its key, callbacks were signed with the key.
