@@ -489,8 +489,11 @@ async def fresh_streams(url: str) -> None:
         for name in (streams.CHAT_INBOUND.name, streams.CHAT_COMMANDS.name, "KV_dedupe"):
             with contextlib.suppress(NotFoundError):
                 await js.delete_stream(name)
+        # The router also watches the grants (empty here: the whitelist decides).
         outcomes = await provision(
-            js, (streams.CHAT_INBOUND, streams.CHAT_COMMANDS), (streams.DEDUPE_KV,)
+            js,
+            (streams.CHAT_INBOUND, streams.CHAT_COMMANDS),
+            (streams.DEDUPE_KV, streams.GRANTS_KV),
         )
         if refused(outcomes):
             raise RuntimeError(f"provisioning refused: {refused(outcomes)}")
