@@ -179,6 +179,31 @@ async def test_refused_tokens_and_unknown_apps_from_one_source_are_critical(bus:
         await watchdog.stop()
 
 
+async def test_a_request_to_an_internal_address_refused_by_the_hub_is_an_error(
+    bus: Bus,
+) -> None:
+    watchdog = await start_watchdog(bus.url, FAST)
+    try:
+        await _audit_security(
+            bus,
+            AuditRecorded(
+                actor="erp", action="callback.refused", target="http://169.254.169.254/",
+                outcome="denied", tenant="acme",
+                detail="169.254.169.254 is a link-local address (169.254.169.254); not allowed",
+            ),
+        )  # fmt: skip
+        found = await eventually(
+            lambda: bus.recorder.alerts("security.outbound"), "an outbound refusal", WAIT_S
+        )
+        assert (found[0].level, found[0].labels["platform"], found[0].labels["remote"]) == (
+            "error",
+            "acme",
+            "erp",
+        )
+    finally:
+        await watchdog.stop()
+
+
 async def test_a_pushed_threshold_applies_without_a_restart(bus: Bus) -> None:
     quiet = "watchdog: {check_interval_s: 0.2, resource_percent: 100, sustained_s: 0}\n"
     await liveconfig.push(bus.js, quiet)

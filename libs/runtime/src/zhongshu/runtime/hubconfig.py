@@ -278,6 +278,9 @@ class WatchdogConfig(_Model):
     """Refused API tokens from one source within the window: critical."""
     unknown_app_requests: int = Field(default=5, gt=0)
     """Webhooks for an app that is not configured, from one source within the window: critical."""
+    outbound_refusals: int = Field(default=1, gt=0)
+    """Callbacks or `fetch_url` reads refused because they pointed at an internal address, from
+    one subscription or user within the window: error (docs/operations/security.md)."""
     remind_s: float = Field(default=3600, ge=0)
     """An open alert nobody acknowledged is raised again this often; 0 = never."""
 
