@@ -4,7 +4,10 @@ server; names resolve through the guard's resolver seam."""
 
 from __future__ import annotations
 
+import asyncio
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -129,3 +132,45 @@ async def test_the_policy_is_read_at_each_new_connection(site: LocalServer) -> N
             await client.get(f"{site.base_url}/page")
         policy[0] = OutboundPolicy.allowing(["127.0.0.1"])
         assert (await client.get(f"{site.base_url}/page")).status_code == 200
+
+
+async def test_tls_to_the_pinned_address_verifies_and_sends_the_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connected to the resolved address, TLS still names the URL's host: SNI carries it and
+    the certificate is verified for it (an IP-pinned client that sent the IP would fail)."""
+    import trustme
+
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+    server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("hooks.test").configure_cert(server_side)
+    names: list[str | None] = []
+
+    def sni(_sock: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
+        names.append(name)
+
+    server_side.sni_callback = sni  # type: ignore[assignment]
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        host = next(line for line in head.split(b"\r\n") if line.lower().startswith(b"host:"))
+        body = host.split(b":", 1)[1].strip()
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=server_side)
+    port = server.sockets[0].getsockname()[1]
+    names_table = Names({"hooks.test": ["127.0.0.1"]})
+    policy = OutboundPolicy.allowing(["hooks.test"])
+    try:
+        async with guarded_client(policy, resolver=names_table) as client:
+            response = await client.get(f"https://hooks.test:{port}/")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert response.text == f"hooks.test:{port}"
+    assert names == ["hooks.test"]
