@@ -266,7 +266,7 @@ async def test_spans_are_exported_over_otlp_when_an_endpoint_is_set(server: Nats
         traces = [post for post in collector.posts if post[0] == "/v1/traces"]
         assert traces, "no spans were exported"
         assert traces[0][1] == "application/x-protobuf"
-        assert b"echo process" in b"".join(body for _, _, body in traces)
+        assert b"process echo" in b"".join(body for _, _, body in traces)
     finally:
         echo.close()
         collector.close()
