@@ -42,6 +42,9 @@ def test_a_timestamp_beyond_one_hour_is_refused(offset_ms: int) -> None:
         ("", VECTOR_SIGN, "missing signature"),
         ("yesterday", VECTOR_SIGN, "bad timestamp"),
         ("-1577262236757", VECTOR_SIGN, "bad timestamp"),
+        # Digits to str.isdigit that int() refuses: a 500 before the signature (fuzzing).
+        ("²", VECTOR_SIGN, "bad timestamp"),
+        ("１５７７２６２２３６７５７", VECTOR_SIGN, "bad timestamp"),
         (VECTOR_TIMESTAMP, VECTOR_SIGN.replace("D", "E", 1), "bad signature"),
         (VECTOR_TIMESTAMP, callback_sign(VECTOR_TIMESTAMP, "another secret"), "bad signature"),
         (VECTOR_TIMESTAMP, "签名", "bad signature"),

@@ -4,6 +4,7 @@ answered after the PubAck; refused ones publish nothing and are counted and audi
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import httpx
@@ -21,6 +22,7 @@ from zhongshu.devstack.fakes.dingtalk import (
     DingTalkApp,
     DingTalkCallbackSender,
     MakeApp,
+    bot_message,
     now_ms,
     sign,
 )
@@ -95,6 +97,12 @@ BAD_INPUTS: dict[str, tuple[int, Any]] = {
     "JSON but not an object": (400, b'["msgId"]'),
     "no msgId": (400, b'{"msgtype": "text", "conversationId": "c", "senderStaffId": "s"}'),
     "over 1 MiB": (413, b'{"pad": "' + b"x" * (1024 * 1024) + b'"}'),
+    # Correctly signed, a number where a list belongs: was a 500 (issue 18's fuzzing).
+    "atUsers is a number": (400, json.dumps({**bot_message(), "atUsers": 7}).encode()),
+    "a rich text part is a string": (
+        400,
+        json.dumps(bot_message(msgtype="richText", content={"richText": ["hi"]})).encode(),
+    ),
 }
 
 

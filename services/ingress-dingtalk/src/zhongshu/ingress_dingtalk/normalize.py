@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from zhongshu.contracts.events import (
     AttachmentRef,
@@ -27,6 +27,8 @@ from zhongshu.contracts.events.chat import (
     ChatKind,
 )
 from zhongshu.contracts.ids import derive_msg_id
+
+_T = TypeVar("_T")
 
 PLATFORM: Final = "dingtalk"
 BOT_MESSAGE_TOPIC = "/v1.0/im/bot/messages/get"
@@ -66,7 +68,8 @@ def parse_json_object(raw: bytes | str) -> dict[str, Any]:
     """A JSON object, or :class:`MalformedPayload`."""
     try:
         value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: JSON nested deeper than the parser goes (`[[[[…`) is not a payload.
         raise MalformedPayload("body is not valid JSON") from exc
     if not isinstance(value, dict):
         raise MalformedPayload("body is not a JSON object")
@@ -81,12 +84,12 @@ def robot_message(payload: dict[str, Any], *, app: str, tenant: str) -> Inbound:
     """A robot message (HTTP callback body, or the `data` of a Stream bot-message frame)."""
     msg_id = _required_str(payload, "msgId")
     conversation_id = _required_str(payload, "conversationId")
-    msgtype = _str(payload.get("msgtype")) or "unknown"
+    msgtype = _text(payload, "msgtype") or "unknown"
     text, attachments = _content(msgtype, payload)
-    sent_at = _from_ms(payload.get("createAt"))
+    sent_at = _from_ms(payload, "createAt")
     mentions = tuple(_mentions(payload))
     sender = _sender(payload)
-    chat_kind = _chat_kind(payload.get("conversationType"))
+    chat_kind = _chat_kind(_typed(payload, "conversationType", (str, int)))
     event = MessageReceived(
         platform=PLATFORM,
         app=app,
@@ -100,7 +103,8 @@ def robot_message(payload: dict[str, Any], *, app: str, tenant: str) -> Inbound:
         text=text,
         message_kind=_KINDS.get(msgtype, msgtype),
         mentions=mentions,
-        mentions_bot=payload.get("isInAtList") is True or any(m.is_bot_self for m in mentions),
+        mentions_bot=_typed(payload, "isInAtList", bool) is True
+        or any(m.is_bot_self for m in mentions),
         attachments=attachments,
         sent_at=sent_at,
         raw_event_type=BOT_MESSAGE_TOPIC,
@@ -118,26 +122,24 @@ def card_callback(payload: dict[str, Any], *, app: str, tenant: str, delivery_id
     """A card callback (Stream topic `/v1.0/card/instances/callback`). `delivery_id` is the
     frame's messageId, which a redelivery repeats; the payload itself has no event id."""
     user_id = _required_str(payload, "userId")
-    content = payload.get("content")
-    private: dict[str, Any] = {}
-    if isinstance(content, str) and content:
-        private = parse_json_object(content).get("cardPrivateData") or {}
-    elif isinstance(content, dict):
-        private = content.get("cardPrivateData") or {}
-    params = private.get("params") if isinstance(private, dict) else None
-    action_ids = private.get("actionIds") if isinstance(private, dict) else None
-    chat_id = _str(payload.get("spaceId")) or _str(payload.get("openConversationId"))
+    content = _typed(payload, "content", (str, dict))
+    if isinstance(content, str):
+        content = parse_json_object(content) if content else None
+    private = _typed(content or {}, "cardPrivateData", dict) or {}
+    params = _typed(private, "params", dict) or {}
+    action_ids = _typed(private, "actionIds", list) or []
+    chat_id = _text(payload, "spaceId") or _text(payload, "openConversationId")
     event = CardActionReceived(
         platform=PLATFORM,
         app=app,
         tenant=tenant,
         chat_id=chat_id,
         user=Sender(id=user_id, staff_id=user_id),
-        action=dict(params) if isinstance(params, dict) else {},
+        action=dict(params),
         platform_event_id=delivery_id,
         reply_handle=ReplyHandle(kind=REPLY_HANDLE_DINGTALK_ROBOT, chat_id=chat_id or None),
-        action_name=str(action_ids[0]) if isinstance(action_ids, list) and action_ids else None,
-        card_id=_str(payload.get("outTrackId")) or None,
+        action_name=str(action_ids[0]) if action_ids else None,
+        card_id=_text(payload, "outTrackId") or None,
     )
     return Inbound(
         event=event,
@@ -151,13 +153,13 @@ def platform_event(
     headers: dict[str, Any], payload: dict[str, Any], *, app: str, tenant: str
 ) -> Inbound:
     """Any Stream EVENT frame, kept whole so event-triggered rules can match it later."""
-    platform_id = _str(headers.get("eventId")) or _required_str(headers, "messageId")
-    occurred_at = _from_ms(headers.get("eventBornTime"))
+    platform_id = _text(headers, "eventId") or _required_str(headers, "messageId")
+    occurred_at = _from_ms(headers, "eventBornTime")
     event = PlatformEventReceived(
         platform=PLATFORM,
         app=app,
         tenant=tenant,
-        event_type=_str(headers.get("eventType")) or _str(headers.get("topic")) or "unknown",
+        event_type=_text(headers, "eventType") or _text(headers, "topic") or "unknown",
         platform_event_id=platform_id,
         payload=payload,
         occurred_at=occurred_at,
@@ -175,49 +177,44 @@ def platform_event(
 
 def _content(msgtype: str, payload: dict[str, Any]) -> tuple[str, tuple[AttachmentRef, ...]]:
     if msgtype == "text":
-        text = payload.get("text")
-        return (_str(text.get("content")).strip() if isinstance(text, dict) else ""), ()
-    content = payload.get("content")
+        return _text(_typed(payload, "text", dict) or {}, "content").strip(), ()
+    content = _typed(payload, "content", (str, dict))
     if isinstance(content, str):  # some deliveries carry `content` as a JSON string
-        try:
-            content = json.loads(content)
-        except ValueError:
-            content = {}
-    if not isinstance(content, dict):
+        content = parse_json_object(content)
+    if content is None:
         return "", ()
     if msgtype == "richText":
-        return _rich_text(content.get("richText"))
+        return _rich_text(_typed(content, "richText", list) or [])
     kind = _ATTACHMENT_KINDS.get(msgtype)
     if kind is None:
         return "", ()
-    code = _str(content.get("downloadCode"))
-    attachments = (AttachmentRef(kind=kind, key=code, name=_str(content.get("fileName")) or None),)
+    code = _text(content, "downloadCode")
+    attachments = (AttachmentRef(kind=kind, key=code, name=_text(content, "fileName") or None),)
     # Audio comes with DingTalk's speech recognition: the user's words, as text.
-    text = _str(content.get("recognition")).strip() if msgtype == "audio" else ""
+    text = _text(content, "recognition").strip() if msgtype == "audio" else ""
     return text, attachments if code else ()
 
 
-def _rich_text(parts: Any) -> tuple[str, tuple[AttachmentRef, ...]]:
+def _rich_text(parts: list[Any]) -> tuple[str, tuple[AttachmentRef, ...]]:
     texts: list[str] = []
     pictures: list[AttachmentRef] = []
-    for part in parts if isinstance(parts, list) else ():
+    for part in parts:
         if not isinstance(part, dict):
-            continue
-        if "text" in part:
-            texts.append(_str(part.get("text")))
-        code = _str(part.get("downloadCode")) or _str(part.get("pictureDownloadCode"))
+            raise MalformedPayload(f"richText holds a {type(part).__name__}, not an object")
+        texts.append(_text(part, "text"))
+        code = _text(part, "downloadCode") or _text(part, "pictureDownloadCode")
         if code and (part.get("type") in (None, "picture")):
             pictures.append(AttachmentRef(kind="image", key=code))
     return "".join(texts).strip(), tuple(pictures)
 
 
 def _mentions(payload: dict[str, Any]) -> list[Mention]:
-    bot = _str(payload.get("chatbotUserId"))
+    bot = _text(payload, "chatbotUserId")
     found = []
-    for user in payload.get("atUsers") or ():
+    for user in _typed(payload, "atUsers", list) or ():
         if not isinstance(user, dict):
-            continue
-        dingtalk_id, staff_id = _str(user.get("dingtalkId")), _str(user.get("staffId"))
+            raise MalformedPayload(f"atUsers holds a {type(user).__name__}, not an object")
+        dingtalk_id, staff_id = _text(user, "dingtalkId"), _text(user, "staffId")
         if not (dingtalk_id or staff_id):
             continue
         found.append(
@@ -227,13 +224,13 @@ def _mentions(payload: dict[str, Any]) -> list[Mention]:
 
 
 def _sender(payload: dict[str, Any]) -> Sender:
-    staff_id = _str(payload.get("senderStaffId"))
-    sender_id = _str(payload.get("senderId"))
+    staff_id = _text(payload, "senderStaffId")
+    sender_id = _text(payload, "senderId")
     if not (staff_id or sender_id):
         raise MalformedPayload("payload has neither senderStaffId nor senderId")
     return Sender(
         id=staff_id or sender_id,
-        name=_str(payload.get("senderNick")),
+        name=_text(payload, "senderNick"),
         staff_id=staff_id or None,
     )
 
@@ -246,7 +243,7 @@ def _reply_handle(
     id (its conversation id also starts with ``cid``), so both are kept here."""
     # Only a staff id addresses a user: senderId is encrypted and no send API takes it.
     user_id = sender.staff_id if chat_kind == "p2p" else None
-    url = _str(payload.get("sessionWebhook"))
+    url = _text(payload, "sessionWebhook")
     if not url:
         return ReplyHandle(
             kind=REPLY_HANDLE_DINGTALK_ROBOT,
@@ -258,7 +255,7 @@ def _reply_handle(
         kind=REPLY_HANDLE_DINGTALK_SESSION_WEBHOOK,
         url=url,
         chat_id=conversation_id,
-        expires_at=_from_ms(payload.get("sessionWebhookExpiredTime")),
+        expires_at=_from_ms(payload, "sessionWebhookExpiredTime"),
         chat_kind=chat_kind,
         user_id=user_id,
     )
@@ -268,23 +265,36 @@ def _chat_kind(value: Any) -> ChatKind:
     return "group" if str(value) == "2" else "p2p"
 
 
-def _from_ms(value: Any) -> datetime | None:
-    try:
-        ms = int(value)
-    except (TypeError, ValueError):
+def _from_ms(container: dict[str, Any], key: str) -> datetime | None:
+    """Epoch milliseconds (a number, or digits in a string) as a time; absent is None."""
+    value = _typed(container, key, (int, float, str))
+    if value is None:
         return None
     try:
-        return datetime.fromtimestamp(ms / 1000, UTC)
-    except (OverflowError, OSError, ValueError):
+        return datetime.fromtimestamp(int(value) / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        raise MalformedPayload(f"{key} is not a time in milliseconds") from None
+
+
+def _typed(container: dict[str, Any], key: str, kind: type[_T] | tuple[type, ...]) -> _T | None:
+    """``container[key]`` if it has the expected type, None when absent or null. Any other type
+    is refused here, where the field is named: code further on may then trust the type (a
+    number in ``atUsers`` once crashed the callback into a 500)."""
+    value = container.get(key)
+    if value is None:
         return None
+    if isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool):
+        return value  # type: ignore[return-value]
+    raise MalformedPayload(f"{key} is a {type(value).__name__}")
 
 
-def _str(value: Any) -> str:
-    return value if isinstance(value, str) else ""
+def _text(container: dict[str, Any], key: str) -> str:
+    """A string field; absent or null reads as empty."""
+    return _typed(container, key, str) or ""
 
 
 def _required_str(payload: dict[str, Any], key: str) -> str:
-    value = payload.get(key)
-    if not isinstance(value, str) or not value:
+    value = _text(payload, key)
+    if not value:
         raise MalformedPayload(f"payload has no {key}")
     return value
