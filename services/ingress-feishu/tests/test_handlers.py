@@ -257,6 +257,10 @@ async def bad_requests(feishu: FeishuEventSender, case: str) -> httpx.Response:
         body, headers = feishu.encode(payload, timestamp=1_700_000_000)
     elif case == "malformed body":
         body, headers = b'{"encrypt": "not base64!"', {}
+    elif case == "wrong type":  # signed and encrypted; inside, a number where a list belongs
+        post = {"content": 1.5}
+        payload = feishu.message(message_type="post", content=post)
+        body, headers = feishu.encode(payload)
     elif case == "body too large":
         body = b"{" + b" " * (1024 * 1024) + b"}"
     return await feishu.post("events", body, headers)
@@ -270,6 +274,7 @@ async def bad_requests(feishu: FeishuEventSender, case: str) -> httpx.Response:
         ("bad token", 401),
         ("stale timestamp", 401),
         ("malformed body", 400),
+        ("wrong type", 400),
         ("body too large", 413),
     ],
 )

@@ -79,6 +79,58 @@ def test_a_message_without_its_ids_is_malformed() -> None:
     assert caught.value.status == 400
 
 
+def _message(**changes: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = json.loads((GOLDEN / "text_p2p.payload.json").read_text())
+    payload["event"]["message"].update(changes)
+    return payload
+
+
+def _post(content: Any) -> dict[str, Any]:
+    return _message(message_type="post", content=json.dumps({"content": content}))
+
+
+# Each field read with a type other than the platform's is refused where it is read, with a 400
+# (found by fuzzing: a number where a post's paragraphs belong was an exception, so a 500).
+WRONG_TYPES: dict[str, dict[str, Any]] = {
+    "post paragraphs are a number": _post(1.5),
+    "a post paragraph is a string": _post(["hi"]),
+    "a post element is a number": _post([[1]]),
+    "content is a number": _message(content=7),
+    "content is JSON but not an object": _message(content="[1]"),
+    "content is nested deeper than a parser goes": _message(content="[" * 100_000),
+    "mentions is an object": _message(mentions={}),
+    "a mention is a string": _message(mentions=["@_user_1"]),
+    "chat_id is a number": _message(chat_id=5),
+    "message_type is a list": _message(message_type=["text"]),
+    "create_time is not a number": _message(create_time="yesterday"),
+    "create_time is beyond any date": _message(create_time="9" * 40),
+    "header is a list": {"schema": "2.0", "header": [], "event": {}},
+    "event is a string": {**_message(), "event": "message"},
+}
+
+
+@pytest.mark.parametrize("payload", WRONG_TYPES.values(), ids=list(WRONG_TYPES))
+def test_a_field_of_the_wrong_type_is_a_400(payload: dict[str, Any]) -> None:
+    with pytest.raises(Rejected) as caught:
+        normalize_event(payload, CTX)
+    assert caught.value.status == 400
+
+
+def test_a_card_action_whose_option_is_a_number_is_a_400() -> None:
+    payload = json.loads((GOLDEN / "card_action_trigger.payload.json").read_text())
+    payload["event"]["action"]["option"] = 3
+    with pytest.raises(Rejected) as caught:
+        normalize_card(payload, CTX)
+    assert caught.value.status == 400
+
+
+def test_text_in_a_card_nested_past_any_real_card_is_not_followed() -> None:
+    deep = '{"elements": [' * 300 + '{"text": "found"}' + "]}" * 300
+    result = normalize_event(_message(message_type="interactive", content=deep), CTX)
+    assert isinstance(result.event, MessageReceived)
+    assert result.event.text == ""
+
+
 def test_an_unknown_event_type_is_kept_whole_not_refused() -> None:
     payload = {
         "schema": "2.0",

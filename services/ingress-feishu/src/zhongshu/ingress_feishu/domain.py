@@ -99,7 +99,8 @@ _JSON = msgspec.json.Decoder()
 def _json_object(raw: bytes) -> dict[str, Any]:
     try:
         value = _JSON.decode(raw)
-    except (UnicodeDecodeError, ValueError, msgspec.DecodeError):
+    except (UnicodeDecodeError, ValueError, msgspec.DecodeError, RecursionError):
+        # RecursionError: JSON nested deeper than the parser goes (`[[[[…`) is not a body.
         raise Rejected(400, "malformed body", "body is not JSON") from None
     if not isinstance(value, dict):
         raise Rejected(400, "malformed body", "body is not a JSON object")

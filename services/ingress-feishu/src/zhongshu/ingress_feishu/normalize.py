@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -40,6 +40,9 @@ _SPACES = re.compile(r"[ \t]{2,}")
 _KINDS = {"media": "video"}
 # Content keys that hold readable text in types without a dedicated rule.
 _TEXT_KEYS = ("title", "text", "content", "topic", "summary", "name", "template")
+
+_MAX_DEPTH = 64
+_T = TypeVar("_T")
 
 Normalized = MessageReceived | CardActionReceived | BotMembershipChanged | PlatformEventReceived
 
@@ -76,11 +79,11 @@ class Result:
 
 def normalize_event(payload: dict[str, Any], ctx: Context) -> Result:
     """An event subscription payload (webhook or long connection)."""
-    if isinstance(payload.get("header"), dict):
-        header = payload["header"]
+    header = _typed(payload, "header", dict)
+    if header is not None:
         event_type = _required(header, "event_type")
         event_id = _required(header, "event_id")
-        occurred = _from_millis(header.get("create_time"))
+        occurred = _from_millis(header, "create_time")
     elif payload.get("type") == "event_callback":
         return _legacy_event(payload, ctx)
     else:
@@ -110,8 +113,9 @@ def normalize_event(payload: dict[str, Any], ctx: Context) -> Result:
 def normalize_card(payload: dict[str, Any], ctx: Context) -> Result:
     """A card action: ``card.action.trigger`` (2.0) or the older callback, whose only unique
     value is the card's update ``token``."""
-    if isinstance(payload.get("header"), dict):
-        event_id = _required(payload["header"], "event_id")
+    header = _typed(payload, "header", dict)
+    if header is not None:
+        event_id = _required(header, "event_id")
         event = _obj(payload, "event")
         user = _sender(_obj(event, "operator"))
         context = _obj(event, "context")
@@ -126,9 +130,7 @@ def normalize_card(payload: dict[str, Any], ctx: Context) -> Result:
     if user is None:
         raise Rejected(400, "malformed body", "card action without an operator")
     action = _obj(event, "action")
-    value = action.get("value")
-    option = action.get("option")
-    form_value = action.get("form_value")
+    value = action.get("value")  # any JSON the card's author put on the button
     card = CardActionReceived(
         platform="feishu",
         app=ctx.app,
@@ -142,8 +144,8 @@ def normalize_card(payload: dict[str, Any], ctx: Context) -> Result:
         ),
         action_tag=_str(action, "tag"),
         action_name=_str(action, "name"),
-        option=option if isinstance(option, str) else None,
-        form_value=form_value if isinstance(form_value, dict) else None,
+        option=_typed(action, "option", str),
+        form_value=_typed(action, "form_value", dict),
         message_id=message_id,
         token=token,
     )
@@ -161,8 +163,8 @@ def _message(event: dict[str, Any], event_id: str, ctx: Context) -> Result:
     if sender is None:
         raise Rejected(400, "malformed body", "message without a sender id")
     feishu_type = _str(message, "message_type") or "unknown"
-    content = _content(message.get("content"))
-    mentions = _Mentions(message.get("mentions"), ctx.bot)
+    content = _content(_typed(message, "content", (str, dict)))
+    mentions = _Mentions(_typed(message, "mentions", list) or [], ctx.bot)
     text, attachments = _render(feishu_type, content, mentions)
     normalized = MessageReceived(
         platform="feishu",
@@ -184,7 +186,7 @@ def _message(event: dict[str, Any], event_id: str, ctx: Context) -> Result:
         thread_id=_str(message, "thread_id"),
         root_id=_str(message, "root_id"),
         parent_id=_str(message, "parent_id"),
-        sent_at=_from_millis(message.get("create_time")),
+        sent_at=_from_millis(message, "create_time"),
         raw_event_type=MESSAGE_RECEIVED,
     )
     return Result(normalized, message_id, chat_id)
@@ -193,15 +195,18 @@ def _message(event: dict[str, Any], event_id: str, ctx: Context) -> Result:
 class _Mentions:
     """``mentions[]`` keyed by placeholder, and the text each placeholder becomes."""
 
-    def __init__(self, raw: Any, bot: BotIdentity) -> None:
+    def __init__(self, raw: list[Any], bot: BotIdentity) -> None:
         self.by_key: dict[str, Mention] = {}
-        for item in raw if isinstance(raw, list) else ():
-            if not isinstance(item, dict) or not isinstance(item.get("key"), str):
+        for item in raw:
+            if not isinstance(item, dict):
+                raise Rejected(400, "malformed body", "a mention is not an object")
+            key = _str(item, "key")
+            if key is None:
                 continue
             ids = _obj(item, "id")
             open_id = _str(ids, "open_id")
             name = _str(item, "name") or ""
-            self.by_key[item["key"]] = Mention(
+            self.by_key[key] = Mention(
                 id=open_id or _str(ids, "union_id") or _str(ids, "user_id") or "",
                 name=name,
                 is_bot_self=bot.is_me(open_id, name),
@@ -262,11 +267,13 @@ def _post(content: dict[str, Any], mentions: _Mentions) -> tuple[str, tuple[Atta
     title = _str(body, "title")
     if title:
         lines.append(title)
-    for paragraph in body.get("content") or ():
+    for paragraph in _typed(body, "content", list) or ():
+        if not isinstance(paragraph, list):
+            raise Rejected(400, "malformed body", "a post paragraph is not a list")
         parts: list[str] = []
-        for element in paragraph if isinstance(paragraph, list) else ():
+        for element in paragraph:
             if not isinstance(element, dict):
-                continue
+                raise Rejected(400, "malformed body", "a post element is not an object")
             tag = element.get("tag")
             if tag in ("text", "a", "md", "code_block"):
                 parts.append(_str(element, "text") or _str(element, "href") or "")
@@ -284,18 +291,21 @@ def _post(content: dict[str, Any], mentions: _Mentions) -> tuple[str, tuple[Atta
     return _tidy("\n".join(lines)), _refs(*refs)
 
 
-def _texts(value: Any) -> Iterable[str]:
-    """Readable strings anywhere in a card or other structured content."""
+def _texts(value: Any, depth: int = 0) -> Iterable[str]:
+    """Readable strings anywhere in a card or other structured content, down to a depth no card
+    reaches (the recursion stays far from Python's limit whatever the nesting)."""
+    if depth > _MAX_DEPTH:
+        return
     if isinstance(value, dict):
         for key, item in value.items():
             if isinstance(item, str):
                 if key in _TEXT_KEYS and item.strip():
                     yield item
             else:
-                yield from _texts(item)
+                yield from _texts(item, depth + 1)
     elif isinstance(value, list):
         for item in value:
-            yield from _texts(item)
+            yield from _texts(item, depth + 1)
 
 
 def _refs(*items: tuple[str, str | None, str | None]) -> tuple[AttachmentRef, ...]:
@@ -310,17 +320,19 @@ def _tidy(text: str) -> str:
     return "\n".join(_SPACES.sub(" ", line).strip() for line in lines).strip()
 
 
-def _content(raw: Any) -> dict[str, Any]:
+def _content(raw: str | dict[str, Any] | None) -> dict[str, Any]:
     """``message.content`` is a JSON-encoded string."""
-    if isinstance(raw, dict):
-        return raw
-    if not isinstance(raw, str):
-        return {}
+    if raw is None or isinstance(raw, dict):
+        return raw or {}
     try:
         value = msgspec.json.decode(raw)
     except msgspec.DecodeError:
         return {"text": raw}
-    return value if isinstance(value, dict) else {}
+    except RecursionError:
+        raise Rejected(400, "malformed body", "content is nested too deep") from None
+    if not isinstance(value, dict):
+        raise Rejected(400, "malformed body", "content is not a JSON object")
+    return value
 
 
 # ---------------------------------------------------------------------------------- schema 1.0
@@ -330,7 +342,7 @@ def _legacy_event(payload: dict[str, Any], ctx: Context) -> Result:
     uuid = _required(payload, "uuid")
     event = _obj(payload, "event")
     event_type = _str(event, "type") or "unknown"
-    occurred = _from_seconds(payload.get("ts"))
+    occurred = _from_seconds(payload, "ts")
     if event_type == "message" and _str(event, "open_message_id"):
         return _legacy_message(event, uuid, ctx)
     if event_type in ("add_bot", "remove_bot") and _str(event, "open_chat_id"):
@@ -405,14 +417,24 @@ def _chat_kind(chat_type: str | None) -> ChatKind:
     return "p2p" if chat_type == "p2p" else "group"
 
 
-def _obj(container: dict[str, Any], key: str) -> dict[str, Any]:
+def _typed(container: dict[str, Any], key: str, kind: type[_T] | tuple[type, ...]) -> _T | None:
+    """``container[key]`` if it has the expected type, None when absent or null. Any other type
+    is refused here, where the field is named (400): code further on may then trust the type
+    (fuzzing found a number where a post's paragraphs belong; DingTalk's `atUsers` likewise)."""
     value = container.get(key)
-    return value if isinstance(value, dict) else {}
+    if value is None:
+        return None
+    if isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool):
+        return value  # type: ignore[return-value]
+    raise Rejected(400, "malformed body", f"{key} is a {type(value).__name__}")
+
+
+def _obj(container: dict[str, Any], key: str) -> dict[str, Any]:
+    return _typed(container, key, dict) or {}
 
 
 def _str(container: dict[str, Any], key: str) -> str | None:
-    value = container.get(key)
-    return value if isinstance(value, str) and value else None
+    return _typed(container, key, str) or None
 
 
 def _required(container: dict[str, Any], key: str) -> str:
@@ -422,18 +444,22 @@ def _required(container: dict[str, Any], key: str) -> str:
     return value
 
 
-def _from_millis(value: Any) -> datetime | None:
+def _from_millis(container: dict[str, Any], key: str) -> datetime | None:
+    """Epoch milliseconds (digits in a string, as Feishu sends them, or a number)."""
+    value = _typed(container, key, (str, int, float))
     try:
-        return datetime.fromtimestamp(int(value) / 1000, UTC)
-    except (TypeError, ValueError, OverflowError, OSError):
-        return None
+        return None if value is None else datetime.fromtimestamp(int(value) / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        raise Rejected(400, "malformed body", f"{key} is not a time in ms") from None
 
 
-def _from_seconds(value: Any) -> datetime | None:
+def _from_seconds(container: dict[str, Any], key: str) -> datetime | None:
+    """Epoch seconds with a fraction (schema 1.0's ``ts``)."""
+    value = _typed(container, key, (str, int, float))
     try:
-        return datetime.fromtimestamp(float(value), UTC)
-    except (TypeError, ValueError, OverflowError, OSError):
-        return None
+        return None if value is None else datetime.fromtimestamp(float(value), UTC)
+    except (ValueError, OverflowError, OSError):
+        raise Rejected(400, "malformed body", f"{key} is not a time in seconds") from None
 
 
 def _kept_as_is(
