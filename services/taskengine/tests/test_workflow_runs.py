@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 import pytest_asyncio
 
 from services.taskengine.tests.taskengine_testing import CALLBACK_KEY, DataServer, Hub, of_type
+from zhongshu.contracts import envelope as wire
+from zhongshu.contracts import subjects
 from zhongshu.contracts.definitions import (
     TASK_CALLBACKS_ID,
     StepDefinition,
@@ -17,6 +19,7 @@ from zhongshu.contracts.definitions import (
     subscription_secret,
 )
 from zhongshu.contracts.events import (
+    AuditRecorded,
     RunCompleted,
     RunFailed,
     RunStarted,
@@ -30,6 +33,7 @@ from zhongshu.contracts.events import (
 )
 from zhongshu.contracts.notifications import NOTIFICATION_TYPE
 from zhongshu.devstack.fakes.callback_receiver import FakeCallbackReceiver
+from zhongshu.devstack.testing import collect as collect_messages
 from zhongshu.taskengine import naming
 from zhongshu.taskengine.dsl import callback, chat, collect, infer, notify, workflow
 
@@ -333,3 +337,11 @@ async def test_a_notify_callback_to_an_internal_address_is_refused_and_fails_the
     assert isinstance(end, RunFailed), end
     assert "callback refused: 127.0.0.1 is a loopback address" in end.reason
     assert receiver.received == []
+    audits = await collect_messages(hub.js, subjects.audit(hub.tenant, "security"), count=1)
+    [refused] = [wire.decode(m.data, AuditRecorded).data for m in audits]
+    assert (refused.action, refused.actor, refused.target, refused.outcome) == (
+        "callback.refused",
+        "workflow:probe",
+        "127.0.0.1",
+        "denied",
+    )

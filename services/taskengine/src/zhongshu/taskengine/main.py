@@ -35,6 +35,7 @@ def build_service(*, config: ConfigSource | None = None) -> Service[TaskEngineSe
             channels.WORKFLOW_RUNS,
             channels.WORKFLOW_STEPS,
             channels.CHAT_REPLIES,
+            channels.AUDIT,
         ],
     )
     handlers.register(service)

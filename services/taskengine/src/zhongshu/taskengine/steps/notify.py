@@ -14,6 +14,7 @@ import httpx
 import msgspec
 
 from zhongshu.contracts import headers as H
+from zhongshu.contracts import subjects
 from zhongshu.contracts.definitions import (
     EVENT_ID_HEADER,
     SIGNATURE_HEADER,
@@ -24,7 +25,9 @@ from zhongshu.contracts.definitions import (
     subscription_secret,
 )
 from zhongshu.contracts.envelope import Envelope
-from zhongshu.contracts.events import ReplyGenerated, StepRequested
+from zhongshu.contracts.events import AuditRecorded, ReplyGenerated, StepRequested
+from zhongshu.contracts.events.audit import OUTCOME_DENIED
+from zhongshu.contracts.ids import derive_msg_id
 from zhongshu.contracts.notifications import NOTIFICATION_TYPE, WorkflowNotification
 from zhongshu.platforms.egress import OutboundRefused
 from zhongshu.taskengine import naming, templates
@@ -86,6 +89,23 @@ async def _reply(
     return {"app": app_name, "chat": chat_id, "reply_id": reply_id}
 
 
+async def _audit_refusal(ctx: StepContext, index: int, refused: OutboundRefused) -> None:
+    """On the audit trail as the notifier's refusals are (the watchdog alerts on them); once
+    per (run, step, target), whatever the attempt."""
+    request = ctx.request
+    record = AuditRecorded(
+        actor=f"workflow:{request.workflow}",
+        action="callback.refused",
+        target=refused.host,
+        outcome=OUTCOME_DENIED,
+        tenant=request.tenant,
+        detail=str(refused),
+        labels={"run_id": request.run_id, "step": request.step},
+    )
+    msg_id = derive_msg_id(naming.callback_event(request.run_id, request.step, index), "refused")
+    await ctx.outbox.publish(subjects.audit(request.tenant, "security"), record, msg_id)
+
+
 async def _post(ctx: StepContext, index: int, url: str, text: str) -> int | Failed:
     request = ctx.request
     key = ctx.engine.settings.callback_key
@@ -120,6 +140,7 @@ async def _post(ctx: StepContext, index: int, url: str, text: str) -> int | Fail
     try:
         response = await ctx.engine.callback_http.post(url, content=body, headers=headers)
     except OutboundRefused as exc:
+        await _audit_refusal(ctx, index, exc)
         return Failed(f"callback refused: {exc}")
     except httpx.HTTPError as exc:
         return Failed(f"callback {url} failed: {type(exc).__name__}: {exc}")
