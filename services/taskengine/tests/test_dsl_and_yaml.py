@@ -113,3 +113,26 @@ def test_yaml_takes_the_tenant_from_the_caller_and_refuses_another() -> None:
     assert load_workflow(text, tenant="acme").tenant == "acme"
     with pytest.raises(WorkflowInvalid, match="tenant is 'other'"):
         load_workflow("tenant: other\n" + text, tenant="acme")
+
+
+UNLOADABLE = {
+    # Found by fuzzing: each raised something other than WorkflowInvalid (a RecursionError).
+    "an alias that refers to itself": (
+        "id: x\nsteps:\n  - &step {id: a, kind: collect, config: *step}\n"
+    ),
+    "nested deeper than the parser goes": "id: " + "[" * 5000,
+    "nested deeper than the conversion goes": (
+        "id: x\nsteps: [{id: a, kind: collect, config: {a: " + "[" * 900 + "]" * 900 + "}}]"
+    ),
+    # Shared, not copied, by the parser: converting it would build 9**6 strings.
+    "aliases of aliases": "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
+    + "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n"
+    + "e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n"
+    + "id: x\nsteps: [{id: a, kind: collect, config: {url: u, body: *f}}]\n",
+}
+
+
+@pytest.mark.parametrize("text", UNLOADABLE.values(), ids=list(UNLOADABLE))
+def test_yaml_that_cannot_be_a_workflow_is_invalid_not_an_error(text: str) -> None:
+    with pytest.raises(WorkflowInvalid, match=r"alias|nested too deep"):
+        load_workflow(text, tenant="acme")

@@ -23,14 +23,28 @@ from zhongshu.contracts.definitions import WorkflowDefinition
 from zhongshu.contracts.validation import WorkflowInvalid, validate_workflow
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases. An alias is shared, not copied, until the definition
+    is converted: one that refers to itself recursed for ever, and nine aliases of nine aliases
+    expand a short file exponentially (found by fuzzing). A workflow has no use for them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed", mark)
+        return super().compose_node(parent, index)
+
+
 def load_workflow(
     text: str, *, tenant: str | None = None, source: str = "workflow"
 ) -> WorkflowDefinition:
     """Parse and validate; :class:`WorkflowInvalid` names what is wrong and where."""
     try:
-        raw: Any = yaml.safe_load(text)
+        raw: Any = yaml.load(text, Loader=_Loader)  # a SafeLoader, less aliases
     except yaml.YAMLError as exc:
         raise WorkflowInvalid(source, [f"not valid YAML: {exc}"]) from None
+    except RecursionError:  # `[[[[…`: nested deeper than the parser goes
+        raise WorkflowInvalid(source, ["not valid YAML: nested too deep"]) from None
     if not isinstance(raw, dict):
         raise WorkflowInvalid(source, ["expected a mapping with `id` and `steps`"])
     if tenant is not None and raw.setdefault("tenant", tenant) != tenant:
@@ -41,6 +55,8 @@ def load_workflow(
         definition = msgspec.convert(raw, WorkflowDefinition)
     except msgspec.ValidationError as exc:
         raise WorkflowInvalid(str(raw.get("id", source)), [str(exc)]) from None
+    except RecursionError:  # parsed, but deeper than the conversion goes
+        raise WorkflowInvalid(source, ["nested too deep"]) from None
     return validate_workflow(definition)
 
 
