@@ -5,6 +5,7 @@ the spec's naming rule (only `[a-z0-9]`), so `conversation_id` is `conversationi
 Encoding and decoding go straight between bytes and typed structs: no dicts in between.
 """
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final, Generic, TypeVar, cast
 
@@ -119,7 +120,7 @@ def decoder(event_cls: type[E]) -> msgspec.json.Decoder[Envelope[E]]:
 def decode(raw: bytes, event_cls: type[E]) -> Envelope[E]:
     """Decode an envelope that must hold `event_cls`; `UnexpectedEventType` otherwise."""
     try:
-        envelope = decoder(event_cls).decode(raw)
+        envelope = _decoded(decoder(event_cls).decode, raw)
     except msgspec.ValidationError as invalid:
         # Say "wrong type" rather than "missing field" when that is the cause.
         actual = peek_type(raw)
@@ -140,7 +141,7 @@ _TYPE_DECODER: Final = msgspec.json.Decoder(_TypeOnly)
 
 def peek_type(raw: bytes) -> str:
     """The envelope's `type` without decoding the rest (other fields are skipped, not built)."""
-    return _TYPE_DECODER.decode(raw).type
+    return _decoded(_TYPE_DECODER.decode, raw).type
 
 
 def decode_any(raw: bytes) -> Envelope[Any]:
@@ -153,7 +154,7 @@ def decode_any(raw: bytes) -> Envelope[Any]:
     event_cls = EVENT_TYPES.get(event_type)
     if event_cls is None:
         raise UnknownEventType(event_type)
-    return decoder(event_cls).decode(raw)
+    return _decoded(decoder(event_cls).decode, raw)
 
 
 _UNTYPED_DECODER: Final = msgspec.json.Decoder(Envelope[Any])
@@ -162,4 +163,15 @@ _UNTYPED_DECODER: Final = msgspec.json.Decoder(Envelope[Any])
 def decode_untyped(raw: bytes) -> Envelope[Any]:
     """Decode any CloudEvent with its `data` as plain JSON values, whatever its type: for
     events other teams publish on `events.>`, and for tools that handle every type alike."""
-    return _UNTYPED_DECODER.decode(raw)
+    return _decoded(_UNTYPED_DECODER.decode, raw)
+
+
+def _decoded(decode: Callable[[bytes], T], raw: bytes) -> T:
+    """``decode(raw)``, failing only with ``msgspec.DecodeError`` as the readers above promise
+    (callers skip or dead-letter on it). msgspec itself raises ``UnicodeDecodeError`` for bytes
+    that are not UTF-8 and ``RecursionError`` for JSON nested too deep: found by fuzzing, and
+    either one let through would be retried for ever or stop a reader at someone else's bytes."""
+    try:
+        return decode(raw)
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise msgspec.DecodeError(f"not a JSON document: {type(exc).__name__}") from None
