@@ -10,8 +10,10 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 import pytest_asyncio
 from nats.js.client import JetStreamContext
 
@@ -172,10 +174,27 @@ async def test_the_connection_does_not_block_the_service_loop(service: Service) 
     assert response.status_code == 200
 
 
+MENTIONS_A_NUMBER = {
+    "schema": "2.0",
+    "header": {"event_id": "e-1", "event_type": "im.message.receive_v1"},
+    "event": {
+        "sender": {"sender_id": {"open_id": "ou_1"}},
+        "message": {"message_id": "om_1", "chat_id": "oc_1", "mentions": 7},
+    },
+}
+
+
+@pytest.mark.parametrize(
+    "payload", [{"neither": "schema"}, MENTIONS_A_NUMBER], ids=["no schema", "wrong type"]
+)
 async def test_a_malformed_frame_payload_is_refused_not_stored(
-    service: Service, gateway: FeishuLongConnectionServer, js: JetStreamContext, tenant: str
+    service: Service,
+    gateway: FeishuLongConnectionServer,
+    js: JetStreamContext,
+    tenant: str,
+    payload: dict[str, Any],
 ) -> None:
-    ack = await gateway.push({"neither": "schema"})
+    ack = await gateway.push(payload)
     assert ack["code"] == 400
     assert await inbound(js, tenant) == []
 

@@ -190,7 +190,7 @@ class FeishuIngress:
         try:
             try:
                 opened = json.loads(payload)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested past the parser
                 raise Rejected(400, "malformed body", "frame payload is not JSON") from None
             if not isinstance(opened, dict):
                 raise Rejected(400, "malformed body", "frame payload is not a JSON object")
