@@ -10,12 +10,18 @@ import json
 from collections.abc import AsyncIterator
 
 import nats
+import pytest
 import pytest_asyncio
 from nats.js.client import JetStreamContext
 
 from zhongshu.contracts import envelope as wire
 from zhongshu.contracts import streams, subjects
-from zhongshu.contracts.events import CardActionReceived, MessageReceived, PlatformEventReceived
+from zhongshu.contracts.events import (
+    AuditRecorded,
+    CardActionReceived,
+    MessageReceived,
+    PlatformEventReceived,
+)
 from zhongshu.contracts.events.alerts import CARD_VALUE_KEY
 from zhongshu.devstack import NatsServer
 from zhongshu.devstack.fakes.dingtalk import DingTalkApp, FakeStreamGateway, MakeApp, bot_message
@@ -27,7 +33,7 @@ from zhongshu.devstack.fakes.dingtalk_openapi import (
 from zhongshu.devstack.testing import StartService as StartReplica
 from zhongshu.devstack.testing import collect, provision_all
 from zhongshu.ingress_dingtalk import resources
-from zhongshu.ingress_dingtalk.adapters.stream import Frame
+from zhongshu.ingress_dingtalk.adapters.stream import Frame, parse_frame
 from zhongshu.runtime import Service
 
 FAST = {
@@ -89,6 +95,30 @@ async def test_a_bot_message_frame_is_acked_only_once_it_is_stored(
         "group",
         True,
     )
+
+
+async def test_a_frame_with_a_field_of_the_wrong_type_is_acked_and_not_stored(
+    provisioned_nats_url: str,
+    js: JetStreamContext,
+    stream_app: DingTalkApp,
+    gateway: FakeStreamGateway,
+    start_replica: StartReplica,
+) -> None:
+    # Redelivering it would not make it readable: ACKed, audited, nothing published.
+    await start(start_replica, provisioned_nats_url, stream_app, gateway)
+    await gateway.wait_for_sessions(1)
+    message_id = await gateway.push_bot_message({**bot_message(text="hi"), "atUsers": 7})
+    ack = await gateway.wait_for_ack(message_id)
+    assert (ack["code"], ack["data"]) == (200, {"response": {}})
+    assert await collect(js, inbound(stream_app)) == []
+    [audit] = await collect(js, subjects.audit(stream_app.tenant, "security"))
+    assert wire.decode(audit.data, AuditRecorded).data.labels == {"reason": "malformed frame"}
+
+
+@pytest.mark.parametrize("raw", [b"[" * 100_000, b"[1]", b"{"], ids=["too deep", "array", "cut"])
+def test_an_unreadable_frame_is_a_value_error_which_the_listener_drops(raw: bytes) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 (any ValueError: that is what is dropped)
+        parse_frame(raw)
 
 
 async def test_a_redelivered_frame_is_published_once(

@@ -57,7 +57,11 @@ send no ACK at all, so the platform redelivers the frame."""
 
 
 def parse_frame(raw: str | bytes) -> Frame:
-    value = json.loads(raw)
+    """A frame, or ``ValueError`` (the listener drops it and reads on)."""
+    try:
+        value = json.loads(raw)
+    except RecursionError:  # nested past the parser: must not end the connection
+        raise ValueError("frame nested too deep") from None
     if not isinstance(value, dict):
         raise ValueError("frame is not a JSON object")
     headers = value.get("headers")
