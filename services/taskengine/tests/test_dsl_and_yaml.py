@@ -136,3 +136,16 @@ UNLOADABLE = {
 def test_yaml_that_cannot_be_a_workflow_is_invalid_not_an_error(text: str) -> None:
     with pytest.raises(WorkflowInvalid, match=r"alias|nested too deep"):
         load_workflow(text, tenant="acme")
+
+
+@pytest.mark.parametrize(
+    "tagged",
+    [
+        *("!!timestamp 1", "!!timestamp junk", "!!timestamp", "!!int junk", "!!int"),
+        *("!!float junk", "!!float", "!!bool junk", "!!bool 1", "!!bool"),
+    ],
+)
+def test_an_explicit_tag_on_a_value_it_cannot_read_is_invalid_yaml(tagged: str) -> None:
+    # Found by fuzzing: `!!timestamp 1` was an AttributeError, `!!bool x` a KeyError, and so on.
+    with pytest.raises(WorkflowInvalid, match="not valid YAML"):
+        load_workflow(f"id: {tagged}\nsteps: []\n", tenant="acme")

@@ -34,6 +34,17 @@ class _Loader(yaml.SafeLoader):
             raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed", mark)
         return super().compose_node(parent, index)
 
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        # PyYAML's own constructors fail on explicit tags with values they cannot read
+        # (`!!timestamp 1`, `!!bool x`, `!!int` with nothing) with whatever Python raised: a
+        # YAML error like any other (found by fuzzing).
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, IndexError, KeyError, AttributeError) as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {node.tag}: {exc!r}", node.start_mark
+            ) from None
+
 
 def load_workflow(
     text: str, *, tenant: str | None = None, source: str = "workflow"
