@@ -115,6 +115,14 @@ async def test_three_replicas_never_show_the_model_more_than_the_cap_in_any_seco
             await asyncio.sleep(0.5)
         assert len(finals) == COMMANDS, f"{len(finals)} of {COMMANDS} answered"
         assert len(llm.calls) == COMMANDS
-        assert llm.max_calls_in_window(1.0) <= QPS
+        # The fake stamps an arrival when the test's event loop gets to it, so a stall of this
+        # loop (or of a loaded box) stamps a call late, next to the following window's calls:
+        # on busy CI runs that counted 11 in a one-second window now and then. Arrivals are
+        # counted in 0.9 s windows, where up to 100 ms of stamping delay cannot bunch them.
+        assert llm.max_calls_in_window(0.9) <= QPS
+        # And over the whole run no faster than the cap: QPS per second after the first
+        # window's QPS. Load only ever stretches this span, so it cannot flake.
+        arrivals = sorted(call.at for call in llm.calls)
+        assert arrivals[-1] - arrivals[0] >= (COMMANDS - QPS) / QPS
     info = await js.consumer_info(streams.CHAT_COMMANDS.name, "agent-commands")
     assert info.num_ack_pending == 0
