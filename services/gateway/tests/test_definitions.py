@@ -201,7 +201,9 @@ async def test_a_workflow_that_is_not_a_dag_is_refused_naming_the_problem(
     assert await stored(js, WORKFLOWS_KV.bucket, api.tenant, "w1") is None
 
 
-async def test_workflow_bodies_must_be_json_or_yaml_without_aliases(api: Api) -> None:
+async def test_workflow_bodies_must_be_json_or_yaml_without_aliases(
+    api: Api, js: JetStreamContext
+) -> None:
     auth = api.auth(*ADMIN)
     wrong_type = await api.client.post(
         "/api/v1/workflows", content=b"id=w", headers={**auth, "content-type": "text/plain"}
@@ -215,6 +217,20 @@ async def test_workflow_bodies_must_be_json_or_yaml_without_aliases(api: Api) ->
     )
     assert aliased.status_code == 422
     assert "aliases" in aliased.json()["detail"]
+    # What fuzzing found in the workflow loader: PyYAML's own errors on unreadable explicit
+    # tags, and nesting deeper than the parsers go, in YAML and in JSON, are 422s too.
+    for body, media in (
+        (b"id: w\nsteps: !!timestamp 1\n", "application/yaml"),
+        (b"id: !!bool x\n", "application/yaml"),
+        (b"[" * 5000, "application/yaml"),
+        (b"[" * 100_000 + b"]" * 100_000, "application/json"),
+    ):
+        refused = await api.client.post(
+            "/api/v1/workflows", content=body, headers={**auth, "content-type": media}
+        )
+        assert refused.status_code == 422, (body[:30], refused.text)
+        assert "not valid" in refused.json()["detail"]
+    assert await stored(js, WORKFLOWS_KV.bucket, api.tenant, "w") is None
 
 
 async def test_run_history_shows_each_steps_status_and_duration(
