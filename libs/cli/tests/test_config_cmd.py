@@ -44,6 +44,23 @@ def test_check_accepts_a_valid_file_without_printing_secrets(tmp_path: Path) -> 
     assert "feishu-secret-value" not in result.output
 
 
+def test_check_warns_that_an_app_with_an_empty_whitelist_is_open_to_everyone(
+    tmp_path: Path,
+) -> None:
+    env = {"FEISHU_APP_SECRET": "feishu-secret-value", "COLUMNS": "400"}
+    listed = CONFIG + "    access: {users: [ou_1]}\n"
+    open_result = runner.invoke(
+        app, ["config", "check", "--file", str(write(tmp_path, CONFIG))], env=env
+    )
+    assert open_result.exit_code == 0, open_result.output
+    assert "apps.acme-feishu.access lists no users, chats or departments" in open_result.output
+    listed_result = runner.invoke(
+        app, ["config", "check", "--file", str(write(tmp_path, listed))], env=env
+    )
+    assert listed_result.exit_code == 0, listed_result.output
+    assert "lists no users" not in listed_result.output
+
+
 def test_check_names_the_missing_variable_and_exits_1(tmp_path: Path) -> None:
     result = runner.invoke(
         app,

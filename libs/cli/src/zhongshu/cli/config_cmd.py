@@ -33,10 +33,30 @@ def describe(config: HubConfig) -> str:
     )
 
 
+def open_to_everyone(config: HubConfig) -> list[str]:
+    """Apps whose ``access`` lists no users, chats or departments: the router lets everyone who
+    can reach the bot in (admins, grants and ``deny`` still apply). Valid, and right for a trial,
+    but MLPS level 3 expects access denied unless granted, so the commands say so."""
+    return [
+        name
+        for name, app in config.apps.items()
+        if not (app.access.users or app.access.chats or app.access.departments)
+    ]
+
+
+def warn_about_open_access(config: HubConfig) -> None:
+    for name in open_to_everyone(config):
+        warn(
+            f"apps.{name}.access lists no users, chats or departments: everyone who can reach "
+            "the bot may use it; list who may (or grant roles) unless that is what you want"
+        )
+
+
 def check(path: Path) -> None:
     """Validate strictly: every ``${VAR}`` must be set here. Secrets are never printed."""
     config = parse_config(read(path), source=str(path))
     console.print(f"[green]✓[/] {escape(str(path))} is valid: {escape(describe(config))}")
+    warn_about_open_access(config)
 
 
 async def push_text(url: str, text: str, source: str) -> int:
@@ -71,3 +91,4 @@ def push(url: str, path: Path) -> None:
         f"[green]✓[/] pushed {escape(str(path))} as revision {revision}: "
         f"{escape(describe(config))}; running services apply it within seconds"
     )
+    warn_about_open_access(config)
