@@ -53,6 +53,24 @@ async def test_anybodys_alert_is_registered_and_acknowledged_once(bus: Bus) -> N
         await watchdog.stop()
 
 
+async def test_a_press_handled_before_its_raise_is_registered_is_applied_once_it_is(
+    bus: Bus,
+) -> None:
+    """The raise and the press are read by two consumers: the press may come first (CI saw it
+    lost that way). It waits, retried, for the raise instead of changing nothing."""
+    watchdog = await start_watchdog(bus.url)
+    try:
+        early = AlertRaised(level="error", source="router", title="early press", dedupe_key="e-1")
+        key = alert_key(early)
+        await press(bus.js, key, "acknowledge")  # before anybody raised it
+        await asyncio.sleep(0.5)
+        await publish_alert(bus.js, early)
+        acked = await eventually(lambda: bus.recorder.states(key, "acknowledged"), "ack", WAIT_S)
+        assert acked[0].actor == ADMIN
+    finally:
+        await watchdog.stop()
+
+
 async def test_a_silenced_alert_is_not_raised_again_until_the_silence_ends(bus: Bus) -> None:
     # Reminders every half second make "not raised while silenced" observable.
     watchdog = await start_watchdog(bus.url, FAST.model_copy(update={"remind_s": 0.5}))

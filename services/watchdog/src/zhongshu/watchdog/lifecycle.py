@@ -161,11 +161,26 @@ async def register(book: AlertBook, env: Envelope[AlertRaised]) -> AlertStateCha
     )
 
 
+UNREGISTERED_WAIT = timedelta(seconds=30)
+"""How long an action on an alert not registered yet is retried before it counts as an action
+on no alert. With the consumer's backoff (1, 5, 30 s) that is three retries, well inside its
+five deliveries: such an action is never dead-lettered."""
+
+
+class NotRegisteredYet(Exception):
+    """An action on an alert whose raise is not registered yet. The raise and the action are read
+    by two consumers, so a click can be handled first (a lagging raise consumer, a test pressing
+    as soon as it sees the raise); the action is retried with the consumer's backoff."""
+
+
 async def act(book: AlertBook, env: Envelope[AlertActionRequested]) -> AlertStateChanged | None:
     """A person's Acknowledge, Silence or Resolve, applied at the time it was pressed, and
     recorded in the audit trail (under an id derived from the action's: a redelivery records
     nothing twice)."""
     action = env.data
+    record, _ = await book.read(action.key)
+    if record is None and datetime.now(UTC) - env.time < UNREGISTERED_WAIT:
+        raise NotRegisteredYet(f"alert {action.key} is not registered yet: the action is retried")
     change = await book.apply(action.key, lambda record: acted(record, action, env.time))
     if change is None:
         log.info("alert %s: %s by %s changed nothing", action.key, action.action, action.actor.id)
